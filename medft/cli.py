@@ -1,0 +1,49 @@
+"""``medft``: one command per experiment step. ``medft --help`` lists the subcommands."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# subcommand -> (module with a main(args), one-line description)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("medft.train", "train and test a model with a tune mode (Hydra overrides; -m for sweeps)"),
+}
+
+USAGE = """usage: medft <command> [overrides...]
+
+Parameter-efficient fine-tuning experiments for medical vision-language models.
+
+commands:
+{commands}
+
+examples:
+  medft train +tune=layernorm                       train only the normalization layers
+  medft train -m tune=layernorm,ffn,attention,lora,full
+  medft train +tune=lora dataset=vqa_rad dataset.root=/data/vqa_rad
+  medft train --help                                Hydra's help: config groups and options
+"""
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {desc}" for name, (_, desc) in COMMANDS.items()]
+    return USAGE.format(commands="\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        raise SystemExit(0 if argv else 2)
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"medft: unknown command {name!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
+        raise SystemExit(2)
+    module = importlib.import_module(COMMANDS[name][0])
+    sys.argv = [f"medft {name}", *rest]
+    module.main(rest)
+
+
+if __name__ == "__main__":
+    main()

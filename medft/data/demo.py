@@ -1,0 +1,359 @@
+"""A small synthetic medical VQA dataset that a tiny model can learn in about a minute on CPU.
+
+Each image is a grayscale "scan" of one organ template on a dark background, with noise:
+
+* chest:   body outline, two dark lung fields, a bright spine and heart in the middle;
+* head:    bright skull ring around the brain, midline and two small dark ventricles;
+* abdomen: rounded body outline, a bright vertebra and two kidney blobs.
+
+The templates are left-right symmetric, so the only asymmetry comes from 0-2 bright round
+lesions, each entirely in the left or the right half. "Left" and "right" are as the viewer
+sees the image (not the radiological patient-side convention).
+
+Questions (CLOSED yes/no and OPEN) are answerable from the pixels alone:
+
+====== ============ ================================ =========================
+type   answer_type  question                         answer
+====== ============ ================================ =========================
+PRES   CLOSED       Is there a lesion?               yes / no
+ORGAN  CLOSED       Is this an image of the chest?   yes / no (half of each)
+ORGAN  OPEN         Which organ is shown?            chest / head / abdomen
+COUNT  OPEN         How many lesions are there?      0 / 1 / 2
+POS    CLOSED       Is the lesion on the left side?  yes / no   (one lesion only)
+POS    OPEN         Which side is the lesion on?     left / right (one lesion only)
+====== ============ ================================ =========================
+
+Every image gets the first four questions; images with exactly one lesion also get one of
+the two POS questions (4-5 per image). Most questions also have a paraphrase
+(``phrase_type`` "para" instead of "freeform"), as in VQA-RAD.
+
+The set is written in VQA-RAD's split layout (``trainset.json``, ``testset.json``,
+``images/*.png``, same fields as the MEVF files) so :func:`medft.data.vqa_rad.load_vqa_rad`
+reads it. Generation is deterministic: the same parameters give the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from medft.errors import ConfigError, DataError
+
+DEMO_VERSION = 1
+META_FILE = "demo_meta.json"
+IMAGE_DIR = "images"
+SPLIT_FILES = {"train": "trainset.json", "test": "testset.json"}
+_DEMO_ENTRIES = {META_FILE, IMAGE_DIR, *SPLIT_FILES.values()}
+
+ORGANS = ("chest", "head", "abdomen")
+_ORGAN_CODES = {"chest": "CHEST", "head": "HEAD", "abdomen": "ABD"}  # VQA-RAD's image_organ
+# Lesion counts are drawn from this pattern (45% none, 40% one, 15% two), shuffled per split,
+# so "Is there a lesion?" is close to 50/50 and a third of images get a side question.
+_LESION_COUNT_PATTERN = (0,) * 9 + (1,) * 8 + (2,) * 3
+
+# (freeform, paraphrase) wording per question kind.
+_TEMPLATES = {
+    "pres": ("Is there a lesion?", "Is a lesion present in this image?"),
+    "organ_closed": ("Is this an image of the {organ}?", "Does this image show the {organ}?"),
+    "organ_open": ("Which organ is shown?", "What organ is shown in this image?"),
+    "count": ("How many lesions are there?", "How many lesions are seen?"),
+    "side_closed": ("Is the lesion on the {side} side?", "Is the lesion located on the {side}?"),
+    "side_open": ("Which side is the lesion on?", "On which side is the lesion?"),
+}
+_PARAPHRASE_RATE = 0.3
+
+
+def ensure_demo(
+    root: str | Path,
+    n_train_images: int = 300,
+    n_test_images: int = 60,
+    image_size: int = 64,
+    seed: int = 0,
+) -> Path:
+    """Return ``root`` holding the demo dataset for these parameters, generating it if needed.
+
+    An existing dataset is reused only if its ``demo_meta.json`` (written last) matches the
+    parameters and all files are there. Otherwise it is generated into a sibling temporary
+    folder and renamed into place, so an interrupted run never leaves a half-written ``root``.
+    """
+    params = _check_params(n_train_images, n_test_images, image_size, seed)
+    root = Path(root).expanduser().resolve()
+    meta = _meta(params)
+    if _is_complete(root, meta):
+        return root
+    _check_replaceable(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        generate_demo(tmp, **params)
+        _move_into_place(tmp, root, meta)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def generate_demo(out_dir: str | Path, n_train_images: int, n_test_images: int, image_size: int, seed: int) -> None:
+    """Write the demo dataset into ``out_dir`` (created; must not hold another dataset)."""
+    params = _check_params(n_train_images, n_test_images, image_size, seed)
+    out_dir = Path(out_dir)
+    (out_dir / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
+    next_qid = 1
+    for split_index, (split, n_images) in enumerate((("train", n_train_images), ("test", n_test_images))):
+        rng = np.random.default_rng([seed, split_index])
+        records = []
+        for i, scene in enumerate(_make_scenes(rng, n_images)):
+            image_name = f"{split}_{i:04d}.png"
+            pixels = render_scene(scene, image_size, rng)
+            Image.fromarray(pixels).save(out_dir / IMAGE_DIR / image_name)
+            for question in _questions(scene, rng):
+                records.append(_annotation(next_qid, image_name, scene, question, split))
+                next_qid += 1
+        _write_json(out_dir / SPLIT_FILES[split], records)
+    # Written last: its presence marks the folder as complete.
+    _write_json(out_dir / META_FILE, _meta(params))
+
+
+# --- scenes --------------------------------------------------------------------------------
+
+
+def _make_scenes(rng: np.random.Generator, n_images: int) -> list[dict]:
+    """Organ and lesions of each image.
+
+    Organs, lesion counts and the side of single lesions are balanced, then shuffled, so that
+    no answer is favoured by chance in a small set.
+    """
+    organs = rng.permutation(np.resize(np.arange(len(ORGANS)), n_images))
+    counts = rng.permutation(np.resize(np.array(_LESION_COUNT_PATTERN), n_images))
+    single_sides = iter(rng.permutation(np.resize(["left", "right"], int(np.sum(counts == 1)))))
+    scenes = []
+    for organ, count in zip(organs, counts):
+        if count == 1:
+            sides = [str(next(single_sides))]
+        else:
+            sides = [str(s) for s in rng.choice(["left", "right"], size=int(count))]
+        scenes.append({"organ": ORGANS[int(organ)], "lesions": _place_lesions(rng, sides)})
+    return scenes
+
+
+def _place_lesions(rng: np.random.Generator, sides: list[str]) -> list[dict]:
+    """One lesion per side given, in unit coordinates, wholly in the left (x < 0.5) or right half."""
+    lesions = []
+    for k, side in enumerate(sides):
+        radius = rng.uniform(0.055, 0.08)
+        x = rng.uniform(0.25, 0.38)  # the lesion ends before the midline (x + r < 0.5)
+        if len(sides) == 2 and sides[0] == sides[1]:
+            # two lesions on one side: one in the upper band, one in the lower, no overlap
+            y = rng.uniform(0.30, 0.42) if k == 0 else rng.uniform(0.60, 0.70)
+        else:
+            y = rng.uniform(0.35, 0.65)
+        lesions.append({"side": side, "x": x if side == "left" else 1.0 - x, "y": y, "r": radius})
+    return lesions
+
+
+# --- rendering -----------------------------------------------------------------------------
+
+
+def render_scene(scene: dict, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Draw one scene as a ``size`` x ``size`` uint8 grayscale array."""
+    canvas = _Canvas(size, scale=rng.uniform(0.92, 1.05), shift_y=rng.uniform(-0.03, 0.03))
+    _ORGAN_PAINTERS[scene["organ"]](canvas)
+    for lesion in scene["lesions"]:
+        canvas.lesion(lesion["x"], lesion["y"], lesion["r"], value=rng.uniform(225, 250))
+    gain = rng.uniform(0.85, 1.15)  # scanner/window variation, applied to the whole image
+    noisy = canvas.pixels * gain + rng.normal(0.0, 6.0, canvas.pixels.shape)
+    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+
+
+class _Canvas:
+    """A float image with anti-aliased ellipse painting in unit coordinates (0..1).
+
+    Organ shapes are scaled about the centre and shifted only vertically, so the organ
+    template stays left-right symmetric; lesions are painted in unscaled coordinates.
+    """
+
+    def __init__(self, size: int, scale: float, shift_y: float, background: float = 14.0):
+        self.size = size
+        self.scale = scale
+        self.shift_y = shift_y
+        centers = (np.arange(size) + 0.5) / size
+        self.v, self.u = np.meshgrid(centers, centers, indexing="ij")  # v: rows (y), u: cols (x)
+        self.pixels = np.full((size, size), background)
+
+    def ellipse(self, x: float, y: float, rx: float, ry: float, value: float) -> None:
+        """Paint an organ ellipse (template coordinates, scaled and shifted)."""
+        s = self.scale
+        self._paint(0.5 + (x - 0.5) * s, 0.5 + (y - 0.5) * s + self.shift_y, rx * s, ry * s, value)
+
+    def mirrored(self, x: float, y: float, rx: float, ry: float, value: float) -> None:
+        """Paint an ellipse and its mirror image across the vertical midline."""
+        self.ellipse(x, y, rx, ry, value)
+        self.ellipse(1.0 - x, y, rx, ry, value)
+
+    def lesion(self, x: float, y: float, r: float, value: float) -> None:
+        """A bright disc that only brightens (never darkens) what is under it."""
+        alpha = self._coverage(x, y, r, r)
+        self.pixels = np.maximum(self.pixels, self.pixels * (1 - alpha) + value * alpha)
+
+    def _paint(self, x: float, y: float, rx: float, ry: float, value: float) -> None:
+        alpha = self._coverage(x, y, rx, ry)
+        self.pixels = self.pixels * (1 - alpha) + value * alpha
+
+    def _coverage(self, x: float, y: float, rx: float, ry: float) -> np.ndarray:
+        """Per-pixel coverage 0..1 of an ellipse, with a one-pixel soft edge."""
+        dist = np.sqrt(((self.u - x) / rx) ** 2 + ((self.v - y) / ry) ** 2)  # 1 on the outline
+        edge_px = min(rx, ry) * self.size  # radius in pixels: turns (1 - dist) into pixels
+        return np.clip((1.0 - dist) * edge_px + 0.5, 0.0, 1.0)
+
+
+def _paint_chest(c: _Canvas) -> None:
+    c.ellipse(0.5, 0.55, 0.45, 0.42, 95)      # soft tissue of the thorax
+    c.mirrored(0.31, 0.50, 0.15, 0.29, 35)    # lung fields (dark, full of air)
+    c.ellipse(0.5, 0.55, 0.025, 0.36, 150)    # spine
+    c.ellipse(0.5, 0.64, 0.10, 0.12, 125)     # heart
+
+
+def _paint_head(c: _Canvas) -> None:
+    c.ellipse(0.5, 0.5, 0.40, 0.45, 205)      # skull
+    c.ellipse(0.5, 0.5, 0.35, 0.40, 90)       # brain
+    c.ellipse(0.5, 0.5, 0.008, 0.36, 120)     # falx / midline
+    c.mirrored(0.44, 0.48, 0.035, 0.09, 40)   # lateral ventricles
+
+
+def _paint_abdomen(c: _Canvas) -> None:
+    c.ellipse(0.5, 0.52, 0.46, 0.38, 85)      # body outline
+    c.ellipse(0.5, 0.72, 0.07, 0.07, 170)     # vertebral body
+    c.mirrored(0.29, 0.62, 0.07, 0.11, 120)   # kidneys
+
+
+_ORGAN_PAINTERS = {"chest": _paint_chest, "head": _paint_head, "abdomen": _paint_abdomen}
+
+
+# --- questions -----------------------------------------------------------------------------
+
+
+def _questions(scene: dict, rng: np.random.Generator) -> list[dict]:
+    """The 4-5 question/answer pairs of one scene (see the module docstring)."""
+    organ, lesions = scene["organ"], scene["lesions"]
+    asked_organ = organ if rng.random() < 0.5 else str(rng.choice([o for o in ORGANS if o != organ]))
+    out = [
+        _qa(rng, "pres", "PRES", "CLOSED", _yes_no(lesions)),
+        _qa(rng, "organ_closed", "ORGAN", "CLOSED", _yes_no(asked_organ == organ), organ=asked_organ),
+        _qa(rng, "organ_open", "ORGAN", "OPEN", organ),
+        _qa(rng, "count", "COUNT", "OPEN", str(len(lesions))),
+    ]
+    if len(lesions) == 1:
+        side = lesions[0]["side"]
+        if rng.random() < 0.5:
+            asked_side = side if rng.random() < 0.5 else ("right" if side == "left" else "left")
+            out.append(_qa(rng, "side_closed", "POS", "CLOSED", _yes_no(asked_side == side), side=asked_side))
+        else:
+            out.append(_qa(rng, "side_open", "POS", "OPEN", side))
+    return out
+
+
+def _qa(rng: np.random.Generator, kind: str, question_type: str, answer_type: str, answer: str, **fill) -> dict:
+    para = bool(rng.random() < _PARAPHRASE_RATE)
+    return {
+        "question": _TEMPLATES[kind][int(para)].format(**fill),
+        "answer": answer,
+        "answer_type": answer_type,
+        "question_type": question_type,
+        "para": para,
+    }
+
+
+def _yes_no(flag) -> str:
+    return "yes" if flag else "no"
+
+
+def _annotation(qid: int, image_name: str, scene: dict, qa: dict, split: str) -> dict:
+    """One record with the fields (and field order) of the MEVF VQA-RAD files."""
+    phrase = "para" if qa["para"] else "freeform"
+    return {
+        "qid": qid,
+        "image_name": image_name,
+        "image_organ": _ORGAN_CODES[scene["organ"]],
+        "answer": qa["answer"],
+        "answer_type": qa["answer_type"],
+        "question_type": qa["question_type"],
+        "question": qa["question"],
+        "phrase_type": phrase if split == "train" else f"test_{phrase}",
+    }
+
+
+# --- files ---------------------------------------------------------------------------------
+
+
+def _check_params(n_train_images, n_test_images, image_size, seed) -> dict:
+    params = {"n_train_images": n_train_images, "n_test_images": n_test_images, "image_size": image_size, "seed": seed}
+    for name, value in params.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ConfigError(f"demo {name} must be an integer, got {value!r}")
+    if n_train_images < 1 or n_test_images < 1:
+        raise ConfigError(f"demo needs at least 1 train and 1 test image, got {n_train_images} and {n_test_images}")
+    if not 32 <= image_size <= 1024:
+        raise ConfigError(f"demo image_size must be between 32 and 1024 pixels, got {image_size}")
+    if seed < 0:
+        raise ConfigError(f"demo seed must be >= 0, got {seed}")
+    return {k: int(v) for k, v in params.items()}
+
+
+def _meta(params: dict) -> dict:
+    return {"generator": "medft.data.demo", "version": DEMO_VERSION, **params}
+
+
+def _is_complete(root: Path, meta: dict) -> bool:
+    """True if ``root`` holds a finished demo set made with exactly these parameters."""
+    try:
+        with open(root / META_FILE, encoding="utf-8") as f:
+            if json.load(f) != meta:
+                return False
+        n_images = sum(1 for p in os.scandir(root / IMAGE_DIR) if p.name.endswith(".png"))
+    except (OSError, ValueError):
+        return False
+    expected = meta["n_train_images"] + meta["n_test_images"]
+    return n_images == expected and all((root / name).is_file() for name in SPLIT_FILES.values())
+
+
+def _check_replaceable(root: Path) -> None:
+    """Refuse to overwrite a folder that is not (or not only) a demo dataset."""
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise DataError(f"demo dataset path {root} is a file: pass a new or empty folder")
+    entries = set(os.listdir(root))
+    if META_FILE not in entries and entries - _DEMO_ENTRIES:
+        others = ", ".join(sorted(entries - _DEMO_ENTRIES)[:3])
+        raise DataError(
+            f"demo dataset folder {root} holds other files ({others}): pass a new or empty folder"
+        )
+
+
+def _move_into_place(tmp: Path, root: Path, meta: dict) -> None:
+    """Rename the freshly generated ``tmp`` to ``root``, replacing an outdated demo set."""
+    old = None
+    if root.exists():
+        old = root.with_name(f"{root.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(root, old)
+    try:
+        os.replace(tmp, root)
+    except OSError:
+        # Another process put a dataset there in the meantime; fine if it is the same one.
+        if not _is_complete(root, meta):
+            raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_json(path: Path, data) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1)
+        f.write("\n")

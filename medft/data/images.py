@@ -1,0 +1,87 @@
+"""Read medical images of any common pixel format as 8-bit RGB.
+
+Real radiology images come as 8-bit grayscale JPEG/PNG, 16-bit PNG (CT/MR windows exported
+without rescaling), float TIFF, CMYK JPEG (from print workflows), palette PNG or images with an
+alpha channel. Vision encoders want RGB, so :func:`load_rgb` maps all of them to ``'RGB'``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from medft.errors import DataError
+
+# Modes whose pixel values are not 0..255 and must be rescaled, not clipped.
+_HIGH_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+# Modes that carry transparency.
+_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+
+_FIX = "re-download or replace the file, or remove its records from the annotations"
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    """Open ``path`` and return it as an 8-bit ``'RGB'`` image of the same size.
+
+    Raises :class:`DataError` (one line, naming the file) when the file is missing, is not an
+    image, or is truncated/corrupt.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode now so that truncated files fail here, inside the try
+            return to_rgb(img)
+    except FileNotFoundError:
+        raise DataError(f"cannot read image {path}: file not found; {_FIX}") from None
+    except IsADirectoryError:
+        raise DataError(f"cannot read image {path}: is a directory, not an image file; {_FIX}") from None
+    except UnidentifiedImageError:
+        raise DataError(f"cannot read image {path}: not an image file (unrecognized format); {_FIX}") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        # Pillow reports truncated/corrupt data as OSError (sometimes SyntaxError/ValueError).
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise DataError(f"cannot read image {path}: truncated or corrupt ({reason}); {_FIX}") from None
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert a loaded PIL image of any mode to a new 8-bit ``'RGB'`` image."""
+    mode = img.mode
+    if mode == "RGB":
+        return img.copy()
+    if mode in _HIGH_DEPTH_MODES:
+        return _rescale_to_gray(img).convert("RGB")
+    if mode == "P" and "transparency" in img.info:
+        return _composite_on_black(img.convert("RGBA"))
+    if mode in _ALPHA_MODES:
+        return _composite_on_black(img.convert("RGBA"))
+    if mode in ("1", "L"):
+        return img.convert("L").convert("RGB")
+    # CMYK (Pillow undoes Adobe's inverted CMYK when decoding), YCbCr, LAB, HSV, P, ...
+    return img.convert("RGB")
+
+
+def _rescale_to_gray(img: Image.Image) -> Image.Image:
+    """Map a 16-bit/32-bit/float image linearly from its min..max to 0..255 ('L').
+
+    Clipping would turn a 12-bit CT (values 0..4095) almost entirely white; rescaling keeps
+    the contrast. A constant image becomes black. NaN/inf pixels become black.
+    """
+    arr = np.asarray(img).astype(np.float64)
+    finite = np.isfinite(arr)
+    if not finite.any():
+        return Image.new("L", img.size, 0)
+    lo, hi = float(arr[finite].min()), float(arr[finite].max())
+    if hi <= lo:
+        out = np.zeros(arr.shape, dtype=np.uint8)
+    else:
+        scaled = (np.where(finite, arr, lo) - lo) * (255.0 / (hi - lo))
+        out = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return Image.fromarray(out)  # 2-D uint8 -> mode "L"
+
+
+def _composite_on_black(rgba: Image.Image) -> Image.Image:
+    """Flatten an RGBA image onto a black background (the usual background of radiographs)."""
+    black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+    return Image.alpha_composite(black, rgba).convert("RGB")

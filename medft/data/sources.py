@@ -1,0 +1,41 @@
+"""Dataset entry points named by ``configs/dataset/*.yaml`` (``dataset.load._target_``).
+
+Each returns ``{"train": [...], "val": [...], "test": [...]}`` lists of records (see
+``medft.data.vqa_rad`` for the record fields). Nothing here opens an image or builds a model.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+from medft.data.demo import ensure_demo
+from medft.data.vqa_rad import load_vqa_rad
+from medft.errors import ConfigError
+
+Splits = dict[str, list[dict[str, Any]]]
+
+
+def subsample_train(splits: Splits, fraction: float, seed: int) -> Splits:
+    """Keep a seeded ``fraction`` of the train split (data-scaling sweeps); val and test untouched."""
+    if not 0.0 < float(fraction) <= 1.0:
+        raise ConfigError(f"dataset.train_fraction={fraction} must be in (0, 1]")
+    if fraction == 1.0:
+        return splits
+    train = list(splits["train"])
+    random.Random(seed).shuffle(train)
+    keep = max(1, round(len(train) * fraction))
+    return {**splits, "train": sorted(train[:keep], key=lambda r: r["id"])}
+
+
+def demo(root: str, val_fraction: float = 0.1, split_seed: int = 0, train_fraction: float = 1.0, **generator: Any) -> Splits:
+    """The built-in synthetic VQA set: generated into ``root`` on first use, read as VQA-RAD."""
+    ensure_demo(Path(root).expanduser(), **generator)
+    return vqa_rad(root, val_fraction, split_seed, train_fraction)
+
+
+def vqa_rad(root: str, val_fraction: float = 0.1, split_seed: int = 0, train_fraction: float = 1.0) -> Splits:
+    """VQA-RAD in either published layout (auto-detected)."""
+    splits = load_vqa_rad(Path(root).expanduser(), val_fraction=val_fraction, seed=split_seed)
+    return subsample_train(splits, train_fraction, split_seed)

@@ -1,0 +1,55 @@
+"""An offline WordPiece tokenizer for the tiny random-weight models.
+
+Tiny models have no pretrained tokenizer to download, so one is made here from a fixed word list:
+BERT's special tokens, the words of medical VQA questions and answers, and every letter and digit
+(plus their ``##`` continuations), so that any English text tokenizes without ``[UNK]``.
+The vocabulary is fixed by this file, so a tokenizer made twice is the same tokenizer.
+"""
+
+from __future__ import annotations
+
+import string
+
+from transformers import BertTokenizer
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "[ENC]"]
+
+# Frequent words of radiology VQA (VQA-RAD, SLAKE) and reports, and of the demo set.
+WORDS = """
+a an the is are was were be been this that these those there here it its of in on at to from with
+without by for and or not no yes what which where when how many much does do did can could has have
+had show shows shown seen see image images picture scan scans study view plane taken used type kind
+modality ct mri xray x ray ultrasound pet contrast t1 t2 flair weighted axial coronal sagittal
+pa ap lateral organ organs chest lung lungs left right upper lower middle side sides both bilateral
+head brain skull abdomen abdominal kidney kidneys liver spleen heart cardiac colon bowel bladder
+pelvis spine bone bones rib ribs neck face eye stomach pancreas gallbladder aorta vessel trachea
+lesion lesions mass masses nodule nodules tumor cyst fracture fluid effusion pneumothorax edema
+opacity opacities consolidation infiltrate abnormal abnormality abnormalities normal large small
+enlarged size shape bright dark dense hyperdense hypodense hyperintense hypointense enhancing
+present absent located location position count number one two three four five zero seen visible
+findings finding impression report patient there's evidence acute chronic mild moderate severe
+disease diagnosis most likely cause sign signs air free wall cavity structure structures
+""".split()
+
+CHARS = list(string.ascii_lowercase + string.digits)
+PUNCT = list("?.,;:!'\"-()/%")
+
+
+def build_vocab() -> dict[str, int]:
+    """The fixed vocabulary: special tokens, punctuation, characters, continuations, words."""
+    tokens: list[str] = []
+    for tok in SPECIAL_TOKENS + PUNCT + CHARS + ["##" + c for c in CHARS] + WORDS:
+        if tok not in tokens:
+            tokens.append(tok)
+    return {tok: i for i, tok in enumerate(tokens)}
+
+
+def build_offline_tokenizer(model_max_length: int = 64) -> BertTokenizer:
+    """A BLIP-style BERT tokenizer (``[DEC]`` as BOS, ``[ENC]`` extra) made without any download."""
+    return BertTokenizer(
+        vocab=build_vocab(),
+        do_lower_case=True,
+        bos_token="[DEC]",
+        additional_special_tokens=["[ENC]"],
+        model_max_length=model_max_length,
+    )

@@ -1,0 +1,107 @@
+"""The LightningModule: loss in training, generated answers scored in validation and test.
+
+Checkpoints hold only what was trained (the parameters with ``requires_grad``), plus the tune
+mode; loading one checks that its keys are exactly this run's trainable keys.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from medft.errors import MedftError
+from medft.metrics.accuracy import VQAAccuracy
+from medft.metrics.vqa import is_correct
+from medft.tuning import param_groups
+
+
+class MedVLMModule(L.LightningModule):
+    def __init__(
+        self,
+        net: nn.Module,
+        optim: partial,
+        scheduler: dict[str, Any] | None = None,
+        generate_kwargs: dict[str, Any] | None = None,
+        tune_name: str = "",
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.optim = optim
+        self.scheduler = scheduler or {}
+        self.generate_kwargs = dict(generate_kwargs or {})
+        self.tune_name = tune_name
+        self.metrics = nn.ModuleDict({"val": VQAAccuracy(), "test": VQAAccuracy()})
+        self.predictions: list[dict[str, Any]] = []
+        self.strict_loading = False  # checkpoints hold only the trained parameters; checked below
+
+    # -- training ---------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss = self.net.loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["meta"]))
+        return loss
+
+    # -- evaluation -------------------------------------------------------------------------
+    def _evaluate(self, batch: dict[str, Any], split: str) -> list[dict[str, Any]]:
+        preds = self.net.generate(batch, **self.generate_kwargs)
+        rows = []
+        for pred, meta in zip(preds, batch["meta"]):
+            rows.append({**meta, "prediction": pred, "correct": is_correct(pred, meta["answer"])})
+        self.metrics[split].update([r["correct"] for r in rows], [r["answer_type"] for r in rows])
+        return rows
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.log("val/loss", self.net.loss(batch), batch_size=len(batch["meta"]))
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.predictions.extend(self._evaluate(batch, "test"))
+
+    def _log_accuracy(self, split: str) -> None:
+        values = self.metrics[split].compute()
+        self.log_dict({f"{split}/{k}": v for k, v in values.items()}, prog_bar=(split == "val"))
+        self.metrics[split].reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_accuracy("val")
+
+    def on_test_epoch_start(self) -> None:
+        self.predictions = []
+
+    def on_test_epoch_end(self) -> None:
+        self._log_accuracy("test")
+
+    # -- optimisation -----------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        weight_decay = self.optim.keywords.get("weight_decay", 0.0)
+        optimizer = self.optim(params=param_groups(self.net.model, weight_decay))
+        fn = self.scheduler.get("fn")
+        if fn is None:
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = int(round(float(self.scheduler.get("warmup_ratio", 0.0)) * total))
+        schedule = fn(optimizer, num_warmup_steps=warmup, num_training_steps=total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # -- checkpoints: only what was trained -------------------------------------------------
+    def trainable_keys(self) -> set[str]:
+        return {n for n, p in self.named_parameters() if p.requires_grad}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        keep = self.trainable_keys()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        checkpoint["medft"] = {"tune": self.tune_name, "trainable_keys": sorted(keep)}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved, expected = set(checkpoint["state_dict"]), self.trainable_keys()
+        if saved != expected:
+            missing, unexpected = sorted(expected - saved), sorted(saved - expected)
+            tune = checkpoint.get("medft", {}).get("tune", "?")
+            raise MedftError(
+                f"checkpoint does not match this run (checkpoint tune={tune!r}, run tune={self.tune_name!r}): "
+                f"{len(missing)} trained key(s) missing, e.g. {missing[:3]}; "
+                f"{len(unexpected)} unexpected, e.g. {unexpected[:3]} — use the same model and tune mode"
+            )

@@ -1,0 +1,155 @@
+"""Train and test one run: seed -> data -> model -> tune -> trainer -> fit -> test -> run dir.
+
+    medft train +tune=layernorm                     # the embedded default (tiny BLIP, demo set)
+    medft train -m tune=layernorm,full trainer.max_epochs=1
+    python -m medft.train +tune=layernorm           # the same, without the console script
+
+Every run dir holds .hydra/ (the composed config), metrics.json, predictions.jsonl, csv/ logs and
+checkpoints/ with only the trained parameters.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from medft.config import CONFIG_DIR, normalize_overrides, register_resolvers, validate
+from medft.errors import MedftError
+from medft.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
+
+
+def task_wrapper(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictConfig], dict[str, Any] | None]:
+    """Write ``error.txt`` into the run dir on failure. A single run exits non-zero (status 2 and one
+    line for a user error); in a multirun the failed job is recorded and the sweep goes on."""
+
+    @functools.wraps(fn)
+    def wrapped(cfg: DictConfig) -> dict[str, Any] | None:
+        try:
+            return fn(cfg)
+        except MedftError as err:
+            message, status = f"medft: error: {err}", 2
+        except Exception as err:  # noqa: BLE001 - recorded, then re-raised or survived by the sweep
+            message, status = f"{type(err).__name__}: {err}\n\n{traceback.format_exc()}", 1
+        output_dir = OmegaConf.select(cfg, "paths.output_dir")
+        if output_dir:
+            write_text_atomic(Path(output_dir) / "error.txt", message + "\n")
+        print(message.splitlines()[0] if status == 2 else message, file=sys.stderr)
+        if _is_multirun():
+            return None
+        raise SystemExit(status)
+
+    return wrapped
+
+
+def _is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _instantiate_dict(node: DictConfig | None) -> list[Any]:
+    """Instantiate every ``_target_`` entry of a dict-of-configs group (callbacks, loggers)."""
+    if not node:
+        return []
+    return [hydra.utils.instantiate(v) for v in node.values() if isinstance(v, DictConfig) and "_target_" in v]
+
+
+@task_wrapper
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run one experiment and return its final metrics (also written to ``metrics.json``)."""
+    import os
+
+    import lightning as L
+
+    from medft.data.datamodule import MedDataModule
+    from medft.module import MedVLMModule
+    from medft.tuning import apply_tuning, count_parameters, param_metrics, summary_line
+
+    validate(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    splits = hydra.utils.call(cfg.dataset.load)  # records only: cheap, fails early on a bad root
+    print(f"dataset {cfg.dataset.name}: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+
+    net = hydra.utils.instantiate(cfg.model, _convert_="all")
+    tune = OmegaConf.to_container(cfg.tune, resolve=True)
+    report = apply_tuning(net, tune)
+    counts = count_parameters(net.model, net.arch["components"])
+    print(summary_line(counts))
+
+    datamodule = MedDataModule(
+        splits, net.collate, cfg.data.batch_size, cfg.data.eval_batch_size, cfg.data.num_workers
+    )
+    module = MedVLMModule(
+        net,
+        optim=hydra.utils.instantiate(cfg.optim),
+        scheduler=hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        generate_kwargs=OmegaConf.to_container(cfg.eval.generate, resolve=True),
+        tune_name=report.mode,
+    )
+    if "wandb" in (cfg.get("logger") or {}):
+        os.environ.setdefault("WANDB_MODE", "offline")  # never needs an account unless asked for
+    loggers = _instantiate_dict(cfg.get("logger"))
+    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=_instantiate_dict(cfg.get("callbacks")), logger=loggers)
+    params = param_metrics(counts)
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        logger.log_metrics(params, step=0)
+
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    train_seconds = time.perf_counter() - started
+    metrics: dict[str, Any] = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+
+    if cfg.get("test"):
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        metrics.update({k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+        write_jsonl_atomic(output_dir / "predictions.jsonl", module.predictions)
+        print(_accuracy_line(metrics))
+
+    metrics.update(params)
+    metrics.update({"time/train_s": train_seconds, "train/steps": trainer.global_step})
+    for kind, n in report.modules.items():
+        metrics[f"params/modules/{kind}"] = n
+    write_json_atomic(output_dir / "metrics.json", metrics)
+    print(f"run dir: {output_dir}")
+    return metrics
+
+
+def _accuracy_line(metrics: dict[str, Any]) -> str:
+    def fmt(key: str) -> str:
+        value = metrics.get(key)
+        return "n/a" if value is None else f"{float(value):.3f}"
+
+    return f"test accuracy: closed {fmt('test/acc_closed')} | open {fmt('test/acc_open')} | overall {fmt('test/acc')}"
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    metrics = train(cfg)
+    value = (metrics or {}).get(cfg.get("optimized_metric") or "")
+    return None if value is None else float(value)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``medft train``. Rewrites ``+group=`` / ``group=`` as Hydra wants them, and
+    points ``sys.argv[0]`` at this file so Lightning's DDP launcher re-runs the same training job."""
+    register_resolvers()
+    args = normalize_overrides(sys.argv[1:] if args is None else list(args))
+    sys.argv = [str(Path(__file__).resolve()), *args]
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""What trains: the one module in medft that sets ``requires_grad``.
+
+A tune mode is data (``configs/tune/<mode>.yaml``): ``select`` names what trains, ``components``
+optionally restricts it to some of the model's components (``vision``, ``text``, ``decoder``).
+Modules are selected by type, never by name substring: BLIP's BERT blocks keep a ``LayerNorm``
+inside ``attention.output`` and ``output``, and neither ``ffn`` nor ``attention`` may include it.
+
+    select      trains
+    all         every parameter (``full``)
+    norm        weight and bias of every normalization layer (LayerNorm, RMSNorm-style, ...)
+    ffn         the Linear layers of feed-forward blocks (model config ``arch.ffn`` types)
+    attention   the Linear q/k/v/output projections of self- and cross-attention (``arch.attention``)
+    bias        every bias (BitFit)
+    lora        peft LoRA adapters on ``target_modules`` (default ``arch.lora_targets``)
+    none        nothing (zero-shot evaluation)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from torch import nn
+
+from medft.errors import ConfigError
+
+SELECTORS = ("all", "norm", "ffn", "attention", "bias", "lora", "none")
+PEFT_PREFIX = "base_model.model."  # what peft puts in front of the wrapped model's names
+
+
+def norm_kind(module: nn.Module) -> str | None:
+    """``"layernorm"``, ``"rmsnorm"``, ``"norm"`` (group/batch norm) or None for other modules."""
+    name = type(module).__name__
+    if isinstance(module, nn.RMSNorm) or name.endswith("RMSNorm"):
+        return "rmsnorm"
+    if isinstance(module, nn.LayerNorm) or name.endswith("LayerNorm"):
+        return "layernorm"
+    if isinstance(module, (nn.GroupNorm, nn.modules.batchnorm._BatchNorm)):
+        return "norm"
+    return None
+
+
+def base_name(name: str) -> str:
+    """A parameter or module name without peft's wrapper prefix."""
+    return name[len(PEFT_PREFIX):] if name.startswith(PEFT_PREFIX) else name
+
+
+def component_of(name: str, components: dict[str, str]) -> str | None:
+    """The component (e.g. ``vision``) whose module prefix ``name`` lies under."""
+    name = base_name(name)
+    for comp, prefix in components.items():
+        if name == prefix or name.startswith(prefix + "."):
+            return comp
+    return None
+
+
+@dataclass
+class TuneReport:
+    """What a tune mode matched: trainable parameter names and module counts."""
+
+    mode: str
+    trainable: list[str] = field(default_factory=list)
+    modules: dict[str, int] = field(default_factory=dict)  # e.g. {"layernorm": 25, "rmsnorm": 0}
+
+
+def _modules_of_types(model: nn.Module, type_names: Iterable[str]) -> list[tuple[str, nn.Module]]:
+    wanted = set(type_names)
+    return [(n, m) for n, m in model.named_modules() if type(m).__name__ in wanted]
+
+
+def _linear_children(parents: list[tuple[str, nn.Module]]) -> list[tuple[str, nn.Module]]:
+    """The Linear layers directly inside the given modules (not their norms, not nested blocks)."""
+    out = []
+    for pname, parent in parents:
+        for cname, child in parent.named_children():
+            if isinstance(child, nn.Linear):
+                out.append((f"{pname}.{cname}", child))
+    return out
+
+
+def _selected_modules(model: nn.Module, select: str, arch: dict[str, Any]) -> list[tuple[str, nn.Module]]:
+    if select == "norm":
+        return [(n, m) for n, m in model.named_modules() if norm_kind(m)]
+    if select in ("ffn", "attention"):
+        types = arch.get(select) or []
+        if not types:
+            raise ConfigError(f"model config has no arch.{select} module types; tune mode {select!r} needs them")
+        return _linear_children(_modules_of_types(model, types))
+    raise AssertionError(select)
+
+
+def _in_components(name: str, arch: dict[str, Any], wanted: list[str] | None) -> bool:
+    return wanted is None or component_of(name, arch["components"]) in wanted
+
+
+def _check_components(arch: dict[str, Any], wanted: list[str] | None) -> None:
+    if wanted is None:
+        return
+    unknown = [c for c in wanted if c not in arch["components"]]
+    if unknown:
+        raise ConfigError(
+            f"tune.components={list(wanted)}: unknown component(s) {unknown}; "
+            f"this model has {sorted(arch['components'])}"
+        )
+
+
+def apply_tuning(adapter: nn.Module, tune: dict[str, Any]) -> TuneReport:
+    """Freeze everything, then unfreeze (or add, for LoRA) exactly what ``tune`` selects.
+
+    ``adapter`` exposes ``.model`` (the Hugging Face model; replaced by a peft model for LoRA) and
+    ``.arch`` (component prefixes and module types from the model config). Raises ConfigError when
+    the mode or component matches nothing.
+    """
+    mode, select = tune["name"], tune["select"]
+    if select not in SELECTORS:
+        raise ConfigError(f"tune.select={select!r} is not known; use one of {list(SELECTORS)}")
+    wanted = list(tune["components"]) if tune.get("components") else None
+    arch = adapter.arch
+    _check_components(arch, wanted)
+    report = TuneReport(mode)
+
+    adapter.model.requires_grad_(False)
+    if select == "lora":
+        adapter.model = _wrap_lora(adapter.model, tune, arch, wanted)  # peft marks its adapters trainable
+    elif select != "none":
+        for name, param in _params_to_train(adapter.model, select, arch, wanted):
+            param.requires_grad_(True)
+    if select == "norm":
+        for name, module in adapter.model.named_modules():
+            if _in_components(name, arch, wanted) and norm_kind(module):
+                kind = norm_kind(module)
+                report.modules[kind] = report.modules.get(kind, 0) + 1
+
+    report.trainable = [n for n, p in adapter.model.named_parameters() if p.requires_grad]
+    if select != "none" and not report.trainable:
+        where = f" in components {wanted}" if wanted else ""
+        raise ConfigError(f"tune mode {mode!r} (select={select}) matched no parameter{where}: check tune.components")
+    return report
+
+
+def _params_to_train(model: nn.Module, select: str, arch: dict[str, Any], wanted: list[str] | None):
+    if select == "all":
+        return [(n, p) for n, p in model.named_parameters() if _in_components(n, arch, wanted)]
+    if select == "bias":
+        return [(n, p) for n, p in model.named_parameters() if n.endswith("bias") and _in_components(n, arch, wanted)]
+    params = []
+    for mname, module in _selected_modules(model, select, arch):
+        if _in_components(mname, arch, wanted):
+            params.extend((f"{mname}.{pn}", p) for pn, p in module.named_parameters(recurse=False))
+    return params
+
+
+def lora_target_names(model: nn.Module, targets: list[str], arch: dict[str, Any], wanted: list[str] | None) -> list[str]:
+    """Full names of the Linear layers whose last name part is in ``targets``, within ``wanted``."""
+    names = [
+        n for n, m in model.named_modules()
+        if isinstance(m, nn.Linear) and n.rsplit(".", 1)[-1] in set(targets) and _in_components(n, arch, wanted)
+    ]
+    return names
+
+
+def _wrap_lora(model: nn.Module, tune: dict[str, Any], arch: dict[str, Any], wanted: list[str] | None) -> nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    r = int(tune.get("r", 8))
+    if r <= 0:
+        raise ConfigError(f"tune.r={r} must be > 0")
+    targets = list(tune.get("target_modules") or arch.get("lora_targets") or [])
+    names = lora_target_names(model, targets, arch, wanted)
+    if not names:
+        raise ConfigError(
+            f"tune.target_modules={targets} matched no Linear layer"
+            + (f" in components {wanted}" if wanted else "")
+            + "; set tune.target_modules to names of Linear layers of this model"
+        )
+    config = LoraConfig(
+        r=r,
+        lora_alpha=int(tune.get("alpha", 16)),
+        lora_dropout=float(tune.get("dropout", 0.0)),
+        target_modules=names,
+        bias="none",
+        use_dora=bool(tune.get("use_dora", False)),
+    )
+    return get_peft_model(model, config)
+
+
+def count_parameters(model: nn.Module, components: dict[str, str]) -> dict[str, Any]:
+    """Total and trainable parameter counts, overall and per component (tied weights counted once)."""
+    total = trainable = 0
+    per: dict[str, dict[str, int]] = {c: {"total": 0, "trainable": 0} for c in components}
+    for name, param in model.named_parameters():
+        n = param.numel()
+        total += n
+        trainable += n if param.requires_grad else 0
+        comp = component_of(name, components)
+        if comp is not None:
+            per[comp]["total"] += n
+            per[comp]["trainable"] += n if param.requires_grad else 0
+    return {"total": total, "trainable": trainable, "components": per}
+
+
+def param_metrics(counts: dict[str, Any]) -> dict[str, float]:
+    """``params/*`` metrics: totals, trainable share, and per-component trainable counts."""
+    pct = 100.0 * counts["trainable"] / max(counts["total"], 1)
+    out = {"params/total": counts["total"], "params/trainable": counts["trainable"], "params/trainable_pct": pct}
+    for comp, c in counts["components"].items():
+        out[f"params/{comp}/total"] = c["total"]
+        out[f"params/{comp}/trainable"] = c["trainable"]
+    return out
+
+
+def summary_line(counts: dict[str, Any]) -> str:
+    """peft's familiar one-liner: ``trainable params: N || all params: M || trainable%: p``."""
+    pct = 100.0 * counts["trainable"] / max(counts["total"], 1)
+    return f"trainable params: {counts['trainable']:,} || all params: {counts['total']:,} || trainable%: {pct:.4f}"
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Trainable parameters only, split so norm weights and biases get no weight decay."""
+    no_decay: set[int] = set()
+    for module in model.modules():
+        if norm_kind(module):
+            no_decay.update(id(p) for p in module.parameters(recurse=False))
+    decay, plain = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (plain if id(param) in no_decay or name.endswith("bias") else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
