@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from medft.errors import MedftError
+
 # subcommand -> (module with a main(args), one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("medft.train", "train and test a model with a tune mode (Hydra overrides; -m for sweeps)"),
@@ -42,7 +44,11 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2)
     module = importlib.import_module(COMMANDS[name][0])
     sys.argv = [f"medft {name}", *rest]
-    module.main(rest)
+    try:
+        module.main(rest)
+    except MedftError as err:  # a mistake the user can fix: one line, no traceback
+        print(f"medft: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,8 +14,47 @@ from medft.errors import ConfigError
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
+SWEEP_FUNCTIONS = ("range(", "choice(", "glob(", "interval(", "tag(")
+
+
+def _is_sweep(value: str) -> bool:
+    """Whether an override's value sweeps (``a,b`` or a sweep function), brackets and quotes aside."""
+    if value.startswith(SWEEP_FUNCTIONS):
+        return True
+    depth, quote = 0, None
+    for ch in value:
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            return True
+    return False
+
+
+def swept_keys(args: list[str]) -> set[str]:
+    """Keys that a multirun command line sweeps, e.g. {"optim.lr"} for ``optim.lr=1e-3,1e-2``."""
+    return {a.split("=", 1)[0].lstrip("+~") for a in args if "=" in a and _is_sweep(a.split("=", 1)[1])}
+
+
 def _suffix(override_dirname: str) -> str:
-    return f"_{override_dirname}" if override_dirname else ""
+    """Run-dir suffix of a multirun job: the swept overrides other than tune/dataset/model.
+
+    Names stay ``layernorm_demo_blip_tiny`` when only the mode is swept and become
+    ``layernorm_demo_blip_tiny_optim.lr=0.01`` when the learning rate is swept too. Where the
+    sweep's command line is not visible (a launcher's worker process), every override is kept.
+    """
+    if not override_dirname:
+        return ""
+    items = override_dirname.split(",")
+    if Path(sys.argv[0]).name == "train.py":  # medft.train.main() set it: the sweep's own command line
+        swept = swept_keys(sys.argv[1:])
+        items = [item for item in items if item.split("=", 1)[0].lstrip("+~") in swept]
+    return "".join(f"_{item}" for item in items)
 
 
 def register_resolvers() -> None:
@@ -52,6 +92,17 @@ def normalize_overrides(args: list[str], config_name: str = "train") -> list[str
                 arg = "+" + arg
         out.append(arg)
     return out
+
+
+def require_tune(args: list[str]) -> None:
+    """Before Hydra starts (and makes a run dir): a training command must name a tune mode."""
+    if any(a.startswith(("-h", "--help", "--hydra-help", "--cfg", "--info", "--shell-completion")) for a in args):
+        return
+    keys = {a.split("=", 1)[0].lstrip("+") for a in args if "=" in a}
+    if not keys & {"tune", "experiment"}:
+        raise ConfigError(
+            "no tune mode given: run `medft train +tune=<mode>` with one of: " + ", ".join(available("tune"))
+        )
 
 
 def validate(cfg: DictConfig) -> None:

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from medft.config import CONFIG_DIR, normalize_overrides, register_resolvers, validate
+from medft.config import CONFIG_DIR, normalize_overrides, register_resolvers, require_tune, validate
 from medft.errors import MedftError
 from medft.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
 
@@ -107,12 +107,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         logger.log_metrics(params, step=0)
 
     started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    if counts["trainable"]:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    else:  # tune=frozen: zero-shot evaluation of the model as loaded
+        print("nothing to train (all parameters frozen): evaluating the model as it is")
     train_seconds = time.perf_counter() - started
     metrics: dict[str, Any] = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
 
     if cfg.get("test"):
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback and counts["trainable"] else ""
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
         metrics.update({k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
         write_jsonl_atomic(output_dir / "predictions.jsonl", module.predictions)
@@ -147,6 +150,7 @@ def main(args: list[str] | None = None) -> None:
     points ``sys.argv[0]`` at this file so Lightning's DDP launcher re-runs the same training job."""
     register_resolvers()
     args = normalize_overrides(sys.argv[1:] if args is None else list(args))
+    require_tune(args)
     sys.argv = [str(Path(__file__).resolve()), *args]
     _hydra_main()
 
