@@ -60,6 +60,8 @@ def _suffix(override_dirname: str) -> str:
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("medft_suffix"):
         OmegaConf.register_new_resolver("medft_suffix", _suffix)
+    if not OmegaConf.has_resolver("medft_mul"):  # optim.lr: ${medft_mul:${tune.lr},${model.lr_scale}}
+        OmegaConf.register_new_resolver("medft_mul", lambda a, b: float(a) * float(b))
 
 
 def available(group: str) -> list[str]:

@@ -10,8 +10,12 @@ checkpoints/ with only the trained parameters.
 
 from __future__ import annotations
 
-import functools
 import sys
+
+if __name__ == "__main__":  # run as a file (Lightning's DDP re-launch): keep medft/ itself off sys.path
+    sys.path[:] = [p for p in sys.path if p != __import__("os").path.dirname(__file__)]
+
+import functools
 import time
 import traceback
 from pathlib import Path
@@ -70,6 +74,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     import lightning as L
 
     from medft.data.datamodule import MedDataModule
+    from medft.models import build_model
     from medft.module import MedVLMModule
     from medft.tuning import apply_tuning, count_parameters, param_metrics, summary_line
 
@@ -81,7 +86,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     splits = hydra.utils.call(cfg.dataset.load)  # records only: cheap, fails early on a bad root
     print(f"dataset {cfg.dataset.name}: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
 
-    net = hydra.utils.instantiate(cfg.model, _convert_="all")
+    net = build_model(cfg.model)
     tune = OmegaConf.to_container(cfg.tune, resolve=True)
     report = apply_tuning(net, tune)
     counts = count_parameters(net.model, net.arch["components"])

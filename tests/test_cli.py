@@ -81,3 +81,13 @@ def test_sweeping_another_key_names_it_in_the_run_dir(run_cli, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     names = sorted(p.name for p in run_dirs(tmp_path / "logs"))
     assert names == ["bitfit_demo_blip_tiny_optim.lr=0.01", "bitfit_demo_blip_tiny_optim.lr=0.02"]
+
+
+def test_wandb_logger_runs_offline_without_an_account(run_cli, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    out = run_cli("train", "+tune=layernorm", "logger=wandb", *FAST)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (run,) = run_dirs(tmp_path / "logs")
+    assert list((run / "wandb").glob("offline-run-*")), "no offline W&B run recorded"
+    assert (run / "csv" / "metrics.csv").exists()  # the CSV logger stays on
