@@ -10,6 +10,7 @@ from medft.errors import MedftError
 # subcommand -> (module with a main(args), one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("medft.train", "train and test a model with a tune mode (Hydra overrides; -m for sweeps)"),
+    "report": ("medft.report", "tabulate and plot every run under run / multirun dirs (results.csv/.md/.png)"),
 }
 
 USAGE = """usage: medft <command> [overrides...]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import sys
+import json
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,19 +42,33 @@ def swept_keys(args: list[str]) -> set[str]:
     return {a.split("=", 1)[0].lstrip("+~") for a in args if "=" in a and _is_sweep(a.split("=", 1)[1])}
 
 
-def _suffix(override_dirname: str) -> str:
-    """Run-dir suffix of a multirun job: the swept overrides other than tune/dataset/model.
+SWEEP_ENV = "MEDFT_SWEEP"  # the sweep's command-line keys, for launchers' worker processes
 
-    Names stay ``layernorm_demo_blip_tiny`` when only the mode is swept and become
-    ``layernorm_demo_blip_tiny_optim.lr=0.01`` when the learning rate is swept too. Where the
-    sweep's command line is not visible (a launcher's worker process), every override is kept.
+
+def sweep_env(args: list[str]) -> str:
+    """What ``_suffix`` needs to know of the sweep's command line, as JSON for the environment."""
+    given = sorted({a.split("=", 1)[0].lstrip("+~") for a in args if "=" in a and not a.startswith("-")})
+    return json.dumps({"given": given, "swept": sorted(swept_keys(args))})
+
+
+def _suffix(override_dirname: str) -> str:
+    """Run-dir suffix of a multirun job: its varying overrides other than tune/dataset/model.
+
+    An override varies when the command line sweeps it (``optim.lr=1e-3,1e-2``) or a sweeper set it
+    (Optuna's ``optim.lr``, absent from the command line). Names stay ``layernorm_demo_blip_tiny``
+    when only the mode is swept and become ``layernorm_demo_blip_tiny_optim.lr=0.01`` otherwise.
+    Without the sweep's command line (``MEDFT_SWEEP``, set by ``medft train``) every override is kept.
     """
     if not override_dirname:
         return ""
     items = override_dirname.split(",")
-    if Path(sys.argv[0]).name == "train.py":  # medft.train.main() set it: the sweep's own command line
-        swept = swept_keys(sys.argv[1:])
-        items = [item for item in items if item.split("=", 1)[0].lstrip("+~") in swept]
+    sweep = os.environ.get(SWEEP_ENV)
+    if sweep:
+        known = json.loads(sweep)
+        items = [
+            item for item in items
+            if (key := item.split("=", 1)[0].lstrip("+~")) in known["swept"] or key not in known["given"]
+        ]
     return "".join(f"_{item}" for item in items)
 
 

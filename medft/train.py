@@ -16,6 +16,7 @@ if __name__ == "__main__":  # run as a file (Lightning's DDP re-launch): keep me
     sys.path[:] = [p for p in sys.path if p != __import__("os").path.dirname(__file__)]
 
 import functools
+import os
 import time
 import traceback
 from pathlib import Path
@@ -24,9 +25,9 @@ from typing import Any, Callable
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from medft.config import CONFIG_DIR, normalize_overrides, register_resolvers, require_tune, validate
+from medft.config import CONFIG_DIR, SWEEP_ENV, normalize_overrides, register_resolvers, require_tune, sweep_env, validate
 from medft.errors import MedftError
-from medft.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
+from medft.files import write_json_atomic, write_jsonl_atomic, write_text_atomic
 
 
 def task_wrapper(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictConfig], dict[str, Any] | None]:
@@ -69,10 +70,9 @@ def _instantiate_dict(node: DictConfig | None) -> list[Any]:
 @task_wrapper
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment and return its final metrics (also written to ``metrics.json``)."""
-    import os
-
     import lightning as L
 
+    from medft.callbacks import StepTimer
     from medft.data.datamodule import MedDataModule
     from medft.models import build_model
     from medft.module import MedVLMModule
@@ -128,6 +128,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     metrics.update(params)
     metrics.update({"time/train_s": train_seconds, "train/steps": trainer.global_step})
+    for callback in trainer.callbacks:
+        if isinstance(callback, StepTimer):
+            metrics.update(callback.summary())
+    checkpoints = list((output_dir / "checkpoints").glob("*.ckpt"))
+    if checkpoints:
+        metrics["checkpoint/bytes"] = max(p.stat().st_size for p in checkpoints)
     for kind, n in report.modules.items():
         metrics[f"params/modules/{kind}"] = n
     write_json_atomic(output_dir / "metrics.json", metrics)
@@ -156,6 +162,7 @@ def main(args: list[str] | None = None) -> None:
     register_resolvers()
     args = normalize_overrides(sys.argv[1:] if args is None else list(args))
     require_tune(args)
+    os.environ[SWEEP_ENV] = sweep_env(args)  # inherited by launcher workers: names their run dirs
     sys.argv = [str(Path(__file__).resolve()), *args]
     _hydra_main()
 
