@@ -70,15 +70,20 @@ def load_pretrained(
     from huggingface_hub.errors import HFValidationError
 
     kwargs = model_kwargs(dtype, attn_implementation, trust_remote_code)
+    local = is_local(pretrained)
+    fix = (
+        "set model.pretrained to a checkpoint directory (config.json, the weights and the processor files)"
+        if local else f"download it first (hf download {pretrained}) or set model.pretrained to a checkpoint directory"
+    )
+    if local and not Path(pretrained).expanduser().is_dir():
+        raise ConfigError(f"cannot load model.pretrained={pretrained!r}: no {where_looked(pretrained)} — {fix}")
     try:
         model = model_cls.from_pretrained(pretrained, **kwargs)
         processor = processor_cls.from_pretrained(pretrained, trust_remote_code=trust_remote_code)
     except (OSError, HFValidationError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(
-            f"cannot load model.pretrained={pretrained!r} from the {where_looked(pretrained)}: {first} — "
-            f"set model.pretrained=/path/to/checkpoint (a directory with config.json, the weights and the "
-            f"processor files), or download it first: hf download {pretrained}"
+            f"cannot load model.pretrained={pretrained!r} from the {where_looked(pretrained)}: {first} — {fix}"
         ) from None
     return model, processor
 
