@@ -219,7 +219,8 @@ def build_llava(
         if config is None:
             raise ConfigError("model.pretrained is null and model.config is empty: set model.pretrained=PATH")
         dtype_ = torch_dtype(dtype)
-        processor = tiny_processor(image_size, int(config["vision_config"]["patch_size"]), max_question_len)
+        max_length = int(config["text_config"].get("max_position_embeddings", 512))  # prompt = image tokens + text
+        processor = tiny_processor(image_size, int(config["vision_config"]["patch_size"]), max_length)
         torch.manual_seed(seed)  # the random "pretrained" weights are a function of the seed
         model = tiny_model(config, processor, image_size).to(dtype_)
     if chat_template or not getattr(processor, "chat_template", None):
