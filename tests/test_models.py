@@ -20,6 +20,10 @@ from medft.errors import ConfigError, user_error
 from medft.models.llava import LlavaVQA
 
 REPO = Path(__file__).resolve().parents[1]
+# Tiny models: one intra-op thread is as fast as two, and on a busy shared CPU spinning OpenMP threads
+# make every op ~50x slower. Subprocesses get the same through OMP_NUM_THREADS.
+torch.set_num_threads(1)
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
 def build(model: str, *overrides: str):
@@ -104,7 +108,7 @@ def test_missing_local_checkpoint_is_one_line(tmp_path):
 
 def test_missing_hub_checkpoint_offline_names_the_cache(tmp_path):
     """HF_HUB_OFFLINE=1: nothing is downloaded; the error names the cache it looked in."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+    env = {**os.environ, **ONE_THREAD, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
            "MEDFT_LOG_DIR": str(tmp_path / "logs"), "MEDFT_CACHE_DIR": str(tmp_path / "cache")}
     cmd = [sys.executable, "-m", "medft.cli", "train", "model=blip_vqa", "+tune=layernorm", "debug=fast",
            "model.pretrained=medft-test/not-a-checkpoint"]
