@@ -65,7 +65,7 @@ def skeleton_factory(model_cfg: DictConfig):
 
 def count_modes(model_cfg: DictConfig, modes: list[str], components: list[str] | None = None, lora_r: int | None = None) -> dict[str, Any]:
     """``{"model", "pretrained", "total", "modes", "components", "unused"}`` for ``model_cfg``."""
-    from medft.tuning import apply_tuning, count_parameters, param_metrics
+    from medft.tuning import apply_tuning, count_parameters, param_metrics, unused_modules
 
     make = skeleton_factory(model_cfg)
     base = make()
@@ -77,7 +77,7 @@ def count_modes(model_cfg: DictConfig, modes: list[str], components: list[str] |
         "total": base_counts["total"],
         "modes": {},
         "components": {c: {"total": v["total"], "trainable": {}} for c, v in base_counts["components"].items()},
-        "unused": [],
+        "unused": unused_modules(base.model, base.arch),  # frozen in every mode
     }
     for mode in modes:
         net = make()
@@ -89,7 +89,6 @@ def count_modes(model_cfg: DictConfig, modes: list[str], components: list[str] |
         result["modes"][mode] = entry
         for comp, c in counts["components"].items():
             result["components"][comp]["trainable"][mode] = c["trainable"]
-        result["unused"] = report.unused
     return result
 
 

@@ -84,7 +84,7 @@ def test_llava_dtype_and_gradient_checkpointing_come_from_the_config(tmp_path):
     ckpt = save_checkpoint(build("llava_tiny"), tmp_path / "ckpt")
     net = build("llava_med", f"model.pretrained={ckpt}")  # llava_med defaults: bfloat16, checkpointing on
     assert net.model.dtype == torch.bfloat16
-    assert net.model.is_gradient_checkpointing
+    assert net.model.is_activation_checkpointing
     net.model.train()
     net.model.model.language_model.norm.weight.requires_grad_(True)
     net.model.requires_grad_(False)
@@ -207,3 +207,18 @@ def test_full_size_configs_point_at_their_shipped_architecture():
     for name in ("blip_vqa", "blip_report", "llava_med"):
         pretrained = yaml.safe_load((CONFIG_DIR / "model" / f"{name}.yaml").read_text())["pretrained"]
         assert (CONFIG_DIR / "model" / "arch" / pretrained / "config.json").is_file(), name
+
+
+def test_llava_checkpoint_without_patch_size_in_its_processor(tmp_path):
+    """Older llava-hf conversions have no patch_size in the processor config: taken from the model."""
+    import json
+
+    original = build("llava_tiny")
+    ckpt = save_checkpoint(original, tmp_path / "ckpt")
+    config_file = ckpt / "processor_config.json"
+    processor_config = json.loads(config_file.read_text())
+    for key in ("patch_size", "num_additional_image_tokens", "vision_feature_select_strategy"):
+        processor_config.pop(key)
+    config_file.write_text(json.dumps(processor_config))
+    loaded = build("llava_med", f"model.pretrained={ckpt}", "model.dtype=float32")
+    assert torch.equal(loaded.collate(vqa_records())["input_ids"], original.collate(vqa_records())["input_ids"])

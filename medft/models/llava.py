@@ -191,6 +191,15 @@ def tiny_model(config: dict[str, Any], processor: LlavaProcessor, image_size: in
     return model
 
 
+def _complete_processor(processor: LlavaProcessor, config: LlavaConfig) -> None:
+    """Older llava-hf conversions ship a processor without the patch size: transformers 5 needs it
+    to expand ``<image>`` into one token per patch. Take it from the model config (CLIP: + CLS)."""
+    if getattr(processor, "patch_size", None) is None:
+        processor.patch_size = config.vision_config.patch_size
+        processor.vision_feature_select_strategy = config.vision_feature_select_strategy
+        processor.num_additional_image_tokens = 1
+
+
 def build_llava(
     arch: dict[str, Any],
     name: str = "llava",
@@ -223,6 +232,7 @@ def build_llava(
         processor = tiny_processor(image_size, int(config["vision_config"]["patch_size"]), max_length)
         torch.manual_seed(seed)  # the random "pretrained" weights are a function of the seed
         model = tiny_model(config, processor, image_size).to(dtype_)
+    _complete_processor(processor, model.config)
     if chat_template or not getattr(processor, "chat_template", None):
         processor.chat_template = chat_template or MISTRAL_CHAT_TEMPLATE
     if gradient_checkpointing:

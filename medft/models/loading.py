@@ -91,7 +91,7 @@ def load_pretrained(
 def enable_gradient_checkpointing(model: nn.Module) -> None:
     """Recompute activations in backward. Non-reentrant, so frozen inputs (every PEFT mode) still
     let gradients reach the trained layers."""
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.activation_checkpointing_enable({"use_reentrant": False})  # transformers 5 name of gradient checkpointing
 
 
 def arch_config(pretrained: str, trust_remote_code: bool = False):
