@@ -134,15 +134,23 @@ def main(args: list[str] | None = None) -> None:
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
+    args = sys.argv[1:] if args is None else list(args)
+    if any(a in ("-h", "--help") for a in args):
+        print(__doc__.strip())
+        print("\nmodels: " + ", ".join(available("model")) + "\nmodes: " + ", ".join(mode_names(None)))
+        return
     register_resolvers()
-    args = normalize_overrides(sys.argv[1:] if args is None else list(args), config_name="params")
+    args = normalize_overrides(args, config_name="params")
     try:
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="params"):
             cfg = compose("params", overrides=args)
         run(cfg)
     except (MedftError, HydraException) as err:
-        err = user_error(err) or err  # instantiate wraps a builder's MedftError
-        print(f"medft: error: {str(err).strip().splitlines()[0]}", file=sys.stderr)
+        cause = user_error(err)  # instantiate wraps a builder's MedftError
+        message = str(cause or err).strip().splitlines()[0]
+        if cause is None and "model/" in message:
+            message += f" (models: {', '.join(available('model'))})"
+        print(f"medft: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -112,3 +112,32 @@ def test_llava_components_split_the_whole_model():
     apply_tuning(net, tune_config("full", ["projector"], None))
     counts = count_parameters(net.model, net.arch["components"])
     assert counts["trainable"] == counts["components"]["projector"]["total"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_llava_report_generation_trains_in_every_mode(mode):
+    """Reports: the same adapter with task=report; two optimizer steps, same gradient check."""
+    from test_models import image
+
+    torch.manual_seed(0)
+    net = build("llava_tiny", "model.task=report", "model.max_answer_len=24")
+    report = apply_tuning(net, tune_config(mode, None, None))
+    records = [
+        {"id": "a", "report": "no acute cardiopulmonary abnormality.", "pil_image": image(0)},
+        {"id": "b", "report": "small left pleural effusion.", "pil_image": image(1)},
+    ]
+    batch = net.collate(records)
+    trainable = {n: p for n, p in net.model.named_parameters() if p.requires_grad}
+    assert set(trainable) == set(report.trainable)
+    optimizer = torch.optim.AdamW(trainable.values(), lr=1e-2) if trainable else None
+    nonzero = set()
+    for _ in range(2):
+        loss = net.loss(batch)
+        assert torch.isfinite(loss)
+        if optimizer is None:
+            break
+        loss.backward()
+        nonzero |= {n for n, p in trainable.items() if p.grad is not None and bool(p.grad.abs().sum() > 0)}
+        optimizer.step()
+        optimizer.zero_grad()
+    assert nonzero == set(trainable)
