@@ -11,7 +11,8 @@ inside ``attention.output`` and ``output``, and neither ``ffn`` nor ``attention`
     ffn         the Linear layers of feed-forward blocks (model config ``arch.ffn`` types)
     attention   the Linear q/k/v/output projections of self- and cross-attention (``arch.attention``)
     bias        every bias (BitFit)
-    lora        peft LoRA adapters on ``target_modules`` (default ``arch.lora_targets``)
+    lora        peft LoRA adapters on ``target_modules`` (default ``arch.lora_targets``: a list of
+                Linear names, or ``{component: [names]}`` to place them in some components only)
     none        nothing (zero-shot evaluation)
 
 Parameters the forward pass never uses (``unused_modules``: LLaVA's vision layers after
@@ -185,7 +186,7 @@ def lora_target_names(
     targets: list[str] | dict[str, list[str]],
     arch: dict[str, Any],
     wanted: list[str] | None,
-    skip: list[str] = (),
+    skip: Iterable[str] = (),
 ) -> list[str]:
     """Full names of the Linear layers whose last name part is in ``targets``, within ``wanted``,
     outside the ``skip`` modules. ``targets`` may map components to names (``{language: [q_proj]}``):

@@ -141,3 +141,12 @@ def test_llava_report_generation_trains_in_every_mode(mode):
         optimizer.step()
         optimizer.zero_grad()
     assert nonzero == set(trainable)
+
+
+def test_arch_never_trained_is_frozen_in_every_mode():
+    net = build("blip_tiny")
+    net.arch = dict(net.arch, never_trained=["text_decoder.cls"])
+    report = apply_tuning(net, tune_config("full", None, None))
+    frozen = {n for n, p in net.model.named_parameters() if not p.requires_grad}
+    assert frozen and all(n.startswith("text_decoder.cls.") for n in frozen)
+    assert report.unused == ["text_decoder.cls"]
