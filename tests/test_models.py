@@ -82,8 +82,9 @@ def test_checkpoint_loads_through_the_full_size_config(tmp_path, tiny, full, ext
 
 def test_llava_dtype_and_gradient_checkpointing_come_from_the_config(tmp_path):
     ckpt = save_checkpoint(build("llava_tiny"), tmp_path / "ckpt")
-    net = build("llava_med", f"model.pretrained={ckpt}")  # llava_med defaults: bfloat16, checkpointing on
-    assert net.model.dtype == torch.bfloat16
+    net = build("llava_med", f"model.pretrained={ckpt}", "model.attn_implementation=eager")
+    assert net.model.dtype == torch.bfloat16  # llava_med defaults: bfloat16, checkpointing on
+    assert net.model.config._attn_implementation == "eager"
     assert net.model.is_activation_checkpointing
     net.model.train()
     net.model.model.language_model.norm.weight.requires_grad_(True)
