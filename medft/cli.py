@@ -11,6 +11,7 @@ from medft.errors import MedftError
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("medft.train", "train and test a model with a tune mode (Hydra overrides; -m for sweeps)"),
     "report": ("medft.report", "tabulate and plot every run under run / multirun dirs (results.csv/.md/.png)"),
+    "params": ("medft.params_cmd", "trainable parameters of every tune mode, per component (no weights loaded)"),
 }
 
 USAGE = """usage: medft <command> [overrides...]
@@ -25,6 +26,7 @@ examples:
   medft train -m tune=layernorm,ffn,attention,lora,full
   medft train +tune=lora dataset=vqa_rad dataset.root=/data/vqa_rad
   medft train --help                                Hydra's help: config groups and options
+  medft params model=llava_med                      the #Params table of every tune mode
 """
 
 

@@ -14,3 +14,12 @@ class ConfigError(MedftError):
 
 class DataError(MedftError):
     """A dataset root, annotation file or image is missing or unreadable."""
+
+
+def user_error(err: BaseException) -> MedftError | None:
+    """The ``MedftError`` behind ``err``, if any: Hydra's ``instantiate`` wraps what a builder raises."""
+    while err is not None:
+        if isinstance(err, MedftError):
+            return err
+        err = err.__cause__
+    return None

@@ -26,7 +26,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from medft.config import CONFIG_DIR, SWEEP_ENV, normalize_overrides, register_resolvers, require_tune, sweep_env, validate
-from medft.errors import MedftError
+from medft.errors import user_error
 from medft.files import write_json_atomic, write_jsonl_atomic, write_text_atomic
 
 
@@ -38,10 +38,12 @@ def task_wrapper(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictCo
     def wrapped(cfg: DictConfig) -> dict[str, Any] | None:
         try:
             return fn(cfg)
-        except MedftError as err:
-            message, status = f"medft: error: {err}", 2
         except Exception as err:  # noqa: BLE001 - recorded, then re-raised or survived by the sweep
-            message, status = f"{type(err).__name__}: {err}\n\n{traceback.format_exc()}", 1
+            cause = user_error(err)  # a MedftError, possibly wrapped by hydra.utils.instantiate
+            if cause is not None:
+                message, status = f"medft: error: {cause}", 2
+            else:
+                message, status = f"{type(err).__name__}: {err}\n\n{traceback.format_exc()}", 1
         output_dir = OmegaConf.select(cfg, "paths.output_dir")
         if output_dir:
             write_text_atomic(Path(output_dir) / "error.txt", message + "\n")
