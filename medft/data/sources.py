@@ -39,3 +39,26 @@ def vqa_rad(root: str, val_fraction: float = 0.1, split_seed: int = 0, train_fra
     """VQA-RAD in either published layout (auto-detected)."""
     splits = load_vqa_rad(Path(root).expanduser(), val_fraction=val_fraction, seed=split_seed)
     return subsample_train(splits, train_fraction, split_seed)
+
+
+def slake(root: str, lang: str = "en", val_fraction: float = 0.1, split_seed: int = 0, train_fraction: float = 1.0) -> Splits:
+    """SLAKE: train.json / validate.json (or validation.json) / test.json + imgs/; ``lang`` en, zh or all."""
+    from medft.data.slake import load_slake
+
+    return subsample_train(load_slake(root, lang, val_fraction, split_seed), train_fraction, split_seed)
+
+
+def path_vqa(
+    root: str, val_fraction: float = 0.1, split_seed: int = 0, train_fraction: float = 1.0, cache_dir: str | None = None
+) -> Splits:
+    """PathVQA: the original pickles + images/, or the Parquet release (images cached in ``cache_dir``)."""
+    from medft.data.path_vqa import load_path_vqa
+
+    return subsample_train(load_path_vqa(root, val_fraction, split_seed, cache_dir), train_fraction, split_seed)
+
+
+def r2gen(root: str, name: str, val_fraction: float = 0.1, split_seed: int = 0, train_fraction: float = 1.0) -> Splits:
+    """IU X-ray / MIMIC-CXR report generation from an R2Gen-style annotation.json + images/."""
+    from medft.data.reports import load_r2gen
+
+    return subsample_train(load_r2gen(root, name, val_fraction, split_seed), train_fraction, split_seed)
