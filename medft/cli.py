@@ -8,6 +8,8 @@ import sys
 # subcommand -> (module with a main(args), one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("medft.train", "train and test a model with a tune mode (Hydra overrides; -m for sweeps)"),
+    "data": ("medft.data_cmd", "check a dataset root: samples, CLOSED/OPEN, images, missing images per split"),
+    "eval": ("medft.evaluate", "evaluate a trained run (ckpt=RUN_DIR) on a dataset; writes its own run dir"),
 }
 
 USAGE = """usage: medft <command> [overrides...]
@@ -22,6 +24,8 @@ examples:
   medft train -m tune=layernorm,ffn,attention,lora,full
   medft train +tune=lora dataset=vqa_rad dataset.root=/data/vqa_rad
   medft train --help                                Hydra's help: config groups and options
+  medft data dataset=slake dataset.root=/data/Slake1.0 format=json
+  medft eval ckpt=logs/runs/layernorm_vqa_rad_blip_tiny/<time> dataset=slake dataset.root=/data/Slake1.0
 """
 
 

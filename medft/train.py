@@ -71,6 +71,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     from medft.data.checks import check_model_fits, finish_data_stats, prepare_splits
     from medft.data.datamodule import MedDataModule
+    from medft.data.sources import load_splits
     from medft.metrics.evaluators import report_scores_line
     from medft.module import MedVLMModule
     from medft.tuning import apply_tuning, count_parameters, param_metrics, summary_line
@@ -80,7 +81,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    splits = hydra.utils.call(cfg.dataset.load)  # records only: cheap, fails early on a bad root
+    splits = load_splits(cfg.dataset)  # records only: cheap, fails early on a bad root
     splits, data_stats = prepare_splits(splits, cfg.dataset)  # missing images: error, or skipped
     print(f"dataset {cfg.dataset.name}: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
 

@@ -62,3 +62,22 @@ def r2gen(root: str, name: str, val_fraction: float = 0.1, split_seed: int = 0, 
     from medft.data.reports import load_r2gen
 
     return subsample_train(load_r2gen(root, name, val_fraction, split_seed), train_fraction, split_seed)
+
+
+def load_splits(dataset_cfg: Any, **overrides: Any) -> Splits:
+    """Call ``dataset.load`` (its ``_target_`` is one of the functions above) with ``overrides``.
+
+    A user error inside the loader (DataError, ConfigError) comes out as itself, not wrapped in
+    Hydra's InstantiationException, so the CLI prints its one line.
+    """
+    import hydra
+    from hydra.errors import InstantiationException
+
+    from medft.errors import MedftError
+
+    try:
+        return hydra.utils.call(dataset_cfg.load, **overrides)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, MedftError):
+            raise err.__cause__ from None
+        raise

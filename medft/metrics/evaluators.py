@@ -80,3 +80,15 @@ def report_scores_line(metrics: dict[str, Any], split: str = "test") -> str:
     keys = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider")
     parts = [f"{k} {float(metrics[f'{split}/{k}']):.4f}" for k in keys if metrics.get(f"{split}/{k}") is not None]
     return f"{split} report scores: " + (" | ".join(parts) or "n/a")
+
+
+def scores_line(task: str, metrics: dict[str, Any], split: str = "test") -> str:
+    """One line of a split's scores: accuracies (vqa) or report scores."""
+    if task != "vqa":
+        return report_scores_line(metrics, split)
+
+    def fmt(key: str) -> str:
+        value = metrics.get(f"{split}/{key}")
+        return "n/a" if value is None else f"{float(value):.3f}"
+
+    return f"{split} accuracy: closed {fmt('acc_closed')} | open {fmt('acc_open')} | overall {fmt('acc')}"
