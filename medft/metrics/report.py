@@ -30,7 +30,7 @@ def clean_report(report: str) -> str:
         text = text.replace(old, new)
     sentences = text.strip().lower().split(". ")
     tokens = [_clean_sentence(s) for s in sentences]
-    return " . ".join(t for t in tokens if t) + " ."
+    return " ".join((" . ".join(t for t in tokens if t) + " .").split())  # R2Gen leaves double spaces
 
 
 def _clean_sentence(sentence: str) -> str:

@@ -1,0 +1,106 @@
+"""Report generation: R2Gen cleaning, pycocoevalcap scores, the BLIP captioning adapter, every tune mode."""
+
+import pytest
+import torch
+import yaml
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from PIL import Image
+
+from medft.config import CONFIG_DIR
+from medft.metrics.evaluators import ReportEvaluator, VQAEvaluator, make_evaluator
+from medft.metrics.report import clean_report, coco_scores
+from medft.tuning import apply_tuning
+
+
+def build(**overrides):
+    cfg = OmegaConf.load(CONFIG_DIR / "model" / "blip_report_tiny.yaml")
+    cfg.seed = 0
+    return instantiate(OmegaConf.merge(cfg, overrides), _convert_="all")
+
+
+def records(n=2):
+    reports = ["The heart is normal. No effusion.", "Lungs are clear. No pneumothorax or fracture."]
+    return [{"id": f"r{i}", "report": reports[i % 2], "pil_image": Image.new("RGB", (40, 30), (i * 40, 0, 0))}
+            for i in range(n)]
+
+
+@pytest.mark.parametrize("raw, clean", [
+    ("1. The heart is normal in size.. 2. No effusion.", "the heart is normal in size . no effusion ."),
+    ("Heart: normal;  lungs\nclear__ ok?", "heart normal lungs clear ok ."),
+    ('No "acute" disease/abnormality. Left-sided XXXX.', "no acute diseaseabnormality . left-sided xxxx ."),
+])
+def test_clean_report_the_r2gen_way(raw, clean):
+    assert clean_report(raw) == clean
+    assert clean_report(clean) == clean  # idempotent
+
+
+def test_coco_scores():
+    """One call (METEOR starts a JVM): perfect on two reports, poor on one, nothing on an empty one."""
+    refs = ["The heart is normal in size. No effusion.", "Lungs are clear. No pneumothorax.",
+            "Heart size is normal. No focal consolidation.", "Normal chest."]
+    scores = coco_scores(refs, [refs[0], refs[1].upper(), "the heart is big.", ""])
+    assert set(scores) == {"bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider"}
+    assert all(0.0 < scores[k] < 1.0 for k in ("bleu_1", "bleu_4", "meteor", "rouge_l"))
+    assert scores["bleu_1"] > scores["bleu_4"]
+    from pycocoevalcap.rouge.rouge import Rouge  # the per-report scores behind the mean, without a JVM
+
+    gts = {i: [clean_report(r)] for i, r in enumerate(refs)}
+    res = {0: [clean_report(refs[0])], 1: [clean_report(refs[1].upper())], 2: ["the heart is big ."], 3: ["."]}
+    mean, per = Rouge().compute_score(gts, res)
+    assert list(per[:2]) == [1.0, 1.0] and per[3] == 0.0 and scores["rouge_l"] == pytest.approx(mean)
+
+
+def test_report_evaluator_rows_and_cheap_validation_metric():
+    ev = ReportEvaluator(coco=False)
+    rows = ev.update(["the heart is normal ."], [{"id": "a", "report": "The heart is normal."}])
+    assert rows == [{"id": "a", "reference": "The heart is normal.", "generated": "the heart is normal ."}]
+    assert set(ev.compute()) == {"bleu_4"} and float(ev.compute()["bleu_4"]) == pytest.approx(1.0)
+    assert isinstance(make_evaluator("vqa", "test"), VQAEvaluator)
+    assert make_evaluator("report", "test").coco and not make_evaluator("report", "val").coco
+
+
+def test_collate_masks_prompt_and_padding():
+    net = build(prompt="findings:")
+    batch = net.collate(records())
+    tok = net.tokenizer
+    assert batch["pixel_values"].shape == (2, 3, 64, 64)
+    assert (batch["input_ids"][:, 0] == tok.bos_token_id).all()
+    n_prompt = 1 + len(tok("findings:", add_special_tokens=False).input_ids)
+    assert (batch["labels"][:, :n_prompt] == -100).all()
+    assert ((batch["labels"] == -100) | (batch["attention_mask"] == 1)).all()
+    first = batch["labels"][0][batch["labels"][0] != -100]
+    assert tok.decode(first, skip_special_tokens=True).startswith("the heart")
+    assert batch["meta"] == [{"id": "r0", "report": records()[0]["report"]}, {"id": "r1", "report": records()[1]["report"]}]
+    texts = net.generate(batch, max_new_tokens=5)
+    assert len(texts) == 2 and all(isinstance(t, str) and not t.startswith("findings") for t in texts)
+
+
+@pytest.mark.parametrize("mode", ["layernorm", "ffn", "attention", "lora", "bitfit", "full", "frozen"])
+def test_every_tune_mode_trains_the_report_model(mode):
+    net = build()
+    tune = yaml.safe_load((CONFIG_DIR / "tune" / f"{mode}.yaml").read_text())
+    report = apply_tuning(net, tune)
+    trainable = [p for p in net.model.parameters() if p.requires_grad]
+    assert (len(trainable) == 0) == (mode == "frozen")
+    batch = net.collate(records())
+    loss = net.loss(batch)
+    assert torch.isfinite(loss)
+    if trainable:
+        loss.backward()
+        assert all(p.grad is not None for p in trainable)
+        frozen = [p for p in net.model.parameters() if not p.requires_grad]
+        assert all(p.grad is None for p in frozen)
+    assert report.mode == mode
+
+
+def test_report_model_refuses_the_vqa_task():
+    from medft.errors import ConfigError
+
+    from medft.models.blip_report import build_blip_report
+
+    cfg = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "model" / "blip_report_tiny.yaml"))
+    cfg.pop("_target_")
+    cfg.update(seed=0, task="vqa")
+    with pytest.raises(ConfigError, match="writes reports"):
+        build_blip_report(**cfg)
