@@ -56,8 +56,9 @@ def text_limits(net: Any) -> dict[str, int]:
     limits = getattr(net, "text_limits", None)
     if limits:
         return dict(limits)
-    if getattr(net, "task", "vqa") == "vqa" and hasattr(net, "max_question_len"):
-        return {"question": int(net.max_question_len)}
+    fields = {"question": "max_question_len", "answer": "max_answer_len"}  # BlipVQA's limits
+    if getattr(net, "task", "vqa") == "vqa":
+        return {f: int(getattr(net, attr)) for f, attr in fields.items() if hasattr(net, attr)}
     return {}
 
 
@@ -126,10 +127,12 @@ def check_model_fits(net: Any, dataset_cfg: Any, splits: Splits) -> dict[str, in
             f"{task} dataset: pick a {task} model"
         )
     out = {}
-    for field, n in count_truncated(splits, net.tokenizer, text_limits(net)).items():
+    limits = text_limits(net)
+    total = sum(len(v) for v in splits.values())
+    for field, n in count_truncated(splits, net.tokenizer, limits).items():
         out[f"data/truncated_{field}"] = n
         if n:
-            print(f"{n} {field}(s) longer than the model's maximum ({text_limits(net)[field]} tokens) will be truncated")
+            print(f"truncating {n} of {total} {field}s (all splits) to the model's maximum of {limits[field]} tokens")
     return out
 
 
