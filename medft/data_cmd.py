@@ -18,7 +18,7 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from medft.config import CONFIG_DIR, available, normalize_overrides, register_resolvers
 from medft.errors import ConfigError, MedftError
@@ -80,8 +80,6 @@ def compose_config(args: list[str]) -> DictConfig:
         raise ConfigError(
             f"{message}: run `medft data dataset=<name> dataset.root=DIR` with one of: {', '.join(available('dataset'))}"
         ) from None
-    if OmegaConf.is_missing(cfg.dataset, "root"):
-        raise ConfigError(f"dataset.root is not set: run `medft data dataset={cfg.dataset.name} dataset.root=DIR`")
     return cfg
 
 

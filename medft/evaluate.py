@@ -64,6 +64,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from medft.module import MedVLMModule
     from medft.tuning import apply_tuning
 
+    if OmegaConf.is_missing(cfg, "ckpt"):
+        raise ConfigError("no ckpt given: run `medft eval ckpt=RUN_DIR_OR_CKPT dataset=<name> [dataset.root=DIR]`")
     if cfg.split not in ("train", "val", "test"):
         raise ConfigError(f"split={cfg.split!r} is not known; use test, val or train")
     run_dir, ckpt_file = resolve_run(cfg.ckpt)

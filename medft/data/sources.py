@@ -73,8 +73,13 @@ def load_splits(dataset_cfg: Any, **overrides: Any) -> Splits:
     import hydra
     from hydra.errors import InstantiationException
 
+    from omegaconf import OmegaConf
+
     from medft.errors import MedftError
 
+    if OmegaConf.is_missing(dataset_cfg, "root"):
+        name = dataset_cfg.get("name", "the dataset")
+        raise ConfigError(f"dataset.root is not set: add dataset.root=DIR, the folder holding your copy of {name}")
     try:
         return hydra.utils.call(dataset_cfg.load, **overrides)
     except InstantiationException as err:
