@@ -53,6 +53,16 @@ def run_model_config(run_dir: Path, cfg: DictConfig) -> tuple[DictConfig, dict[s
     return model, OmegaConf.to_container(run_cfg.tune, resolve=True)
 
 
+def check_run_task(run_dir: Path, model_cfg: DictConfig, dataset_cfg: DictConfig) -> None:
+    """The run's model must do the dataset's task (before any model is built)."""
+    task = dataset_cfg.get("task", "vqa")
+    if model_cfg.get("task") and model_cfg.task != task:
+        raise ConfigError(
+            f"run {run_dir.name} trained {model_cfg.get('name')} for {model_cfg.task}, but dataset={dataset_cfg.name} "
+            f"is a {task} dataset: evaluate it on a {model_cfg.task} dataset"
+        )
+
+
 @task_wrapper
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     import lightning as L
@@ -70,11 +80,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"split={cfg.split!r} is not known; use test, val or train")
     run_dir, ckpt_file = resolve_run(cfg.ckpt)
     model_cfg, tune = run_model_config(run_dir, cfg)
-    if model_cfg.get("task") and model_cfg.task != cfg.dataset.get("task", "vqa"):
-        raise ConfigError(
-            f"run {run_dir.name} trained {model_cfg.get('name')} for {model_cfg.task}, but dataset={cfg.dataset.name} "
-            f"is a {cfg.dataset.task} dataset: evaluate it on a {model_cfg.task} dataset"
-        )
+    check_run_task(run_dir, model_cfg, cfg.dataset)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(int(model_cfg.get("seed", 0) or 0), workers=True, verbose=False)

@@ -35,13 +35,25 @@ def test_clean_report_the_r2gen_way(raw, clean):
     assert clean_report(clean) == clean  # idempotent
 
 
-def test_coco_scores():
-    """One call (METEOR starts a JVM): perfect on two reports, poor on one, nothing on an empty one."""
+class FakeMeteor:
+    """Stands in for METEOR's JVM (10-20 s to start); the real one runs in test_report_e2e."""
+
+    def compute_score(self, gts, res):
+        per = [float(gts[i] == res[i]) for i in gts]
+        return sum(per) / len(per), per
+
+
+def test_coco_scores(monkeypatch):
+    """Perfect on two reports, poor on one, nothing on an empty one; cleaned before scoring."""
+    import pycocoevalcap.meteor.meteor
+
+    monkeypatch.setattr(pycocoevalcap.meteor.meteor, "Meteor", FakeMeteor)
     refs = ["The heart is normal in size. No effusion.", "Lungs are clear. No pneumothorax.",
             "Heart size is normal. No focal consolidation.", "Normal chest."]
     scores = coco_scores(refs, [refs[0], refs[1].upper(), "the heart is big.", ""])
     assert set(scores) == {"bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider"}
-    assert all(0.0 < scores[k] < 1.0 for k in ("bleu_1", "bleu_4", "meteor", "rouge_l"))
+    assert all(0.0 < scores[k] < 1.0 for k in ("bleu_1", "bleu_4", "rouge_l"))
+    assert scores["meteor"] == 0.5  # refs[1].upper() matches after cleaning
     assert scores["bleu_1"] > scores["bleu_4"]
     from pycocoevalcap.rouge.rouge import Rouge  # the per-report scores behind the mean, without a JVM
 

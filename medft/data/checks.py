@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -79,30 +81,31 @@ def summarize(splits: Splits, decode: bool = True) -> dict[str, dict[str, int]]:
 
     ``decode`` opens every image fully (finds truncated files); otherwise only existence is checked.
     """
-    status: dict[str, bool] = {}
-
-    def ok(path: str) -> bool:
-        if path not in status:
-            if decode:
-                try:
-                    load_rgb(path)
-                    status[path] = True
-                except DataError:
-                    status[path] = False
-            else:
-                status[path] = Path(path).is_file()
-        return status[path]
-
+    images = {split: {p for r in records for p in r.get("images", [r["image"]])} for split, records in splits.items()}
+    every = sorted(set().union(*images.values()))
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # Pillow decodes outside the GIL
+        status = dict(zip(every, pool.map(_readable if decode else _exists, every, chunksize=64)))
     out = {}
     for split, records in splits.items():
-        images = {p for r in records for p in r.get("images", [r["image"]])}
         row: dict[str, int] = {"n": len(records)}
         if records and "answer_type" in records[0]:
             kinds = Counter(r["answer_type"] for r in records)
             row.update(closed=kinds.get("CLOSED", 0), open=kinds.get("OPEN", 0))
-        row.update(images=len(images), missing_images=sum(not ok(p) for p in sorted(images)))
+        row.update(images=len(images[split]), missing_images=sum(not status[p] for p in images[split]))
         out[split] = row
     return out
+
+
+def _exists(path: str) -> bool:
+    return Path(path).is_file()
+
+
+def _readable(path: str) -> bool:
+    try:
+        load_rgb(path)
+    except DataError:
+        return False
+    return True
 
 
 # --- the steps medft train / medft eval run ---------------------------------------------------
