@@ -116,3 +116,15 @@ def test_report_model_refuses_the_vqa_task():
     cfg.update(seed=0, task="vqa")
     with pytest.raises(ConfigError, match="writes reports"):
         build_blip_report(**cfg)
+
+
+def test_pretrained_round_trip(tmp_path):
+    """model.pretrained: a saved captioning model and processor load back and generate the same text."""
+    net = build()
+    net.model.save_pretrained(tmp_path / "blip")
+    net.processor.save_pretrained(tmp_path / "blip")
+    loaded = build(pretrained=str(tmp_path / "blip"))
+    assert loaded.tokenizer.bos_token == "[DEC]" and loaded.pretrained == str(tmp_path / "blip")
+    batch = net.collate(records())
+    torch.testing.assert_close(loaded.loss(loaded.collate(records())), net.loss(batch))
+    assert loaded.generate(batch, max_new_tokens=6) == net.generate(batch, max_new_tokens=6)
