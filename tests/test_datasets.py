@@ -17,7 +17,7 @@ from medft.data.images import load_rgb
 from medft.errors import ConfigError, DataError
 
 VQA_FIELDS = {"id", "image", "image_name", "question", "answer", "answer_type", "question_type", "organ"}
-REPORT_FIELDS = {"id", "image", "images", "report"}
+REPORT_FIELDS = {"id", "image", "images", "views", "report"}
 
 
 def check(splits, fields):
@@ -125,8 +125,26 @@ def test_iu_xray_two_views(tmp_path):
     rec = splits["train"][0]
     assert rec["id"] == "CXR1000_IM-2000"
     assert [Path(p).name for p in rec["images"]] == ["0.png", "1.png"] and rec["image"] == rec["images"][0]
+    assert rec["views"] == rec["images"][:1]
     # the fixture's views cycle through 8-bit gray, 16-bit and RGBA PNGs: all come out RGB
     assert {Image.open(p).mode for r in splits["train"] for p in r["images"]} >= {"L", "I;16", "RGBA"}
+
+
+def test_iu_xray_both_views_side_by_side(tmp_path):
+    from medft.data.datamodule import RecordDataset
+
+    root = make_iu_xray(tmp_path / "iu")
+    Image.new("L", (30, 48)).save(root / "images" / "CXR1000_IM-2000" / "1.png")  # a taller lateral view
+    splits = sources.r2gen(str(root), "iu_xray", views="all")
+    rec = splits["train"][0]
+    assert rec["views"] == rec["images"] and len(rec["views"]) == 2
+    image = RecordDataset(splits["train"])[0]["pil_image"]
+    assert (image.mode, image.size) == ("RGB", (24 + 15, 24))  # 24x24 frontal + lateral scaled to 15x24
+    with pytest.raises(ConfigError, match="dataset.views='both'"):
+        sources.r2gen(str(root), "iu_xray", views="both")
+    (root / "images" / "CXR1001_IM-2001" / "1.png").unlink()  # a missing second view drops the study
+    kept, dropped = drop_missing_images(splits, skip=True)
+    assert dropped["train"] == 1 and "CXR1001_IM-2001" not in {r["id"] for r in kept["train"]}
 
 
 def test_mimic_cxr_layout(tmp_path):

@@ -33,10 +33,10 @@ def drop_missing_images(splits: Splits, skip: bool) -> tuple[Splits, dict[str, i
     for split, records in splits.items():
         keep = []
         for rec in records:
-            path = rec["image"]
-            if path not in exists:
-                exists[path] = Path(path).is_file()
-            if exists[path]:
+            for path in rec.get("views") or [rec["image"]]:
+                if path not in exists:
+                    exists[path] = Path(path).is_file()
+            if all(exists[p] for p in rec.get("views") or [rec["image"]]):
                 keep.append(rec)
         dropped[split] = len(records) - len(keep)
         out[split] = keep

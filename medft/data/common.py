@@ -4,15 +4,15 @@ Two record shapes leave the loaders (plain dicts; images are paths, never opened
 
 * VQA:    ``{"id", "image", "image_name", "question", "answer", "answer_type", "question_type", "organ"}``
   (the shape :mod:`medft.data.vqa_rad` defines);
-* report: ``{"id", "image", "images", "report"}`` where ``images`` lists every view of the study
-  and ``image`` is the first one (the view a single-image model sees).
+* report: ``{"id", "image", "images", "views", "report"}``: ``images`` lists every view of the
+  study, ``image`` is the first, ``views`` the ones the model sees (side by side when several).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from medft.data.vqa_rad import _make_ids_unique, _text, carve_val
 from medft.errors import ConfigError, DataError
@@ -77,13 +77,16 @@ def vqa_record(
     }
 
 
-def report_record(id: str, images: list[Path], report: Any) -> dict[str, Any] | None:
-    """A report-generation record, or None when it has no report or no image."""
+def report_record(id: str, images: list[Path], report: Any, views: str = "first") -> dict[str, Any] | None:
+    """A report-generation record, or None when it has no report or no image.
+
+    ``views``: ``first`` (the model sees the first view) or ``all`` (every view, side by side).
+    """
     r = " ".join(text(report).split())
     if not r or not images:
         return None
     paths = [str(p) for p in images]
-    return {"id": str(id), "image": paths[0], "images": paths, "report": r}
+    return {"id": str(id), "image": paths[0], "images": paths, "views": paths if views == "all" else paths[:1], "report": r}
 
 
 def finish(
@@ -105,6 +108,3 @@ def finish(
     _make_ids_unique(out)
     return out
 
-
-def distinct(values: Iterable[str]) -> int:
-    return len(set(values))

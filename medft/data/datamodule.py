@@ -7,12 +7,13 @@ from typing import Any, Callable
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
-from medft.data.images import load_rgb
+from medft.data.images import load_views
 from medft.errors import DataError
 
 
 class RecordDataset(Dataset):
     """One record per item; the image is opened (and converted to RGB) only when the item is read.
+    A record with ``views`` (report studies) gets them side by side as one image.
 
     With ``skip_bad_images`` an unreadable image does not stop the run: the item comes back as
     ``{"bad_image": (id, path)}`` and :class:`SkippingCollate` leaves it out of the batch.
@@ -28,7 +29,7 @@ class RecordDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = dict(self.records[index])
         try:
-            record["pil_image"] = load_rgb(record["image"])
+            record["pil_image"] = load_views(record.get("views") or [record["image"]])
         except DataError:
             if not self.skip_bad_images:
                 raise

@@ -6,7 +6,7 @@
 Each record is ``{"id", "report", "image_path": [..], "split"}``; MIMIC-CXR's also carry
 ``study_id`` and ``subject_id`` and point at ``pXX/pSUBJECT/sSTUDY/<dicom>.jpg``, IU X-ray's at two
 views ``CXR<N>_IM-<M>/0.png`` and ``1.png``. Records become ``{"id", "image", "images", "report"}``
-with ``image`` the first view.
+with ``image`` the first view and ``views`` the ones the model sees.
 """
 
 from __future__ import annotations
@@ -14,15 +14,26 @@ from __future__ import annotations
 from pathlib import Path
 
 from medft.data.common import Splits, check_root, finish, read_json, report_record, text
-from medft.errors import DataError
+from medft.errors import ConfigError, DataError
 
 ANNOTATION = "annotation.json"
 IMAGE_DIR = "images"
 NAMES = {"iu_xray": "IU X-ray", "mimic_cxr": "MIMIC-CXR"}
 
 
-def load_r2gen(root: str | Path, name: str = "iu_xray", val_fraction: float = 0.1, seed: int = 0) -> Splits:
-    """``{"train", "val", "test"}`` report records from an R2Gen-style ``annotation.json``."""
+VIEWS = ("first", "all")
+
+
+def load_r2gen(
+    root: str | Path, name: str = "iu_xray", val_fraction: float = 0.1, seed: int = 0, views: str = "first"
+) -> Splits:
+    """``{"train", "val", "test"}`` report records from an R2Gen-style ``annotation.json``.
+
+    ``views``: ``first`` (the model sees a study's first image) or ``all`` (all of them side by
+    side, e.g. IU X-ray's frontal and lateral view, as R2Gen encodes both).
+    """
+    if views not in VIEWS:
+        raise ConfigError(f"dataset.views={views!r} is not known; use one of {list(VIEWS)}")
     title = NAMES.get(name, name)
     expected = f"{ANNOTATION} with train/val/test lists + {IMAGE_DIR}/ ({title}, R2Gen layout)"
     root = check_root(root, expected)
@@ -47,6 +58,7 @@ def load_r2gen(root: str | Path, name: str = "iu_xray", val_fraction: float = 0.
                 text(r.get("id")) or f"{split}-{i}",
                 [root / IMAGE_DIR / text(p) for p in paths if text(p)],
                 r.get("report"),
+                views,
             )
             if rec is not None:
                 records.append(rec)

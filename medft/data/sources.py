@@ -57,11 +57,13 @@ def path_vqa(
     return subsample_train(load_path_vqa(root, val_fraction, split_seed, cache_dir), train_fraction, split_seed)
 
 
-def r2gen(root: str, name: str, val_fraction: float = 0.1, split_seed: int = 0, train_fraction: float = 1.0) -> Splits:
+def r2gen(
+    root: str, name: str, val_fraction: float = 0.1, split_seed: int = 0, train_fraction: float = 1.0, views: str = "first"
+) -> Splits:
     """IU X-ray / MIMIC-CXR report generation from an R2Gen-style annotation.json + images/."""
     from medft.data.reports import load_r2gen
 
-    return subsample_train(load_r2gen(root, name, val_fraction, split_seed), train_fraction, split_seed)
+    return subsample_train(load_r2gen(root, name, val_fraction, split_seed, views), train_fraction, split_seed)
 
 
 def load_splits(dataset_cfg: Any, **overrides: Any) -> Splits:
