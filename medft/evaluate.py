@@ -53,6 +53,18 @@ def run_model_config(run_dir: Path, cfg: DictConfig) -> tuple[DictConfig, dict[s
     return model, OmegaConf.to_container(run_cfg.tune, resolve=True)
 
 
+def load_trained(module: Any, ckpt_file: Path) -> None:
+    """Put the checkpoint's trained parameters into ``module`` (its keys must be exactly the trainable ones)."""
+    import torch
+
+    try:
+        checkpoint = torch.load(ckpt_file, map_location="cpu", weights_only=False)  # the user's own run
+    except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
+        raise ConfigError(f"cannot read checkpoint {ckpt_file}: {str(err).splitlines()[0]}") from None
+    module.on_load_checkpoint(checkpoint)  # the exact-keys check of MedVLMModule
+    module.load_state_dict(checkpoint["state_dict"], strict=False)
+
+
 def check_run_task(run_dir: Path, model_cfg: DictConfig, dataset_cfg: DictConfig) -> None:
     """The run's model must do the dataset's task (before any model is built)."""
     task = dataset_cfg.get("task", "vqa")
@@ -99,8 +111,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     )
     module = MedVLMModule(net, optim=None, generate_kwargs=OmegaConf.to_container(cfg.eval.generate, resolve=True),
                           tune_name=report.mode)
+    load_trained(module, ckpt_file)
     trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
-    trainer.test(module, datamodule=datamodule, ckpt_path=str(ckpt_file), verbose=False)
+    trainer.test(module, datamodule=datamodule, verbose=False)
 
     prefix = f"{cfg.split}/"
     metrics: dict[str, Any] = {prefix + k.removeprefix("test/"): v for k, v in trainer.callback_metrics.items()

@@ -128,3 +128,26 @@ def test_pretrained_round_trip(tmp_path):
     batch = net.collate(records())
     torch.testing.assert_close(loaded.loss(loaded.collate(records())), net.loss(batch))
     assert loaded.generate(batch, max_new_tokens=6) == net.generate(batch, max_new_tokens=6)
+
+
+def test_eval_loads_exactly_the_trained_parameters(tmp_path):
+    from functools import partial
+
+    from medft.errors import MedftError
+    from medft.evaluate import load_trained
+    from medft.module import MedVLMModule
+
+    def module(mode):
+        net = build()
+        apply_tuning(net, yaml.safe_load((CONFIG_DIR / "tune" / f"{mode}.yaml").read_text()))
+        return MedVLMModule(net, optim=partial(torch.optim.AdamW), tune_name=mode)
+
+    trained = module("layernorm")
+    state = {n: p.detach() + 1.0 for n, p in trained.named_parameters() if p.requires_grad}
+    torch.save({"state_dict": state, "medft": {"tune": "layernorm"}}, tmp_path / "best.ckpt")
+    fresh = module("layernorm")
+    load_trained(fresh, tmp_path / "best.ckpt")
+    params = dict(fresh.named_parameters())
+    assert all(torch.equal(params[n], v) for n, v in state.items())
+    with pytest.raises(MedftError, match="checkpoint does not match this run"):
+        load_trained(module("bitfit"), tmp_path / "best.ckpt")
