@@ -97,16 +97,18 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     output_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(int(model_cfg.get("seed", 0) or 0), workers=True, verbose=False)
 
-    splits, data_stats = prepare_splits(load_splits(cfg.dataset), cfg.dataset)
-    if not splits.get(cfg.split):
+    records = load_splits(cfg.dataset).get(cfg.split)
+    if not records:
         raise ConfigError(f"split={cfg.split} of dataset {cfg.dataset.name} is empty: pick another split")
-    print(f"evaluating {run_dir} ({ckpt_file.name}) on {cfg.dataset.name}/{cfg.split}: {len(splits[cfg.split])} samples")
+    splits, data_stats = prepare_splits({cfg.split: records}, cfg.dataset)  # only this split's images
+    records = splits[cfg.split]
+    print(f"evaluating {run_dir} ({ckpt_file.name}) on {cfg.dataset.name}/{cfg.split}: {len(records)} samples")
 
     net = hydra.utils.instantiate(model_cfg, _convert_="all")
-    data_stats.update(check_model_fits(net, cfg.dataset, {cfg.split: splits[cfg.split]}))
+    data_stats.update(check_model_fits(net, cfg.dataset, splits))
     report = apply_tuning(net, tune)
-    datamodule = MedDataModule(
-        {"train": splits[cfg.split], "test": splits[cfg.split]}, net.collate, cfg.data.eval_batch_size,
+    datamodule = MedDataModule(  # served as its "test" split; "train" only satisfies the non-empty check
+        {"train": records, "test": records}, net.collate, cfg.data.eval_batch_size,
         cfg.data.eval_batch_size, cfg.data.num_workers, skip_bad_images=bool(cfg.dataset.get("skip_bad_images", False)),
     )
     module = MedVLMModule(net, optim=None, generate_kwargs=OmegaConf.to_container(cfg.eval.generate, resolve=True),
