@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from medft.data.images import load_rgb
+from medft.data.resumable import ResumableLoader
 from medft.errors import DataError
 
 
@@ -36,6 +38,7 @@ class MedDataModule(L.LightningDataModule):
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         for split in ("train", "test"):
@@ -46,19 +49,35 @@ class MedDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
+        self.seed = seed  # the train order of each epoch; see medft.data.resumable
+        self._train_loader: ResumableLoader | None = None
+        self._resume_at: dict[str, Any] = {}  # the train loader's position, from a checkpoint
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            RecordDataset(self.splits[split]),
-            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            collate_fn=self.collate,
-            persistent_workers=self.num_workers > 0,
-        )
+        kwargs = dict(num_workers=self.num_workers, collate_fn=self.collate, persistent_workers=self.num_workers > 0)
+        dataset = RecordDataset(self.splits[split])
+        if shuffle:  # seeded, and resumable mid-epoch
+            return ResumableLoader(dataset, self.batch_size, self.seed, **kwargs)
+        # its own generator: iterating never draws from the global RNG, so evaluation leaves training's alone
+        return DataLoader(dataset, batch_size=self.eval_batch_size, generator=torch.Generator(), **kwargs)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        self._train_loader = self._loader("train", shuffle=True)
+        self._train_loader.load_state_dict(self._resume_at)
+        self._resume_at = {}
+        return self._train_loader
+
+    # The train loader's position is saved here as well as by Lightning (which saves any loader with a
+    # state_dict): Lightning skips loading it when the loader was made before the checkpoint was read,
+    # as it is when configure_optimizers asks for trainer.estimated_stepping_batches.
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_loader": self._train_loader.state_dict()} if self._train_loader else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resume_at = dict(state_dict.get("train_loader") or {})
+        if self._train_loader is not None:  # already made (the strategy restores after setup)
+            self._train_loader.load_state_dict(self._resume_at)
+            self._resume_at = {}
 
     def val_dataloader(self) -> DataLoader | list:
         return self._loader("val", shuffle=False) if self.splits.get("val") else []
