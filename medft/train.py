@@ -36,11 +36,12 @@ def task_wrapper(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictCo
     def wrapped(cfg: DictConfig) -> dict[str, Any] | None:
         try:
             return fn(cfg)
-        except MedftError as err:
-            message, status = f"medft: error: {err}", 2
         except Exception as err:  # noqa: BLE001 - recorded, then re-raised or survived by the sweep
-            message, status = f"{type(err).__name__}: {err}", 1
-        where = traceback.format_exc()
+            where, user_error = traceback.format_exc(), _user_error(err)
+            if user_error is not None:
+                message, status = f"medft: error: {user_error}", 2
+            else:
+                message, status = f"{type(err).__name__}: {err}", 1
         output_dir = OmegaConf.select(cfg, "paths.output_dir")
         if output_dir:
             write_text_atomic(Path(output_dir) / "error.txt", redact(f"{message}\n\nwhere:\n{where}"))
@@ -52,6 +53,13 @@ def task_wrapper(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictCo
         raise SystemExit(status)
 
     return wrapped
+
+
+def _user_error(err: BaseException | None) -> MedftError | None:
+    """The MedftError behind ``err``: itself, or the cause Hydra's instantiate wrapped it in."""
+    while err is not None and not isinstance(err, MedftError):
+        err = err.__cause__
+    return err
 
 
 def _is_multirun() -> bool:
