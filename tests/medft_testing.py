@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -49,6 +50,35 @@ def medft_train(args: list[str], env: dict[str, str], timeout: float = 300) -> s
 def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
     """The stderr lines that medft printed as its own errors."""
     return [line for line in proc.stderr.splitlines() if line.startswith("medft: error:")]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    """MEDFT_CACHE_DIR of a test module: the demo set is generated once per module."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def cli(tmp_path, cache, monkeypatch, capsys):
+    """``cli(*args)`` runs ``medft train ARGS`` inside the test process, in ``tmp_path/run``
+    -> (exit status, stdout, stderr, run dir). The CLI's own entry point (argument rewriting,
+    Hydra, the task wrapper) runs; only the process is shared, so heavy imports are paid once."""
+    monkeypatch.setenv("MEDFT_LOG_DIR", str(tmp_path / "logs"))
+    monkeypatch.setenv("MEDFT_CACHE_DIR", str(cache))
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    from medft.cli import main
+
+    def run(*args: str, run_dir: Path | None = None):
+        run_dir = run_dir or tmp_path / "run"
+        status = 0
+        try:
+            main(["train", *args, f"hydra.run.dir={run_dir}"])
+        except SystemExit as exit_:
+            status = exit_.code
+        out = capsys.readouterr()
+        return status, out.out, out.err, run_dir
+
+    return run
 
 
 class PauseAtStep(L.Callback):

@@ -19,33 +19,7 @@ from PIL import Image
 from medft.checkpoint import check_compatible
 from medft.config import available
 from medft.errors import CheckpointError
-from medft_testing import TINY
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cache")  # the demo set is generated once for this module
-
-
-@pytest.fixture
-def cli(tmp_path, cache, monkeypatch, capsys):
-    """``cli(*args)`` runs ``medft train ARGS`` in a run dir under tmp_path -> (status, stdout, stderr, run_dir)."""
-    monkeypatch.setenv("MEDFT_LOG_DIR", str(tmp_path / "logs"))
-    monkeypatch.setenv("MEDFT_CACHE_DIR", str(cache))
-    monkeypatch.setattr(sys, "argv", list(sys.argv))
-    from medft.cli import main
-
-    def run(*args: str, run_dir: Path | None = None):
-        run_dir = run_dir or tmp_path / "run"
-        status = 0
-        try:
-            main(["train", *args, f"hydra.run.dir={run_dir}"])
-        except SystemExit as exit_:
-            status = exit_.code
-        out = capsys.readouterr()
-        return status, out.out, out.err, run_dir
-
-    return run
+from medft_testing import TINY, cache, cli  # noqa: F401 - fixtures
 
 
 def one_error_line(err: str) -> str:
