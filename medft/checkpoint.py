@@ -9,6 +9,9 @@
 * :class:`RNGState` (a callback) stores the Python, NumPy and torch RNG states in the checkpoint
   and puts them back just before the first training batch after a resume, so dropout draws the
   same masks as in a run that was never interrupted.
+* :class:`StepCheckpoint` is Lightning's ModelCheckpoint for ``last.ckpt`` every N steps, except
+  on an epoch's last batch: that state is saved by the epoch-end checkpoint, after validation.
+  A checkpoint written just before validation would, when resumed, skip that validation.
 * :func:`check_compatible` compares a checkpoint's trained parameters with this run's.
 """
 
@@ -25,6 +28,7 @@ from typing import Any, Callable
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from medft.errors import CheckpointError
@@ -125,6 +129,15 @@ class RNGState(L.Callback):
         if self._pending is not None:
             set_rng_states(self._pending)
             self._pending = None
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint(every_n_train_steps=N) that leaves an epoch's last batch to the epoch-end save."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any) -> None:
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return
+        super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
 
 
 # -- compatibility ---------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from medft_testing import REPO, TINY, env_for, medft_train
 
 # Tiny and fast, but with what makes resuming hard: LoRA dropout (RNG), a shuffled loader, a
 # cosine schedule, AdamW state, two epochs, and a kill part-way through the second one.
-# 5 steps an epoch; last.ckpt every 2 steps and at each epoch end: 2, 4, 5, 6, 8, 10.
+# 5 steps an epoch; last.ckpt every 2 steps and after each epoch: 2, 4, 5, 6, 8, 10.
 RUN = [
     "+tune=lora",
     *TINY,
@@ -25,7 +25,6 @@ RUN = [
     "trainer.deterministic=true",
     "+callbacks.pause._target_=medft_testing.PauseAtStep",
 ]
-CKPT_STEP, KILL_STEP = 8, 9  # killed one step after the checkpoint at step 3 of 5 in epoch 2
 TIMING_KEYS = {"time/train_s"}
 
 
@@ -54,30 +53,47 @@ def test_same_seed_same_metrics(uninterrupted, tmp_path):
     assert (uninterrupted / "predictions.jsonl").read_text() == (run_dir / "predictions.jsonl").read_text()
 
 
-def test_killed_mid_epoch_and_resumed_matches_uninterrupted(uninterrupted, tmp_path):
-    run_dir, marker = tmp_path / "killed", tmp_path / "paused"
-    env = env_for(uninterrupted.parent, MEDFT_TEST_PAUSE_AT_STEP=str(KILL_STEP), MEDFT_TEST_PAUSE_MARKER=str(marker))
+def run_until_killed(args: list[str], env: dict[str, str], run_dir: Path, pause_at: int) -> dict:
+    """Start ``medft train ARGS``, SIGKILL it once ``pause_at`` steps are done; return last.ckpt."""
+    marker = run_dir.parent / f"paused-at-{pause_at}"
+    env = dict(env, MEDFT_TEST_PAUSE_AT_STEP=str(pause_at), MEDFT_TEST_PAUSE_MARKER=str(marker))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "medft.cli", "train", *RUN, f"hydra.run.dir={run_dir}"],
+        [sys.executable, "-m", "medft.cli", "train", *args],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
-    deadline = time.monotonic() + 240
-    while not marker.exists():
-        assert proc.poll() is None, f"run ended before the pause: {proc.stderr.read()[-3000:]}"
-        assert time.monotonic() < deadline, "run never reached the pause step"
-        time.sleep(0.2)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    state = torch.load(last, weights_only=True)
-    assert state["global_step"] == CKPT_STEP and state["epoch"] == 1  # mid-way through the 2nd epoch
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-    proc.stderr.close()
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists():
+            assert proc.poll() is None, f"run ended before step {pause_at}: {proc.stderr.read()[-3000:]}"
+            assert time.monotonic() < deadline, f"run never reached step {pause_at}"
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
     assert not (run_dir / "metrics.json").exists()
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
 
-    resumed = medft_train([f"resume={run_dir}"], env_for(uninterrupted.parent))
+
+def test_killed_twice_and_resumed_matches_uninterrupted(uninterrupted, tmp_path):
+    """Killed after the epoch-end checkpoint of epoch 1, resumed; killed again mid-way through
+    epoch 2 (a step after its checkpoint), resumed again: the result is the uninterrupted run's."""
+    run_dir, env = tmp_path / "killed", env_for(uninterrupted.parent)
+    last = run_until_killed([*RUN, f"hydra.run.dir={run_dir}"], env, run_dir, pause_at=6)
+    assert (last["global_step"], last["epoch"]) == (5, 0)  # saved after epoch 1's validation
+    last = run_until_killed([f"resume={run_dir}"], env, run_dir, pause_at=9)
+    assert (last["global_step"], last["epoch"]) == (8, 1)  # mid-way through epoch 2
+    assert last["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"] == 2
+
+    resumed = medft_train([f"resume={run_dir}"], env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"Restoring states from the checkpoint path at {last}" in resumed.stdout + resumed.stderr
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    assert f"Restoring states from the checkpoint path at {ckpt}" in resumed.stdout + resumed.stderr
     assert metrics_of(run_dir) == metrics_of(uninterrupted)
     assert (run_dir / "predictions.jsonl").read_text() == (uninterrupted / "predictions.jsonl").read_text()
+    best = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)
+    assert best["global_step"] == torch.load(uninterrupted / "checkpoints" / "best.ckpt", weights_only=True)["global_step"]
     assert not list(run_dir.rglob("*.tmp")), "a temp file was left behind"
