@@ -52,6 +52,21 @@ def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
     return [line for line in proc.stderr.splitlines() if line.startswith("medft: error:")]
 
 
+def train_in_process(args: list[str], tmp: Path, cache_dir: Path | None = None) -> int:
+    """``medft train ARGS`` through the CLI's entry point inside this process -> exit status."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MEDFT_LOG_DIR", str(tmp / "logs"))
+        mp.setenv("MEDFT_CACHE_DIR", str(cache_dir or tmp / "cache"))
+        mp.setattr(sys, "argv", list(sys.argv))
+        from medft.cli import main
+
+        try:
+            main(["train", *args])
+        except SystemExit as exit_:
+            return exit_.code
+    return 0
+
+
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> Path:
     """MEDFT_CACHE_DIR of a test module: the demo set is generated once per module."""

@@ -19,7 +19,7 @@ from PIL import Image
 from medft.checkpoint import check_compatible
 from medft.config import available
 from medft.errors import CheckpointError
-from medft_testing import TINY, cache, cli  # noqa: F401 - fixtures
+from medft_testing import TINY, cache, cli, train_in_process  # noqa: F401 - fixtures
 
 
 def one_error_line(err: str) -> str:
@@ -167,16 +167,7 @@ def odd_run(tmp_path_factory, cache):
     test.append(record(200, "cmyk.jpg", question="How many lesions?", answer=1, answer_type="OPEN"))
     root = write_dataset(tmp / "vqa", train, test, IMAGE_MODES)
     run_dir = tmp / "run"
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MEDFT_LOG_DIR", str(tmp / "logs"))
-    mp.setenv("MEDFT_CACHE_DIR", str(cache))
-    mp.setattr(sys, "argv", list(sys.argv))
-    from medft.cli import main
-
-    try:
-        main(["train", *ON_SMALL_SET, f"dataset.root={root}", f"hydra.run.dir={run_dir}"])
-    finally:
-        mp.undo()
+    assert train_in_process([*ON_SMALL_SET, f"dataset.root={root}", f"hydra.run.dir={run_dir}"], tmp, cache) == 0
     return run_dir
 
 
@@ -219,16 +210,8 @@ def test_nan_loss_stops_with_step_and_hint_and_keeps_checkpoint(cli):
 @pytest.fixture(scope="module")
 def layernorm_ckpt(tmp_path_factory, cache) -> Path:
     tmp = tmp_path_factory.mktemp("ln")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MEDFT_LOG_DIR", str(tmp / "logs"))
-    mp.setenv("MEDFT_CACHE_DIR", str(cache))
-    mp.setattr(sys, "argv", list(sys.argv))
-    from medft.cli import main
-
-    try:
-        main(["train", "+tune=layernorm", *TINY, "trainer.max_epochs=1", "test=false", f"hydra.run.dir={tmp / 'run'}"])
-    finally:
-        mp.undo()
+    args = ["+tune=layernorm", *TINY, "trainer.max_epochs=1", "test=false", f"hydra.run.dir={tmp / 'run'}"]
+    assert train_in_process(args, tmp, cache) == 0
     return tmp / "run"
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from medft_testing import REPO, TINY, env_for, medft_train
+from medft_testing import REPO, TINY, env_for, medft_train, train_in_process
 
 # Tiny and fast, but with what makes resuming hard: LoRA dropout (RNG), a shuffled loader, a
 # cosine schedule, AdamW state, two epochs, and a kill part-way through the second one.
@@ -35,17 +35,15 @@ def metrics_of(run_dir: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> Path:
+    """The run never stopped (in this process: the killed runs below are separate processes)."""
     tmp = tmp_path_factory.mktemp("resume")
-    run_dir = tmp / "uninterrupted"
-    proc = medft_train([*RUN, f"hydra.run.dir={run_dir}"], env_for(tmp))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return run_dir
+    assert train_in_process([*RUN, f"hydra.run.dir={tmp / 'uninterrupted'}"], tmp) == 0
+    return tmp / "uninterrupted"
 
 
-def test_same_seed_same_metrics(uninterrupted, tmp_path):
-    run_dir = tmp_path / "again"
-    proc = medft_train([*RUN, f"hydra.run.dir={run_dir}"], env_for(uninterrupted.parent))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_same_seed_same_metrics(uninterrupted):
+    run_dir = uninterrupted.parent / "again"
+    assert train_in_process([*RUN, f"hydra.run.dir={run_dir}"], uninterrupted.parent) == 0
     first, second = metrics_of(uninterrupted), metrics_of(run_dir)
     assert first["train/steps"] == 10 and "test/acc" in first and "val/loss" in first
     assert first == second
