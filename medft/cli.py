@@ -5,9 +5,13 @@ from __future__ import annotations
 import importlib
 import sys
 
+from medft.errors import MedftError
+
 # subcommand -> (module with a main(args), one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("medft.train", "train and test a model with a tune mode (Hydra overrides; -m for sweeps)"),
+    "report": ("medft.report", "tabulate and plot every run under run / multirun dirs (results.csv/.md/.png)"),
+    "params": ("medft.params_cmd", "trainable parameters of every tune mode, per component (no weights loaded)"),
 }
 
 USAGE = """usage: medft <command> [overrides...]
@@ -22,6 +26,7 @@ examples:
   medft train -m tune=layernorm,ffn,attention,lora,full
   medft train +tune=lora dataset=vqa_rad dataset.root=/data/vqa_rad
   medft train --help                                Hydra's help: config groups and options
+  medft params model=llava_med                      the #Params table of every tune mode
 """
 
 
@@ -42,7 +47,11 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2)
     module = importlib.import_module(COMMANDS[name][0])
     sys.argv = [f"medft {name}", *rest]
-    module.main(rest)
+    try:
+        module.main(rest)
+    except MedftError as err:  # a mistake the user can fix: one line, no traceback
+        print(f"medft: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,13 +15,68 @@ from medft.errors import CheckpointError, ConfigError
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
+SWEEP_FUNCTIONS = ("range(", "choice(", "glob(", "interval(", "tag(")
+
+
+def _is_sweep(value: str) -> bool:
+    """Whether an override's value sweeps (``a,b`` or a sweep function), brackets and quotes aside."""
+    if value.startswith(SWEEP_FUNCTIONS):
+        return True
+    depth, quote = 0, None
+    for ch in value:
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            return True
+    return False
+
+
+def swept_keys(args: list[str]) -> set[str]:
+    """Keys that a multirun command line sweeps, e.g. {"optim.lr"} for ``optim.lr=1e-3,1e-2``."""
+    return {a.split("=", 1)[0].lstrip("+~") for a in args if "=" in a and _is_sweep(a.split("=", 1)[1])}
+
+
+SWEEP_ENV = "MEDFT_SWEEP"  # the sweep's command-line keys, for launchers' worker processes
+
+
+def sweep_env(args: list[str]) -> str:
+    """What ``_suffix`` needs to know of the sweep's command line, as JSON for the environment."""
+    given = sorted({a.split("=", 1)[0].lstrip("+~") for a in args if "=" in a and not a.startswith("-")})
+    return json.dumps({"given": given, "swept": sorted(swept_keys(args))})
+
+
 def _suffix(override_dirname: str) -> str:
-    return f"_{override_dirname}" if override_dirname else ""
+    """Run-dir suffix of a multirun job: its varying overrides other than tune/dataset/model.
+
+    An override varies when the command line sweeps it (``optim.lr=1e-3,1e-2``) or a sweeper set it
+    (Optuna's ``optim.lr``, absent from the command line). Names stay ``layernorm_demo_blip_tiny``
+    when only the mode is swept and become ``layernorm_demo_blip_tiny_optim.lr=0.01`` otherwise.
+    Without the sweep's command line (``MEDFT_SWEEP``, set by ``medft train``) every override is kept.
+    """
+    if not override_dirname:
+        return ""
+    items = override_dirname.split(",")
+    sweep = os.environ.get(SWEEP_ENV)
+    if sweep:
+        known = json.loads(sweep)
+        items = [
+            item for item in items
+            if (key := item.split("=", 1)[0].lstrip("+~")) in known["swept"] or key not in known["given"]
+        ]
+    return "".join(f"_{item}" for item in items)
 
 
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("medft_suffix"):
         OmegaConf.register_new_resolver("medft_suffix", _suffix)
+    if not OmegaConf.has_resolver("medft_mul"):  # optim.lr: ${medft_mul:${tune.lr},${model.lr_scale}}
+        OmegaConf.register_new_resolver("medft_mul", lambda a, b: float(a) * float(b))
 
 
 def available(group: str) -> list[str]:
@@ -52,6 +109,17 @@ def normalize_overrides(args: list[str], config_name: str = "train") -> list[str
                 arg = "+" + arg
         out.append(arg)
     return out
+
+
+def require_tune(args: list[str]) -> None:
+    """Before Hydra starts (and makes a run dir): a training command must name a tune mode."""
+    if any(a.startswith(("-h", "--help", "--hydra-help", "--cfg", "--info", "--shell-completion")) for a in args):
+        return
+    keys = {a.split("=", 1)[0].lstrip("+") for a in args if "=" in a}
+    if not keys & {"tune", "experiment"}:
+        raise ConfigError(
+            "no tune mode given: run `medft train +tune=<mode>` with one of: " + ", ".join(available("tune"))
+        )
 
 
 def validate(cfg: DictConfig) -> None:

@@ -37,3 +37,12 @@ class CheckpointError(MedftError):
 
 class TrainingDiverged(MedftError):
     """The loss became NaN or infinite."""
+
+
+def user_error(err: BaseException) -> MedftError | None:
+    """The ``MedftError`` behind ``err``, if any: Hydra's ``instantiate`` wraps what a builder raises."""
+    while err is not None:
+        if isinstance(err, MedftError):
+            return err
+        err = err.__cause__
+    return None

@@ -45,7 +45,7 @@ class MedVLMModule(L.LightningModule):
         if not torch.isfinite(loss):
             raise TrainingDiverged(diverged_message(loss, self.global_step, self.trainer.precision))
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["meta"]))
-        return loss
+        return loss if loss.requires_grad else None  # tune=frozen: nothing to update, the step is skipped
 
     # -- evaluation -------------------------------------------------------------------------
     def _evaluate(self, batch: dict[str, Any], split: str) -> list[dict[str, Any]]:
@@ -80,7 +80,10 @@ class MedVLMModule(L.LightningModule):
     # -- optimisation -----------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         weight_decay = self.optim.keywords.get("weight_decay", 0.0)
-        optimizer = self.optim(params=param_groups(self.net.model, weight_decay))
+        groups = param_groups(self.net.model, weight_decay)
+        if not groups:
+            return None  # tune=frozen: nothing to optimise; fit only runs the loss (zero-shot evaluation)
+        optimizer = self.optim(params=groups)
         fn = self.scheduler.get("fn")
         if fn is None:
             return optimizer

@@ -11,8 +11,13 @@ checkpoints/ (best.ckpt, last.ckpt) with only the trained parameters and the sta
 
 from __future__ import annotations
 
-import functools
 import sys
+
+if __name__ == "__main__":  # run as a file (Lightning's DDP re-launch): keep medft/ itself off sys.path
+    sys.path[:] = [p for p in sys.path if p != __import__("os").path.dirname(__file__)]
+
+import functools
+import os
 import time
 import traceback
 from pathlib import Path
@@ -21,9 +26,9 @@ from typing import Any, Callable
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from medft.config import CONFIG_DIR, normalize_overrides, register_resolvers, validate
-from medft.errors import MedftError
-from medft.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
+from medft.config import CONFIG_DIR, SWEEP_ENV, normalize_overrides, register_resolvers, require_tune, sweep_env, validate
+from medft.errors import user_error
+from medft.files import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from medft.redact import redact
 from medft.resume import resume_overrides
 
@@ -37,9 +42,9 @@ def task_wrapper(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictCo
         try:
             return fn(cfg)
         except Exception as err:  # noqa: BLE001 - recorded, then re-raised or survived by the sweep
-            where, user_error = traceback.format_exc(), _user_error(err)
-            if user_error is not None:
-                message, status = f"medft: error: {user_error}", 2
+            where, cause = traceback.format_exc(), user_error(err)  # a MedftError, maybe wrapped by instantiate
+            if cause is not None:
+                message, status = f"medft: error: {cause}", 2
             else:
                 message, status = f"{type(err).__name__}: {err}", 1
         output_dir = OmegaConf.select(cfg, "paths.output_dir")
@@ -53,13 +58,6 @@ def task_wrapper(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictCo
         raise SystemExit(status)
 
     return wrapped
-
-
-def _user_error(err: BaseException | None) -> MedftError | None:
-    """The MedftError behind ``err``: itself, or the cause Hydra's instantiate wrapped it in."""
-    while err is not None and not isinstance(err, MedftError):
-        err = err.__cause__
-    return err
 
 
 def _is_multirun() -> bool:
@@ -80,11 +78,11 @@ def _instantiate_dict(node: DictConfig | None) -> list[Any]:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment and return its final metrics (also written to ``metrics.json``)."""
     validate(cfg)  # before the heavy imports: a typo costs a second, not a model load
-    import os
-
     import lightning as L
 
+    from medft.callbacks import StepTimer
     from medft.data.datamodule import MedDataModule
+    from medft.models import build_model
     from medft.module import MedVLMModule
     from medft.tuning import apply_tuning, count_parameters, param_metrics, summary_line
 
@@ -95,7 +93,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     splits = hydra.utils.call(cfg.dataset.load)  # records only: cheap, fails early on a bad root
     print(f"dataset {cfg.dataset.name}: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
 
-    net = hydra.utils.instantiate(cfg.model, _convert_="all")
+    net = build_model(cfg.model)
     tune = OmegaConf.to_container(cfg.tune, resolve=True)
     report = apply_tuning(net, tune)
     counts = count_parameters(net.model, net.arch["components"])
@@ -121,12 +119,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         logger.log_metrics(params, step=0)
 
     started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    if counts["trainable"]:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    else:  # tune=frozen: zero-shot evaluation of the model as loaded
+        print("nothing to train (all parameters frozen): evaluating the model as it is")
     train_seconds = time.perf_counter() - started
     metrics: dict[str, Any] = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
 
     if cfg.get("test"):
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback and counts["trainable"] else ""
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
         metrics.update({k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
         write_jsonl_atomic(output_dir / "predictions.jsonl", module.predictions)
@@ -134,6 +135,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     metrics.update(params)
     metrics.update({"time/train_s": train_seconds, "train/steps": trainer.global_step})
+    for callback in trainer.callbacks:
+        if isinstance(callback, StepTimer):
+            metrics.update(callback.summary())
+    checkpoints = list((output_dir / "checkpoints").glob("*.ckpt"))
+    if checkpoints:
+        metrics["checkpoint/bytes"] = max(p.stat().st_size for p in checkpoints)
     for kind, n in report.modules.items():
         metrics[f"params/modules/{kind}"] = n
     write_json_atomic(output_dir / "metrics.json", metrics)
@@ -160,11 +167,9 @@ def main(args: list[str] | None = None) -> None:
     """Entry point of ``medft train``. Rewrites ``+group=`` / ``group=`` as Hydra wants them, and
     points ``sys.argv[0]`` at this file so Lightning's DDP launcher re-runs the same training job."""
     register_resolvers()
-    try:
-        args = normalize_overrides(resume_overrides(sys.argv[1:] if args is None else list(args)))
-    except MedftError as err:
-        print(f"medft: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    args = normalize_overrides(resume_overrides(sys.argv[1:] if args is None else list(args)))
+    require_tune(args)
+    os.environ[SWEEP_ENV] = sweep_env(args)  # inherited by launcher workers: names their run dirs
     sys.argv = [str(Path(__file__).resolve()), *args]
     _hydra_main()
 

@@ -11,8 +11,13 @@ inside ``attention.output`` and ``output``, and neither ``ffn`` nor ``attention`
     ffn         the Linear layers of feed-forward blocks (model config ``arch.ffn`` types)
     attention   the Linear q/k/v/output projections of self- and cross-attention (``arch.attention``)
     bias        every bias (BitFit)
-    lora        peft LoRA adapters on ``target_modules`` (default ``arch.lora_targets``)
+    lora        peft LoRA adapters on ``target_modules`` (default ``arch.lora_targets``: a list of
+                Linear names, or ``{component: [names]}`` to place them in some components only)
     none        nothing (zero-shot evaluation)
+
+Parameters the forward pass never uses (``unused_modules``: LLaVA's vision layers after
+``vision_feature_layer`` and the tower's final norm) stay frozen in every mode, so the trainable
+counts (``params/*``, ``medft params``) hold only parameters that can learn.
 """
 
 from __future__ import annotations
@@ -45,13 +50,37 @@ def base_name(name: str) -> str:
     return name[len(PEFT_PREFIX):] if name.startswith(PEFT_PREFIX) else name
 
 
-def component_of(name: str, components: dict[str, str]) -> str | None:
-    """The component (e.g. ``vision``) whose module prefix ``name`` lies under."""
+def under(name: str, prefixes: str | Iterable[str]) -> bool:
+    """True if the module or parameter ``name`` is one of ``prefixes`` or lies inside one."""
     name = base_name(name)
-    for comp, prefix in components.items():
-        if name == prefix or name.startswith(prefix + "."):
+    prefixes = [prefixes] if isinstance(prefixes, str) else prefixes
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def component_of(name: str, components: dict[str, str | list[str]]) -> str | None:
+    """The component (e.g. ``vision``) whose module prefix (or one of its prefixes) ``name`` lies under."""
+    for comp, prefixes in components.items():
+        if under(name, prefixes):
             return comp
     return None
+
+
+def unused_modules(model: nn.Module, arch: dict[str, Any]) -> list[str]:
+    """Names of modules whose output the forward pass discards, so they can never get a gradient.
+
+    ``arch.never_trained`` lists such modules outright. LLaVA-style models take image features from
+    the vision hidden state ``config.vision_feature_layer`` (-2 for LLaVA-Med): the layers of
+    ``arch.vision_layers`` after it, and ``arch.vision_head`` (the tower's final norm), are unused.
+    """
+    names = list(arch.get("never_trained") or [])
+    feature_layer = getattr(getattr(model, "config", None), "vision_feature_layer", None)
+    if arch.get("vision_layers") and feature_layer is not None:
+        n = len(model.get_submodule(arch["vision_layers"]))
+        selected = [feature_layer] if isinstance(feature_layer, int) else list(feature_layer)
+        last = max(i % (n + 1) for i in selected)  # hidden_states[k] = output of layer k-1; [0] = embeddings
+        names += [f"{arch['vision_layers']}.{k}" for k in range(last, n)]
+        names += list(arch.get("vision_head") or [])
+    return names
 
 
 @dataclass
@@ -60,7 +89,8 @@ class TuneReport:
 
     mode: str
     trainable: list[str] = field(default_factory=list)
-    modules: dict[str, int] = field(default_factory=dict)  # e.g. {"layernorm": 25, "rmsnorm": 0}
+    modules: dict[str, int] = field(default_factory=dict)  # trained norm layers, e.g. {"layernorm": 25, "rmsnorm": 0}
+    unused: list[str] = field(default_factory=list)  # modules left frozen: the forward pass never uses them
 
 
 def _modules_of_types(model: nn.Module, type_names: Iterable[str]) -> list[tuple[str, nn.Module]]:
@@ -117,18 +147,19 @@ def apply_tuning(adapter: nn.Module, tune: dict[str, Any]) -> TuneReport:
     wanted = list(tune["components"]) if tune.get("components") else None
     arch = adapter.arch
     _check_components(arch, wanted)
-    report = TuneReport(mode)
+    report = TuneReport(mode, unused=unused_modules(adapter.model, arch))
 
     adapter.model.requires_grad_(False)
     if select == "lora":
-        adapter.model = _wrap_lora(adapter.model, tune, arch, wanted)  # peft marks its adapters trainable
+        adapter.model = _wrap_lora(adapter.model, tune, arch, wanted, report.unused)  # peft marks its adapters trainable
     elif select != "none":
         for name, param in _params_to_train(adapter.model, select, arch, wanted):
-            param.requires_grad_(True)
+            param.requires_grad_(not under(name, report.unused))
     if select == "norm":
+        report.modules = {"layernorm": 0, "rmsnorm": 0}
         for name, module in adapter.model.named_modules():
-            if _in_components(name, arch, wanted) and norm_kind(module):
-                kind = norm_kind(module)
+            kind = norm_kind(module)
+            if kind and any(p.requires_grad for p in module.parameters(recurse=False)):
                 report.modules[kind] = report.modules.get(kind, 0) + 1
 
     report.trainable = [n for n, p in adapter.model.named_parameters() if p.requires_grad]
@@ -150,23 +181,38 @@ def _params_to_train(model: nn.Module, select: str, arch: dict[str, Any], wanted
     return params
 
 
-def lora_target_names(model: nn.Module, targets: list[str], arch: dict[str, Any], wanted: list[str] | None) -> list[str]:
-    """Full names of the Linear layers whose last name part is in ``targets``, within ``wanted``."""
-    names = [
+def lora_target_names(
+    model: nn.Module,
+    targets: list[str] | dict[str, list[str]],
+    arch: dict[str, Any],
+    wanted: list[str] | None,
+    skip: Iterable[str] = (),
+) -> list[str]:
+    """Full names of the Linear layers whose last name part is in ``targets``, within ``wanted``,
+    outside the ``skip`` modules. ``targets`` may map components to names (``{language: [q_proj]}``):
+    then each name list applies inside its own component only."""
+    if isinstance(targets, dict):
+        return [
+            n for comp, names in targets.items() if wanted is None or comp in wanted
+            for n in lora_target_names(model, list(names), arch, [comp], skip)
+        ]
+    return [
         n for n, m in model.named_modules()
-        if isinstance(m, nn.Linear) and n.rsplit(".", 1)[-1] in set(targets) and _in_components(n, arch, wanted)
+        if isinstance(m, nn.Linear) and n.rsplit(".", 1)[-1] in set(targets)
+        and _in_components(n, arch, wanted) and not under(n, skip)
     ]
-    return names
 
 
-def _wrap_lora(model: nn.Module, tune: dict[str, Any], arch: dict[str, Any], wanted: list[str] | None) -> nn.Module:
+def _wrap_lora(
+    model: nn.Module, tune: dict[str, Any], arch: dict[str, Any], wanted: list[str] | None, skip: list[str]
+) -> nn.Module:
     from peft import LoraConfig, get_peft_model
 
     r = int(tune.get("r", 8))
     if r <= 0:
         raise ConfigError(f"tune.r={r} must be > 0")
-    targets = list(tune.get("target_modules") or arch.get("lora_targets") or [])
-    names = lora_target_names(model, targets, arch, wanted)
+    targets = tune.get("target_modules") or arch.get("lora_targets") or []
+    names = lora_target_names(model, targets, arch, wanted, skip)
     if not names:
         raise ConfigError(
             f"tune.target_modules={targets} matched no Linear layer"

@@ -264,3 +264,15 @@ def test_failed_job_leaves_error_txt_and_the_sweep_goes_on(cli, tmp_path):
     metrics = json.loads((succeeded / "metrics.json").read_text())
     assert metrics["params/trainable"] > 0 and not (succeeded / "error.txt").exists()
     assert math.isfinite(metrics["params/trainable_pct"])
+
+
+def test_resume_of_a_folder_without_a_run_or_checkpoint_is_one_line(cli, tmp_path):
+    status, _, err, _ = cli(f"resume={tmp_path / 'nowhere'}")
+    assert status == 2
+    assert f"resume={tmp_path / 'nowhere'}: {tmp_path / 'nowhere' / '.hydra' / 'overrides.yaml'} not found" in one_error_line(err)
+    started = tmp_path / "started"
+    (started / ".hydra").mkdir(parents=True)
+    (started / ".hydra" / "overrides.yaml").write_text("- tune=layernorm\n")
+    status, _, err, _ = cli(f"resume={started}")
+    assert status == 2
+    assert "the run stopped before its first save); start it again without resume=" in one_error_line(err)

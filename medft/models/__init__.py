@@ -1,0 +1,17 @@
+"""Model adapters. ``build_model(cfg.model)`` turns a model config into an adapter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+# Model-config keys that other configs read (optim.lr = tune.lr * model.lr_scale), not the builder.
+NOT_BUILDER_ARGS = ("lr_scale",)
+
+
+def build_model(cfg: DictConfig) -> Any:
+    """Instantiate the model config's ``_target_`` builder with its own keys, minus the shared ones."""
+    node = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in NOT_BUILDER_ARGS}
+    return hydra.utils.instantiate(node, _convert_="all")

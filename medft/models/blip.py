@@ -6,7 +6,6 @@ ids; answer ids with ``[DEC]`` first, padding masked to -100) -> ``loss`` / ``ge
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,15 +13,8 @@ from torch import nn
 from transformers import BlipConfig, BlipForQuestionAnswering, BlipImageProcessorPil, BlipProcessor
 
 from medft.errors import ConfigError
+from medft.models.loading import DTYPES, enable_gradient_checkpointing, load_pretrained, torch_dtype  # noqa: F401
 from medft.models.tokenizer import build_offline_tokenizer
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def torch_dtype(name: str) -> torch.dtype:
-    if name not in DTYPES:
-        raise ConfigError(f"model.dtype={name!r} is not supported; use one of {sorted(DTYPES)}")
-    return DTYPES[name]
 
 
 class BlipVQA(nn.Module):
@@ -121,16 +113,16 @@ def build_blip_vqa(
     dtype: str = "float32",
     gradient_checkpointing: bool = False,
     attn_implementation: str | None = None,
+    trust_remote_code: bool = False,
     max_question_len: int = 32,
     max_answer_len: int = 8,
     seed: int = 0,
 ) -> BlipVQA:
     """Load ``pretrained`` (hub id or local dir), or build random weights from ``config`` (tiny models)."""
-    kwargs: dict[str, Any] = {"dtype": torch_dtype(dtype)}
-    if attn_implementation:
-        kwargs["attn_implementation"] = attn_implementation
     if pretrained:
-        model, processor = _load_pretrained(pretrained, kwargs)
+        model, processor = load_pretrained(
+            BlipForQuestionAnswering, BlipProcessor, pretrained, dtype, attn_implementation, trust_remote_code
+        )
     else:
         if config is None:
             raise ConfigError("model.pretrained is null and model.config is empty: set model.pretrained=PATH")
@@ -144,22 +136,10 @@ def build_blip_vqa(
         vision_config = dict(config["vision_config"], image_size=image_size)
         blip_config = BlipConfig(vision_config=vision_config, text_config=text_config)
         torch.manual_seed(seed)  # the random "pretrained" weights are a function of the seed
-        model = BlipForQuestionAnswering(blip_config).to(kwargs["dtype"])
+        model = BlipForQuestionAnswering(blip_config).to(torch_dtype(dtype))
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        enable_gradient_checkpointing(model)
     adapter = BlipVQA(model, processor, dict(arch), max_question_len, max_answer_len)
     adapter.name, adapter.pretrained = name, pretrained
     return adapter
 
-
-def _load_pretrained(pretrained: str, kwargs: dict[str, Any]) -> tuple[BlipForQuestionAnswering, BlipProcessor]:
-    try:
-        model = BlipForQuestionAnswering.from_pretrained(pretrained, **kwargs)
-        processor = BlipProcessor.from_pretrained(pretrained)
-    except OSError as err:
-        where = "local directory" if Path(pretrained).exists() else "Hugging Face cache / hub id"
-        raise ConfigError(
-            f"cannot load model.pretrained={pretrained!r} ({where}): {str(err).splitlines()[0]} — "
-            "set model.pretrained to a local directory holding config.json and the weights"
-        ) from None
-    return model, processor

@@ -53,3 +53,53 @@ def build_offline_tokenizer(model_max_length: int = 64) -> BertTokenizer:
         additional_special_tokens=["[ENC]"],
         model_max_length=model_max_length,
     )
+
+
+# --- a Mistral-style tokenizer for the tiny LLaVA ---------------------------------------------
+
+# LLaVA-Med v1.5 (Mistral-7B-Instruct) prompt format: "[INST] <image>\nQUESTION [/INST] ANSWER</s>".
+# The BOS token comes from the tokenizer, as with the real (SentencePiece) Mistral tokenizer.
+MISTRAL_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}"
+    "[INST] "
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}<image>\n{% endif %}{% endfor %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}"
+    " [/INST]"
+    "{% elif message['role'] == 'assistant' %}"
+    " {{ message['content'][0]['text'] }}</s>"
+    "{% endif %}"
+    "{% endfor %}"
+)
+LLAMA_SPECIAL_TOKENS = ["<unk>", "<s>", "</s>"]  # ids 0, 1, 2 as in Llama / Mistral
+LLAVA_EXTRA_TOKENS = ["<image>", "<pad>"]        # appended last, as the llava-hf conversion does
+
+
+def build_offline_llama_tokenizer(model_max_length: int = 512):
+    """A Llama/Mistral-style fast tokenizer (``<s>``, ``</s>``, ``<unk>``, ``<image>``, ``<pad>``) with
+    the Mistral chat template, built in memory from the fixed word list (WordPiece underneath)."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = [t for t in build_vocab() if t not in SPECIAL_TOKENS] + ["[", "]"]
+    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(LLAMA_SPECIAL_TOKENS + words + LLAVA_EXTRA_TOKENS))}
+    backend = Tokenizer(models.WordPiece(vocab, unk_token="<unk>", continuing_subword_prefix="##"))
+    backend.normalizer = normalizers.Lowercase()
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece(prefix="##")
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", vocab["<s>"])]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        extra_special_tokens={"image_token": "<image>"},
+        model_max_length=model_max_length,
+        chat_template=MISTRAL_CHAT_TEMPLATE,
+    )
+    # ordinary (non-special) tokens, kept whole and in upper case
+    tokenizer.add_tokens([AddedToken(t, normalized=False) for t in ("[INST]", "[/INST]")])
+    return tokenizer

@@ -1,0 +1,44 @@
+"""Lightning callbacks of medft's own (checkpointing, progress and early stopping are Lightning's)."""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import sys
+import time
+from typing import Any
+
+import lightning as L
+import torch
+
+
+class StepTimer(L.Callback):
+    """Median seconds per optimizer step (after ``warmup`` steps) and the run's peak memory."""
+
+    def __init__(self, warmup: int = 2) -> None:
+        self.warmup = warmup
+        self.durations: list[float] = []
+        self._start = 0.0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.durations.append(time.perf_counter() - self._start)
+
+    def summary(self) -> dict[str, float]:
+        """``time/step_s`` (median, warm-up excluded) and ``memory/peak_mb`` (GPU allocator or process RSS)."""
+        out: dict[str, float] = {}
+        timed = self.durations[self.warmup:] or self.durations
+        if timed:
+            out["time/step_s"] = statistics.median(timed)
+        if torch.cuda.is_available():
+            out["memory/peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        else:  # peak resident set size of this process (kilobytes on Linux, bytes on macOS)
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            out["memory/peak_mb"] = rss / (2**20 if sys.platform == "darwin" else 2**10)
+        return out

@@ -1,0 +1,139 @@
+"""Loading a pretrained Med-VLM: one function for every model family.
+
+``load_pretrained`` goes through ``from_pretrained`` (a local directory, or a hub id found in the
+Hugging Face cache or downloaded; ``HF_HUB_OFFLINE=1`` keeps it to the cache). A checkpoint that
+cannot be found gives one line: where medft looked and how to fix it.
+
+``build_on_meta`` builds a model from its architecture config on the meta device (no weights, no
+memory): ``medft params`` counts parameters this way. ``arch_config`` finds that config: a local
+checkpoint's ``config.json``, the copy medft ships for the default checkpoints
+(``configs/model/arch/<hub id>/config.json``), or the Hugging Face cache.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from medft.errors import ConfigError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# published config.json of the default checkpoints, by hub id (configs/ beside the package, as in medft.config)
+ARCH_DIR = Path(__file__).resolve().parents[2] / "configs" / "model" / "arch"
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise ConfigError(f"model.dtype={name!r} is not supported; use one of {sorted(DTYPES)}")
+    return DTYPES[name]
+
+
+def model_kwargs(dtype: str, attn_implementation: str | None, trust_remote_code: bool = False) -> dict[str, Any]:
+    """Keyword arguments of ``from_pretrained`` shared by every model family."""
+    kwargs: dict[str, Any] = {"dtype": torch_dtype(dtype)}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if trust_remote_code:
+        kwargs["trust_remote_code"] = True
+    return kwargs
+
+
+def is_local(pretrained: str) -> bool:
+    """True if ``pretrained`` names a directory rather than a hub id (``owner/name``)."""
+    path = Path(pretrained).expanduser()
+    return path.exists() or pretrained.startswith(("/", ".", "~")) or pretrained.count("/") != 1
+
+
+def where_looked(pretrained: str) -> str:
+    """Where ``from_pretrained`` looks for ``pretrained``, in words."""
+    if is_local(pretrained):
+        path = Path(pretrained).expanduser().resolve()
+        return f"local directory {path}" + ("" if path.is_dir() else " (does not exist)")
+    from huggingface_hub import constants
+
+    offline = constants.HF_HUB_OFFLINE
+    return f"Hugging Face cache {constants.HF_HUB_CACHE}" + (" (HF_HUB_OFFLINE=1: hub not asked)" if offline else " and the hub")
+
+
+def load_pretrained(
+    model_cls: type,
+    processor_cls: type,
+    pretrained: str,
+    dtype: str = "float32",
+    attn_implementation: str | None = None,
+    trust_remote_code: bool = False,
+) -> tuple[nn.Module, Any]:
+    """``model_cls.from_pretrained`` and ``processor_cls.from_pretrained`` of one checkpoint."""
+    from huggingface_hub.errors import HFValidationError
+
+    kwargs = model_kwargs(dtype, attn_implementation, trust_remote_code)
+    local = is_local(pretrained)
+    fix = (
+        "set model.pretrained to a checkpoint directory (config.json, the weights and the processor files)"
+        if local else f"download it first (hf download {pretrained}) or set model.pretrained to a checkpoint directory"
+    )
+    if local and not Path(pretrained).expanduser().is_dir():
+        raise ConfigError(f"cannot load model.pretrained={pretrained!r}: no {where_looked(pretrained)} — {fix}")
+    try:
+        model = model_cls.from_pretrained(pretrained, **kwargs)
+        processor = processor_cls.from_pretrained(pretrained, trust_remote_code=trust_remote_code)
+    except (OSError, HFValidationError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(
+            f"cannot load model.pretrained={pretrained!r} from the {where_looked(pretrained)}: {first} — {fix}"
+        ) from None
+    return model, processor
+
+
+def enable_gradient_checkpointing(model: nn.Module) -> None:
+    """Recompute activations in backward. Non-reentrant, so frozen inputs (every PEFT mode) still
+    let gradients reach the trained layers."""
+    model.activation_checkpointing_enable({"use_reentrant": False})  # transformers 5 name of gradient checkpointing
+
+
+def arch_config(pretrained: str, trust_remote_code: bool = False):
+    """The architecture config (``PretrainedConfig``) of ``pretrained``, without any weights.
+
+    Looks, in order, in a local checkpoint directory, in ``configs/model/arch/<hub id>/`` (the
+    published configs medft ships), then in the Hugging Face cache (never the network).
+    """
+    from transformers import AutoConfig
+
+    source = Path(pretrained).expanduser() if is_local(pretrained) else ARCH_DIR / pretrained
+    if is_local(pretrained) or (source / "config.json").is_file():
+        if not (source / "config.json").is_file():
+            raise ConfigError(f"{source} has no config.json: set model.pretrained to a checkpoint directory")
+        return AutoConfig.from_pretrained(str(source), trust_remote_code=trust_remote_code)
+    try:
+        return AutoConfig.from_pretrained(pretrained, local_files_only=True, trust_remote_code=trust_remote_code)
+    except OSError:
+        raise ConfigError(
+            f"no architecture config for model.pretrained={pretrained!r}: not in {ARCH_DIR} nor in the "
+            "Hugging Face cache — set model.pretrained to a checkpoint directory holding config.json"
+        ) from None
+
+
+def model_class(config) -> type:
+    """The transformers class named by ``config.architectures`` (e.g. ``LlavaForConditionalGeneration``)."""
+    import transformers
+
+    names = list(getattr(config, "architectures", None) or [])
+    for name in names:
+        cls = getattr(transformers, name, None)
+        if cls is not None:
+            return cls
+    raise ConfigError(
+        f"config.json names architectures={names}, none of which transformers provides: "
+        "medft needs a transformers-format checkpoint (e.g. llava-hf format for LLaVA)"
+    )
+
+
+def build_on_meta(config) -> nn.Module:
+    """The model of ``config`` with every parameter on the meta device: shapes only, no memory."""
+    cls = model_class(config)
+    with torch.device("meta"):
+        return cls(config)
+

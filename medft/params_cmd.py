@@ -1,0 +1,158 @@
+"""``medft params``: trainable parameters of every tune mode, overall and per component.
+
+    medft params model=llava_med                       # the "#Params" table, in seconds, offline
+    medft params model=blip_vqa format=json
+    medft params model=llava_med model.pretrained=/ckpt/llava-med-hf   # that checkpoint's config.json
+    medft params model=llava_med modes=[layernorm,lora] lora_r=16 components=[language]
+
+Full-size models (``model.pretrained`` set) are built on the meta device from their architecture
+config: no weights are read or allocated and nothing is downloaded (``medft.models.loading.
+arch_config`` says where the config comes from). Tiny models (``pretrained: null``) are built as in
+training. The counts come from ``apply_tuning`` and ``count_parameters``, the code that makes a
+training run's ``params/*`` metrics, so the two always agree.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from types import SimpleNamespace
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from medft.config import CONFIG_DIR, available, normalize_overrides, register_resolvers
+from medft.errors import ConfigError, MedftError, user_error
+
+STUDY_ORDER = ("layernorm", "ffn", "attention", "lora", "bitfit", "full", "frozen")
+
+
+def mode_names(requested: list[str] | None) -> list[str]:
+    """The tune modes to count: ``requested``, or every mode in configs/tune/ (study order first)."""
+    shipped = available("tune")
+    if requested:
+        unknown = [m for m in requested if m not in shipped]
+        if unknown:
+            raise ConfigError(f"modes={list(requested)}: unknown mode(s) {unknown}; choose from {shipped}")
+        return list(requested)
+    return [m for m in STUDY_ORDER if m in shipped] + [m for m in shipped if m not in STUDY_ORDER]
+
+
+def tune_config(mode: str, components: list[str] | None, lora_r: int | None) -> dict[str, Any]:
+    tune = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "tune" / f"{mode}.yaml"), resolve=True)
+    if components:
+        tune["components"] = list(components)
+    if lora_r is not None and tune.get("select") == "lora":
+        tune["r"] = int(lora_r)
+    return tune
+
+
+def skeleton_factory(model_cfg: DictConfig):
+    """A function returning a fresh ``(model, arch)`` holder for each mode: on the meta device from
+    the architecture config for full-size models, the real tiny model otherwise."""
+    import hydra
+
+    from medft.models.loading import arch_config, build_on_meta
+
+    arch = OmegaConf.to_container(model_cfg.arch, resolve=True)
+    pretrained = model_cfg.get("pretrained")
+    if not pretrained:
+        return lambda: hydra.utils.instantiate(model_cfg, _convert_="all")
+    config = arch_config(str(pretrained), bool(model_cfg.get("trust_remote_code", False)))
+    return lambda: SimpleNamespace(model=build_on_meta(config), arch=arch)
+
+
+def count_modes(model_cfg: DictConfig, modes: list[str], components: list[str] | None = None, lora_r: int | None = None) -> dict[str, Any]:
+    """``{"model", "pretrained", "total", "modes", "components", "unused"}`` for ``model_cfg``."""
+    from medft.tuning import apply_tuning, count_parameters, param_metrics, unused_modules
+
+    make = skeleton_factory(model_cfg)
+    base = make()
+    comps = base.arch["components"]
+    base_counts = count_parameters(base.model, comps)
+    result: dict[str, Any] = {
+        "model": model_cfg.get("name"),
+        "pretrained": model_cfg.get("pretrained"),
+        "total": base_counts["total"],
+        "modes": {},
+        "components": {c: {"total": v["total"], "trainable": {}} for c, v in base_counts["components"].items()},
+        "unused": unused_modules(base.model, base.arch),  # frozen in every mode
+    }
+    for mode in modes:
+        net = make()
+        report = apply_tuning(net, tune_config(mode, components, lora_r))
+        counts = count_parameters(net.model, comps)
+        entry = {"trainable": counts["trainable"], "pct": param_metrics(counts)["params/trainable_pct"]}
+        if report.modules:
+            entry["modules"] = dict(report.modules)
+        result["modes"][mode] = entry
+        for comp, c in counts["components"].items():
+            result["components"][comp]["trainable"][mode] = c["trainable"]
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The per-mode table: trainable count and share, then the trainable count of each component."""
+    comps = list(result["components"])
+    source = f" ({result['pretrained']})" if result.get("pretrained") else " (random weights)"
+    lines = [f"{result['model']}{source}: {result['total']:,} parameters"]
+    header = ["mode", "trainable", "%"] + comps
+    rows = [header, ["", "", ""] + [f"{result['components'][c]['total']:,}" for c in comps]]
+    for mode, entry in result["modes"].items():
+        per = [f"{result['components'][c]['trainable'][mode]:,}" for c in comps]
+        rows.append([mode, f"{entry['trainable']:,}", f"{entry['pct']:.4f}"] + per)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for k, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0])] + [cell.rjust(w) for cell, w in zip(row[1:], widths[1:])]
+        lines.append("  ".join(cells).rstrip())
+        if k == 1:
+            lines.append("  ".join("-" * w for w in widths))
+    for mode, entry in result["modes"].items():
+        if entry.get("modules"):
+            kinds = ", ".join(f"{n} {kind}" for kind, n in entry["modules"].items())
+            lines.append(f"{mode}: trains {kinds} layers")
+    if result["unused"]:
+        lines.append("frozen in every mode (the forward pass never uses them): " + ", ".join(result["unused"]))
+    return "\n".join(lines)
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # peft asks a deprecated name
+    fmt = cfg.get("format", "table")
+    if fmt not in ("table", "json"):
+        raise ConfigError(f"format={fmt!r} is not known; use table or json")
+    modes = mode_names(list(cfg.modes) if cfg.get("modes") else None)
+    components = list(cfg.components) if cfg.get("components") else None
+    result = count_modes(cfg.model, modes, components, cfg.get("lora_r"))
+    print(json.dumps(result, indent=2) if fmt == "json" else format_table(result))
+    return result
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``medft params``: compose configs/params.yaml with the overrides, count, print."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    args = sys.argv[1:] if args is None else list(args)
+    if any(a in ("-h", "--help") for a in args):
+        print(__doc__.strip())
+        print("\nmodels: " + ", ".join(available("model")) + "\nmodes: " + ", ".join(mode_names(None)))
+        return
+    register_resolvers()
+    args = normalize_overrides(args, config_name="params")
+    try:
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="params"):
+            cfg = compose("params", overrides=args)
+        run(cfg)
+    except (MedftError, HydraException) as err:
+        cause = user_error(err)  # instantiate wraps a builder's MedftError
+        message = str(cause or err).strip().splitlines()[0]
+        if cause is None and "model/" in message:
+            message += f" (models: {', '.join(available('model'))})"
+        print(f"medft: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""The exact trainable set of every tune mode on the tiny BLIP, selected by module type."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from medft.errors import ConfigError
+from medft.models.blip import build_blip_vqa
+from medft.tuning import apply_tuning, count_parameters, norm_kind, param_groups, summary_line
+from tests.conftest import model_cfg, tune_cfg
+
+MODES = ["layernorm", "ffn", "attention", "lora", "bitfit", "full", "frozen"]
+
+
+def tuned(mode: str, **tune_overrides):
+    net = build_blip_vqa(**model_cfg())
+    report = apply_tuning(net, tune_cfg(mode, **tune_overrides))
+    return net, report
+
+
+def trainable(net) -> dict[str, torch.Tensor]:
+    return {n: p for n, p in net.model.named_parameters() if p.requires_grad}
+
+
+def norm_param_names(model: nn.Module) -> set[str]:
+    return {f"{m}.{p}" for m, mod in model.named_modules() if norm_kind(mod) for p, _ in mod.named_parameters(recurse=False)}
+
+
+def test_layernorm_trains_exactly_the_norm_parameters():
+    net, report = tuned("layernorm")
+    norms = [m for m in net.model.modules() if isinstance(m, nn.LayerNorm)]
+    assert set(trainable(net)) == norm_param_names(net.model)
+    assert sum(p.numel() for p in trainable(net).values()) == sum(p.numel() for m in norms for p in m.parameters())
+    # BLIP's BERT blocks hide LayerNorms inside attention.output and output: they are norms too
+    assert any(".attention.output.LayerNorm." in n for n in trainable(net))
+    assert any(n.startswith("vision_model.post_layernorm") for n in trainable(net))
+    assert report.modules == {"layernorm": len(norms)}
+
+
+@pytest.mark.parametrize("mode", ["ffn", "attention"])
+def test_ffn_and_attention_contain_no_norm_parameter(mode):
+    net, _ = tuned(mode)
+    names = set(trainable(net))
+    assert names and not names & norm_param_names(net.model)
+    linear = {f"{m}.{p}" for m, mod in net.model.named_modules() if isinstance(mod, nn.Linear) for p, _ in mod.named_parameters()}
+    assert names <= linear
+
+
+def test_attention_covers_self_and_cross_attention_projections():
+    names = set(trainable(tuned("attention")[0]))
+    for part in ("self_attn.qkv", "self_attn.projection", "attention.self.query", "attention.self.key",
+                 "attention.self.value", "attention.output.dense", "crossattention.self.key", "crossattention.output.dense"):
+        assert any(part in n for n in names), part
+    assert not any("intermediate" in n or ".mlp." in n or n.endswith("output.dense.weight") and "attention" not in n for n in names)
+
+
+def test_ffn_covers_mlp_layers_only():
+    names = set(trainable(tuned("ffn")[0]))
+    for part in ("mlp.fc1", "mlp.fc2", "intermediate.dense", "layer.0.output.dense"):
+        assert any(part in n for n in names), part
+    assert not any("attention" in n or "self_attn" in n for n in names)
+
+
+def test_full_frozen_bitfit():
+    net, _ = tuned("full")
+    counts = count_parameters(net.model, net.arch["components"])
+    assert counts["trainable"] == counts["total"] == sum(p.numel() for p in net.model.parameters())
+    net, _ = tuned("frozen")
+    assert not trainable(net)
+    net, _ = tuned("bitfit")
+    assert trainable(net) and all(n.endswith("bias") for n in trainable(net))
+    assert len(trainable(net)) == sum(1 for n, _ in net.model.named_parameters() if n.endswith("bias"))
+
+
+def test_lora_trains_only_adapters_on_text_query_value():
+    net, _ = tuned("lora")
+    names = set(trainable(net))
+    assert names and all("lora_" in n for n in names)
+    assert all(("query" in n or "value" in n) for n in names)
+    assert not any("vision_model" in n for n in names)
+    counts = count_parameters(net.model, net.arch["components"])
+    assert counts["components"]["vision"]["trainable"] == 0
+    assert counts["components"]["text"]["trainable"] > 0 and counts["components"]["decoder"]["trainable"] > 0
+
+
+def test_components_restrict_a_mode():
+    net, _ = tuned("layernorm", components=["vision"])
+    assert trainable(net) and all(n.startswith("vision_model.") for n in trainable(net))
+    net, _ = tuned("lora", components=["decoder"])
+    assert trainable(net) and all(".text_decoder." in n for n in trainable(net))
+
+
+@pytest.mark.parametrize(
+    "mode, overrides, message",
+    [
+        ("layernorm", {"components": ["audio"]}, "unknown component"),
+        ("lora", {"target_modules": ["no_such_layer"]}, "matched no Linear layer"),
+        ("layernorm", {"select": "everything"}, "tune.select='everything'"),
+        ("lora", {"r": 0}, "tune.r=0"),
+    ],
+)
+def test_a_mode_that_matches_nothing_is_an_error(mode, overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        tuned(mode, **overrides)
+
+
+def test_no_weight_decay_on_norms_and_biases():
+    net, _ = tuned("full")
+    groups = param_groups(net.model, weight_decay=0.05)
+    decay = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    for name, param in net.model.named_parameters():
+        is_norm_or_bias = name in norm_param_names(net.model) or name.endswith("bias")
+        assert (id(param) in decay) != is_norm_or_bias, name
+    assert sum(len(g["params"]) for g in groups) == len(list(net.model.parameters()))
+
+
+def test_optimizer_groups_hold_only_trainable_parameters():
+    net, _ = tuned("layernorm")
+    groups = param_groups(net.model, weight_decay=0.05)
+    assert all(p.requires_grad for g in groups for p in g["params"])
+    assert all(g["weight_decay"] == 0.0 for g in groups)  # norms only: nothing decays
+
+
+def test_summary_line_has_peft_shape():
+    net, _ = tuned("layernorm")
+    line = summary_line(count_parameters(net.model, net.arch["components"]))
+    n_norm = sum(p.numel() for n, p in net.model.named_parameters() if n in norm_param_names(net.model))
+    total = sum(p.numel() for p in net.model.parameters())
+    assert line == f"trainable params: {n_norm:,} || all params: {total:,} || trainable%: {100 * n_norm / total:.4f}"
