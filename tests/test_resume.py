@@ -27,6 +27,34 @@ RUN = [
 ]
 
 
+def test_loader_position_round_trips_through_the_datamodule(monkeypatch):
+    """What a checkpoint stores of the train loader puts a new loader at the same batch."""
+    from medft.data.datamodule import MedDataModule
+
+    monkeypatch.setattr("medft.data.datamodule.load_rgb", lambda path: None)  # no image files needed
+    splits = {"train": [{"id": str(i), "image": ""} for i in range(10)], "test": [{"id": "t", "image": ""}]}
+
+    def ids(batch):
+        return [r["id"] for r in batch]
+
+    first = MedDataModule(splits, collate=lambda rows: rows, batch_size=3, seed=7)
+    loader = first.train_dataloader()
+    loader.sampler.set_epoch(1)
+    batches = iter(loader)
+    seen = [ids(next(batches)), ids(next(batches))]
+    state = first.state_dict()
+    assert state == {"train_loader": {"seed": 7, "epoch": 1, "served": 6}}
+    epoch_1 = [ids(b) for b in loader]
+
+    second = MedDataModule(splits, collate=lambda rows: rows, batch_size=3, seed=7)
+    second.load_state_dict(state)  # before the loader exists, as when Lightning restores
+    resumed = second.train_dataloader()
+    resumed.sampler.set_epoch(1)  # Lightning sets the epoch again at the epoch's start
+    assert seen + [ids(b) for b in resumed] == epoch_1  # the rest of epoch 1, in its order
+    assert sorted(sum(epoch_1, []), key=int) == [str(i) for i in range(10)]
+    assert [ids(b) for b in second.train_dataloader()] != epoch_1  # epoch 0 is shuffled differently
+
+
 def metrics_of(run_dir: Path) -> dict:
     """metrics.json without what measures the process rather than the run: time/*, memory/* and
     checkpoint/bytes (checkpoints hold their run dir's path, whose length differs between runs)."""

@@ -56,16 +56,23 @@ class MedDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         kwargs = dict(num_workers=self.num_workers, collate_fn=self.collate, persistent_workers=self.num_workers > 0)
         dataset = RecordDataset(self.splits[split])
-        if shuffle:  # seeded, and resumable mid-epoch
+        if shuffle and self._one_process():  # seeded, and resumable mid-epoch
             return ResumableLoader(dataset, self.batch_size, self.seed, **kwargs)
+        if shuffle:  # several processes: Lightning puts in a DistributedSampler (shuffled per epoch, seeded)
+            return DataLoader(dataset, batch_size=self.batch_size, shuffle=True, **kwargs)
         # its own generator: iterating never draws from the global RNG, so evaluation leaves training's alone
         return DataLoader(dataset, batch_size=self.eval_batch_size, generator=torch.Generator(), **kwargs)
 
+    def _one_process(self) -> bool:
+        return self.trainer is None or self.trainer.world_size == 1
+
     def train_dataloader(self) -> DataLoader:
-        self._train_loader = self._loader("train", shuffle=True)
-        self._train_loader.load_state_dict(self._resume_at)
-        self._resume_at = {}
-        return self._train_loader
+        loader = self._loader("train", shuffle=True)
+        if isinstance(loader, ResumableLoader):
+            self._train_loader = loader
+            loader.load_state_dict(self._resume_at)
+            self._resume_at = {}
+        return loader
 
     # The train loader's position is saved here as well as by Lightning (which saves any loader with a
     # state_dict): Lightning skips loading it when the loader was made before the checkpoint was read,
