@@ -3,9 +3,15 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LOGS   ?= $(or $(MEDFT_LOG_DIR),logs)
+NOW    := $(shell date +%Y-%m-%d_%H-%M-%S)
+MODES  ?= layernorm,ffn,attention,lora,full
+PAPER_CELLS := blip_vqa_rad blip_slake blip_path_vqa llava_vqa_rad llava_slake llava_path_vqa llava_mimic_cxr
+comma  := ,
+cells   = $(subst $(eval) ,$(comma),$(addprefix $(1)/,$(PAPER_CELLS)))
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test sweep clean
+.PHONY: help install train test sweep paper paper-tiny clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -25,8 +31,18 @@ train: install ## Train the embedded default: tiny BLIP on the demo set, norm la
 test: install ## Run the test suite
 	$(BIN)/python -m pytest -q $(ARGS)
 
-sweep: install ## Every tune mode on the demo set (multirun)
-	$(BIN)/medft train -m tune=layernorm,ffn,attention,lora,bitfit,full $(ARGS)
+sweep: install ## Every tune mode on the demo set with the tiny model, then the report table and plot
+	$(BIN)/medft train -m tune=frozen,layernorm,bitfit,lora,attention,ffn,full hydra.sweep.dir=$(LOGS)/sweeps/$(NOW) $(ARGS)
+	$(BIN)/medft report $(LOGS)/sweeps/$(NOW)
+
+paper: install ## The study's grid (configs/experiment/paper/): GPUs, data roots and checkpoints in configs/local/default.yaml
+	$(BIN)/medft train -m experiment=$(call cells,paper) tune=$(MODES) hydra.sweep.dir=$(LOGS)/paper/$(NOW) $(ARGS)
+	$(BIN)/medft report $(LOGS)/paper/$(NOW)
+
+paper-tiny: install ## The same grid on tiny models and generated fixtures: proves the wiring on CPU
+	$(BIN)/python scripts/paper_fixtures.py
+	$(BIN)/medft train -m experiment=$(call cells,paper_tiny) tune=$(MODES) hydra.sweep.dir=$(LOGS)/paper-tiny/$(NOW) $(ARGS)
+	$(BIN)/medft report $(LOGS)/paper-tiny/$(NOW)
 
 clean: ## Remove run outputs (keeps .venv)
 	rm -rf logs outputs multirun .pytest_cache

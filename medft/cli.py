@@ -12,6 +12,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("medft.train", "train and test a model with a tune mode (Hydra overrides; -m for sweeps)"),
     "report": ("medft.report", "tabulate and plot every run under run / multirun dirs (results.csv/.md/.png)"),
     "params": ("medft.params_cmd", "trainable parameters of every tune mode, per component (no weights loaded)"),
+    "data": ("medft.data_cmd", "check a dataset root: samples, CLOSED/OPEN, images, missing images per split"),
+    "eval": ("medft.evaluate", "evaluate a trained run (ckpt=RUN_DIR) on a dataset; writes its own run dir"),
 }
 
 USAGE = """usage: medft <command> [overrides...]
@@ -27,6 +29,8 @@ examples:
   medft train +tune=lora dataset=vqa_rad dataset.root=/data/vqa_rad
   medft train --help                                Hydra's help: config groups and options
   medft params model=llava_med                      the #Params table of every tune mode
+  medft data dataset=slake dataset.root=/data/Slake1.0 format=json
+  medft eval ckpt=logs/runs/layernorm_vqa_rad_blip_tiny/<time> dataset=slake dataset.root=/data/Slake1.0
 """
 
 

@@ -138,9 +138,31 @@ def validate(cfg: DictConfig) -> None:
         ("trainer.max_epochs", OmegaConf.select(cfg, "trainer.max_epochs", default=1), lambda v: v >= 0 or v == -1, ">= 0"),
         ("checkpoint.every_n_steps", OmegaConf.select(cfg, "checkpoint.every_n_steps", default=0), lambda v: v >= 0 and v == int(v), "(an integer) >= 0"),
     ]
+    check_task(cfg)
     for key, value, ok, allowed in ranges:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
             raise ConfigError(f"{key}={value!r} is out of range: it must be a number {allowed}")
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(str(ckpt_path)).expanduser().is_file():
         raise CheckpointError(f"ckpt_path={ckpt_path}: no such checkpoint file; pass RUN_DIR/checkpoints/last.ckpt")
+
+
+def check_task(cfg: DictConfig) -> None:
+    """The model must do the dataset's task (``model.task`` vs ``dataset.task``: vqa or report)."""
+    model_task = OmegaConf.select(cfg, "model.task", default=None)
+    data_task = OmegaConf.select(cfg, "dataset.task", default=None)
+    if model_task and data_task and model_task != data_task:
+        name = OmegaConf.select(cfg, "model.name", default="?")
+        dataset = OmegaConf.select(cfg, "dataset.name", default="?")
+        fits = [m for m in available("model") if _model_task(m) == data_task]
+        raise ConfigError(
+            f"model={name} does {model_task} but dataset={dataset} is a {data_task} dataset: "
+            f"use a {data_task} model ({', '.join(fits) or 'none installed'}) or leave model= out"
+        )
+
+
+def _model_task(name: str) -> str | None:
+    try:
+        return (yaml.safe_load((CONFIG_DIR / "model" / f"{name}.yaml").read_text()) or {}).get("task")
+    except (OSError, yaml.YAMLError):
+        return None

@@ -1,4 +1,7 @@
-"""The LightningModule: loss in training, generated answers scored in validation and test.
+"""The LightningModule: loss in training, generated text scored in validation and test.
+
+What "scored" means follows the adapter's task (``net.task``): an evaluator per split from
+:func:`medft.metrics.evaluators.make_evaluator` (VQA accuracy, or report BLEU/METEOR/ROUGE/CIDEr).
 
 Checkpoints hold only what was trained (the parameters with ``requires_grad``), plus the tune
 mode; loading one checks that its keys are exactly this run's trainable keys.
@@ -15,8 +18,7 @@ from torch import nn
 
 from medft.checkpoint import check_compatible
 from medft.errors import TrainingDiverged
-from medft.metrics.accuracy import VQAAccuracy
-from medft.metrics.vqa import is_correct
+from medft.metrics.evaluators import make_evaluator
 from medft.tuning import param_groups
 
 
@@ -35,12 +37,15 @@ class MedVLMModule(L.LightningModule):
         self.scheduler = scheduler or {}
         self.generate_kwargs = dict(generate_kwargs or {})
         self.tune_name = tune_name
-        self.metrics = nn.ModuleDict({"val": VQAAccuracy(), "test": VQAAccuracy()})
+        task = getattr(net, "task", "vqa")
+        self.metrics = nn.ModuleDict({split: make_evaluator(task, split) for split in ("val", "test")})
         self.predictions: list[dict[str, Any]] = []
         self.strict_loading = False  # checkpoints hold only the trained parameters; checked below
 
     # -- training ---------------------------------------------------------------------------
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        if not batch["meta"]:  # every image of the batch was unreadable (dataset.skip_bad_images)
+            return None
         loss = self.net.loss(batch)
         if not torch.isfinite(loss):
             raise TrainingDiverged(diverged_message(loss, self.global_step, self.trainer.precision))
@@ -49,14 +54,14 @@ class MedVLMModule(L.LightningModule):
 
     # -- evaluation -------------------------------------------------------------------------
     def _evaluate(self, batch: dict[str, Any], split: str) -> list[dict[str, Any]]:
+        if not batch["meta"]:
+            return []
         preds = self.net.generate(batch, **self.generate_kwargs)
-        rows = []
-        for pred, meta in zip(preds, batch["meta"]):
-            rows.append({**meta, "prediction": pred, "correct": is_correct(pred, meta["answer"])})
-        self.metrics[split].update([r["correct"] for r in rows], [r["answer_type"] for r in rows])
-        return rows
+        return self.metrics[split].update(preds, batch["meta"])
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        if not batch["meta"]:
+            return
         self.log("val/loss", self.net.loss(batch), batch_size=len(batch["meta"]))
         self._evaluate(batch, "val")
 

@@ -51,14 +51,13 @@ def tune_config(mode: str, components: list[str] | None, lora_r: int | None) -> 
 def skeleton_factory(model_cfg: DictConfig):
     """A function returning a fresh ``(model, arch)`` holder for each mode: on the meta device from
     the architecture config for full-size models, the real tiny model otherwise."""
-    import hydra
-
+    from medft.models import build_model
     from medft.models.loading import arch_config, build_on_meta
 
     arch = OmegaConf.to_container(model_cfg.arch, resolve=True)
     pretrained = model_cfg.get("pretrained")
     if not pretrained:
-        return lambda: hydra.utils.instantiate(model_cfg, _convert_="all")
+        return lambda: build_model(model_cfg)
     config = arch_config(str(pretrained), bool(model_cfg.get("trust_remote_code", False)))
     return lambda: SimpleNamespace(model=build_on_meta(config), arch=arch)
 

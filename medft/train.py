@@ -81,7 +81,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     import lightning as L
 
     from medft.callbacks import StepTimer
+    from medft.data.checks import check_model_fits, finish_data_stats, prepare_splits
     from medft.data.datamodule import MedDataModule
+    from medft.data.sources import load_splits
+    from medft.metrics.evaluators import report_scores_line
     from medft.models import build_model
     from medft.module import MedVLMModule
     from medft.tuning import apply_tuning, count_parameters, param_metrics, summary_line
@@ -90,17 +93,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    splits = hydra.utils.call(cfg.dataset.load)  # records only: cheap, fails early on a bad root
+    splits = load_splits(cfg.dataset)  # records only: cheap, fails early on a bad root
+    splits, data_stats = prepare_splits(splits, cfg.dataset)  # missing images: error, or skipped
     print(f"dataset {cfg.dataset.name}: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
 
     net = build_model(cfg.model)
+    data_stats.update(check_model_fits(net, cfg.dataset, splits))
     tune = OmegaConf.to_container(cfg.tune, resolve=True)
     report = apply_tuning(net, tune)
     counts = count_parameters(net.model, net.arch["components"])
     print(summary_line(counts))
 
     datamodule = MedDataModule(
-        splits, net.collate, cfg.data.batch_size, cfg.data.eval_batch_size, cfg.data.num_workers, seed=cfg.seed
+        splits, net.collate, cfg.data.batch_size, cfg.data.eval_batch_size, cfg.data.num_workers,
+        skip_bad_images=bool(cfg.dataset.get("skip_bad_images", False)), seed=cfg.seed,
     )
     module = MedVLMModule(
         net,
@@ -131,8 +137,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
         metrics.update({k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
         write_jsonl_atomic(output_dir / "predictions.jsonl", module.predictions)
-        print(_accuracy_line(metrics))
+        print(_accuracy_line(metrics) if net.task == "vqa" else report_scores_line(metrics))
 
+    metrics.update(finish_data_stats(data_stats, datamodule))
     metrics.update(params)
     metrics.update({"time/train_s": train_seconds, "train/steps": trainer.global_step})
     for callback in trainer.callbacks:

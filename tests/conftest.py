@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from medft.config import CONFIG_DIR, register_resolvers
 
@@ -53,12 +53,17 @@ def make_cfg(tmp_path, cache_dir):
 
 
 def model_cfg(name: str = "blip_tiny", **overrides) -> dict:
-    """A model config file as builder kwargs (no Hydra), for unit tests of models and tuning."""
-    cfg = yaml.safe_load((CONFIG_DIR / "model" / f"{name}.yaml").read_text())
-    cfg.pop("_target_")
-    cfg["seed"] = 0
-    cfg.update(overrides)
-    return cfg
+    """A model config as its builder's kwargs (composed and resolved as in a run, seed 0)."""
+    from medft.models import NOT_BUILDER_ARGS
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"model={name}", "seed=0"])
+    node = OmegaConf.to_container(cfg.model, resolve=True)
+    for key in ("_target_", *NOT_BUILDER_ARGS):
+        node.pop(key, None)
+    node.update(overrides)
+    return node
 
 
 def tune_cfg(mode: str, **overrides) -> dict:

@@ -17,7 +17,9 @@ from PIL import Image
 
 from medft.config import CONFIG_DIR, register_resolvers
 from medft.errors import ConfigError, user_error
+from medft.models import build_model
 from medft.models.llava import LlavaVQA
+from tests.conftest import model_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 # Tiny models: one intra-op thread is as fast as two, and on a busy shared CPU spinning OpenMP threads
@@ -31,7 +33,7 @@ def build(model: str, *overrides: str):
     register_resolvers()
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", [f"model={model}", *overrides])
-    return hydra.utils.instantiate(cfg.model, _convert_="all")
+    return build_model(cfg.model)
 
 
 def image(seed: int = 0, size: int = 64) -> Image.Image:
@@ -206,7 +208,7 @@ def test_tiny_and_full_size_configs_share_the_architecture_description(tiny, ful
 
 def test_full_size_configs_point_at_their_shipped_architecture():
     for name in ("blip_vqa", "blip_report", "llava_med"):
-        pretrained = yaml.safe_load((CONFIG_DIR / "model" / f"{name}.yaml").read_text())["pretrained"]
+        pretrained = model_cfg(name)["pretrained"]
         assert (CONFIG_DIR / "model" / "arch" / pretrained / "config.json").is_file(), name
 
 

@@ -31,13 +31,16 @@ def test_loader_position_round_trips_through_the_datamodule(monkeypatch):
     """What a checkpoint stores of the train loader puts a new loader at the same batch."""
     from medft.data.datamodule import MedDataModule
 
-    monkeypatch.setattr("medft.data.datamodule.load_rgb", lambda path: None)  # no image files needed
+    monkeypatch.setattr("medft.data.datamodule.load_views", lambda paths: None)  # no image files needed
     splits = {"train": [{"id": str(i), "image": ""} for i in range(10)], "test": [{"id": "t", "image": ""}]}
 
-    def ids(batch):
-        return [r["id"] for r in batch]
+    def collate(rows):
+        return {"ids": [r["id"] for r in rows]}
 
-    first = MedDataModule(splits, collate=lambda rows: rows, batch_size=3, seed=7)
+    def ids(batch):
+        return batch["ids"]
+
+    first = MedDataModule(splits, collate=collate, batch_size=3, seed=7)
     loader = first.train_dataloader()
     loader.sampler.set_epoch(1)
     batches = iter(loader)
@@ -46,7 +49,7 @@ def test_loader_position_round_trips_through_the_datamodule(monkeypatch):
     assert state == {"train_loader": {"seed": 7, "epoch": 1, "served": 6}}
     epoch_1 = [ids(b) for b in loader]
 
-    second = MedDataModule(splits, collate=lambda rows: rows, batch_size=3, seed=7)
+    second = MedDataModule(splits, collate=collate, batch_size=3, seed=7)
     second.load_state_dict(state)  # before the loader exists, as when Lightning restores
     resumed = second.train_dataloader()
     resumed.sampler.set_epoch(1)  # Lightning sets the epoch again at the epoch's start

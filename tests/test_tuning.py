@@ -36,7 +36,7 @@ def test_layernorm_trains_exactly_the_norm_parameters():
     # BLIP's BERT blocks hide LayerNorms inside attention.output and output: they are norms too
     assert any(".attention.output.LayerNorm." in n for n in trainable(net))
     assert any(n.startswith("vision_model.post_layernorm") for n in trainable(net))
-    assert report.modules == {"layernorm": len(norms)}
+    assert report.modules == {"layernorm": len(norms), "rmsnorm": 0}
 
 
 @pytest.mark.parametrize("mode", ["ffn", "attention"])

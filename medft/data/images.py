@@ -45,6 +45,25 @@ def load_rgb(path: str | Path) -> Image.Image:
         raise DataError(f"cannot read image {path}: truncated or corrupt ({reason}); {_FIX}") from None
 
 
+def load_views(paths: list[str | Path]) -> Image.Image:
+    """One RGB image of a study's views: the single view itself, or all side by side at one height.
+
+    Each view keeps its aspect ratio and is scaled to the smallest view height (a frontal and a
+    lateral chest X-ray become one wide image, as single-image encoders need).
+    """
+    views = [load_rgb(p) for p in paths]
+    if len(views) == 1:
+        return views[0]
+    height = min(v.height for v in views)
+    views = [v if v.height == height else v.resize((max(1, round(v.width * height / v.height)), height)) for v in views]
+    canvas = Image.new("RGB", (sum(v.width for v in views), height))
+    x = 0
+    for v in views:
+        canvas.paste(v, (x, 0))
+        x += v.width
+    return canvas
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """Convert a loaded PIL image of any mode to a new 8-bit ``'RGB'`` image."""
     mode = img.mode

@@ -47,3 +47,55 @@ def vqa_rad(root: str, val_fraction: float = 0.1, split_seed: int = 0, train_fra
             f"and {stats['skipped_no_image']} without an image name"
         )
     return subsample_train(splits, train_fraction, split_seed)
+
+
+def slake(root: str, lang: str = "en", val_fraction: float = 0.1, split_seed: int = 0, train_fraction: float = 1.0) -> Splits:
+    """SLAKE: train.json / validate.json (or validation.json) / test.json + imgs/; ``lang`` en, zh or all."""
+    from medft.data.slake import load_slake
+
+    return subsample_train(load_slake(root, lang, val_fraction, split_seed), train_fraction, split_seed)
+
+
+def path_vqa(
+    root: str, val_fraction: float = 0.1, split_seed: int = 0, train_fraction: float = 1.0, cache_dir: str | None = None
+) -> Splits:
+    """PathVQA: the original pickles + images/, or the Parquet release (images cached in ``cache_dir``)."""
+    from medft.data.path_vqa import load_path_vqa
+
+    return subsample_train(load_path_vqa(root, val_fraction, split_seed, cache_dir), train_fraction, split_seed)
+
+
+def r2gen(
+    root: str, name: str, val_fraction: float = 0.1, split_seed: int = 0, train_fraction: float = 1.0, views: str = "first"
+) -> Splits:
+    """IU X-ray / MIMIC-CXR report generation from an R2Gen-style annotation.json + images/."""
+    from medft.data.reports import load_r2gen
+
+    return subsample_train(load_r2gen(root, name, val_fraction, split_seed, views), train_fraction, split_seed)
+
+
+def load_splits(dataset_cfg: Any, **overrides: Any) -> Splits:
+    """Call ``dataset.load`` (its ``_target_`` is one of the functions above) with ``overrides``.
+
+    A user error inside the loader (DataError, ConfigError) comes out as itself, not wrapped in
+    Hydra's InstantiationException, so the CLI prints its one line.
+    """
+    import hydra
+    from hydra.errors import InstantiationException
+
+    from omegaconf import OmegaConf
+
+    from medft.errors import MedftError
+
+    if "root" in dataset_cfg and (OmegaConf.is_missing(dataset_cfg, "root") or dataset_cfg.root in (None, "", "???")):
+        name = dataset_cfg.get("name", "the dataset")
+        raise ConfigError(
+            f"dataset.root is not set: add dataset.root=DIR, the folder holding your copy of {name} "
+            f"(or set local.data.{name} in configs/local/default.yaml)"
+        )
+    try:
+        return hydra.utils.call(dataset_cfg.load, **overrides)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, MedftError):
+            raise err.__cause__ from None
+        raise

@@ -104,6 +104,17 @@ def tiny_processor(image_size: int, max_length: int) -> BlipProcessor:
     return BlipProcessor(image_processor=image_processor, tokenizer=build_offline_tokenizer(max_length))
 
 
+def tiny_blip_config(config: dict[str, Any], tokenizer, image_size: int) -> BlipConfig:
+    """A ``BlipConfig`` from the model config's sizes, its text side matched to ``tokenizer``."""
+    text_config = dict(config["text_config"])
+    text_config.update(
+        vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        sep_token_id=tokenizer.sep_token_id,
+    )
+    vision_config = dict(config["vision_config"], image_size=image_size)
+    return BlipConfig(vision_config=vision_config, text_config=text_config)
+
+
 def build_blip_vqa(
     arch: dict[str, Any],
     name: str = "blip",
@@ -117,8 +128,11 @@ def build_blip_vqa(
     max_question_len: int = 32,
     max_answer_len: int = 8,
     seed: int = 0,
+    task: str = "vqa",
 ) -> BlipVQA:
     """Load ``pretrained`` (hub id or local dir), or build random weights from ``config`` (tiny models)."""
+    if task != BlipVQA.task:
+        raise ConfigError(f"model.task={task!r}: {name} answers questions (task vqa); pick a report model for reports")
     if pretrained:
         model, processor = load_pretrained(
             BlipForQuestionAnswering, BlipProcessor, pretrained, dtype, attn_implementation, trust_remote_code
@@ -127,14 +141,7 @@ def build_blip_vqa(
         if config is None:
             raise ConfigError("model.pretrained is null and model.config is empty: set model.pretrained=PATH")
         processor = tiny_processor(image_size, max_question_len)
-        text_config = dict(config["text_config"])
-        tok = processor.tokenizer
-        text_config.update(
-            vocab_size=len(tok), pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-            sep_token_id=tok.sep_token_id,
-        )
-        vision_config = dict(config["vision_config"], image_size=image_size)
-        blip_config = BlipConfig(vision_config=vision_config, text_config=text_config)
+        blip_config = tiny_blip_config(config, processor.tokenizer, image_size)
         torch.manual_seed(seed)  # the random "pretrained" weights are a function of the seed
         model = BlipForQuestionAnswering(blip_config).to(torch_dtype(dtype))
     if gradient_checkpointing:

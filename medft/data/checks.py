@@ -1,0 +1,152 @@
+"""Checks between loading records and training on them: missing images, text lengths, summaries.
+
+* :func:`drop_missing_images` — before any model is built: a record whose image file is absent is
+  an error naming the file, or (``dataset.skip_bad_images=true``) is dropped and counted.
+  Unreadable (corrupt) files are found while training, by :class:`medft.data.datamodule.RecordDataset`.
+* :func:`count_truncated` — how many questions / reports are longer than the model's maximum.
+* :func:`summarize` — what ``medft data`` prints: per split n, CLOSED / OPEN, distinct images and
+  missing or unreadable images.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from medft.data.images import load_rgb
+from medft.errors import ConfigError, DataError
+
+Splits = dict[str, list[dict[str, Any]]]
+
+
+def drop_missing_images(splits: Splits, skip: bool) -> tuple[Splits, dict[str, int]]:
+    """Return splits without records whose image is missing, and ``{split: n_dropped}``.
+
+    With ``skip`` false the first missing image is a DataError (with how many are missing).
+    """
+    exists: dict[str, bool] = {}
+    out: Splits = {}
+    dropped: dict[str, int] = {}
+    for split, records in splits.items():
+        keep = []
+        for rec in records:
+            for path in rec.get("views") or [rec["image"]]:
+                if path not in exists:
+                    exists[path] = Path(path).is_file()
+            if all(exists[p] for p in rec.get("views") or [rec["image"]]):
+                keep.append(rec)
+        dropped[split] = len(records) - len(keep)
+        out[split] = keep
+    missing = sorted(p for p, ok in exists.items() if not ok)
+    if missing and not skip:
+        n = sum(dropped.values())
+        raise DataError(
+            f"image {missing[0]} not found ({len(missing)} image(s) missing, used by {n} sample(s)): restore the "
+            "images, or set dataset.skip_bad_images=true to skip those samples"
+        )
+    for split in ("train", "test"):
+        if split in out and splits.get(split) and not out[split]:
+            raise DataError(f"every image of the {split} split is missing: check dataset.root")
+    return out, dropped
+
+
+def text_limits(net: Any) -> dict[str, int]:
+    """Record field -> the model's maximum token length for it (what the collate truncates)."""
+    limits = getattr(net, "text_limits", None)
+    if limits:
+        return dict(limits)
+    fields = {"question": "max_question_len", "answer": "max_answer_len"}  # BlipVQA's limits
+    if getattr(net, "task", "vqa") == "vqa":
+        return {f: int(getattr(net, attr)) for f, attr in fields.items() if hasattr(net, attr)}
+    return {}
+
+
+def count_truncated(splits: Splits, tokenizer: Any, limits: dict[str, int]) -> dict[str, int]:
+    """``{field: n}``: records (all splits) whose ``field`` has more tokens than its limit."""
+    out = {}
+    for field, limit in limits.items():
+        texts = [r[field] for records in splits.values() for r in records if field in r]
+        if not texts:
+            continue
+        lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
+        out[field] = sum(n > limit for n in lengths)
+    return out
+
+
+def summarize(splits: Splits, decode: bool = True) -> dict[str, dict[str, int]]:
+    """Per split: n, closed / open (VQA), distinct images, and missing or unreadable images.
+
+    ``decode`` opens every image fully (finds truncated files); otherwise only existence is checked.
+    """
+    images = {split: {p for r in records for p in r.get("images", [r["image"]])} for split, records in splits.items()}
+    every = sorted(set().union(*images.values()))
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # Pillow decodes outside the GIL
+        status = dict(zip(every, pool.map(_readable if decode else _exists, every, chunksize=64)))
+    out = {}
+    for split, records in splits.items():
+        row: dict[str, int] = {"n": len(records)}
+        if records and "answer_type" in records[0]:
+            kinds = Counter(r["answer_type"] for r in records)
+            row.update(closed=kinds.get("CLOSED", 0), open=kinds.get("OPEN", 0))
+        row.update(images=len(images[split]), missing_images=sum(not status[p] for p in images[split]))
+        out[split] = row
+    return out
+
+
+def _exists(path: str) -> bool:
+    return Path(path).is_file()
+
+
+def _readable(path: str) -> bool:
+    try:
+        load_rgb(path)
+    except DataError:
+        return False
+    return True
+
+
+# --- the steps medft train / medft eval run ---------------------------------------------------
+
+
+def prepare_splits(splits: Splits, dataset_cfg: Any) -> tuple[Splits, dict[str, int]]:
+    """Missing images (error or skipped per ``dataset.skip_bad_images``); returns the data stats."""
+    skip = bool(dataset_cfg.get("skip_bad_images", False))
+    splits, dropped = drop_missing_images(splits, skip)
+    n = sum(dropped.values())
+    if n:
+        print(f"skipping {n} sample(s) whose image is missing (dataset.skip_bad_images=true)")
+    return splits, {"data/skipped_missing_images": n}
+
+
+def check_model_fits(net: Any, dataset_cfg: Any, splits: Splits) -> dict[str, int]:
+    """The model does the dataset's task; count (and say) how many texts will be truncated."""
+    task = dataset_cfg.get("task", "vqa")
+    if getattr(net, "task", task) != task:
+        raise ConfigError(
+            f"model {getattr(net, 'name', '?')} does {net.task} but dataset={dataset_cfg.get('name')} is a "
+            f"{task} dataset: pick a {task} model"
+        )
+    out = {}
+    limits = text_limits(net)
+    total = sum(len(v) for v in splits.values())
+    for field, n in count_truncated(splits, net.tokenizer, limits).items():
+        out[f"data/truncated_{field}"] = n
+        if n:
+            print(f"truncating {n} of {total} {field}s (all splits) to the model's maximum of {limits[field]} tokens")
+    return out
+
+
+def finish_data_stats(stats: dict[str, int], datamodule: Any) -> dict[str, int]:
+    """Add the samples skipped for unreadable images during the run, and say so at the end."""
+    bad = getattr(datamodule, "bad_images", {}) or {}
+    stats = {**stats, "data/skipped_unreadable_images": len(bad)}
+    if bad:
+        first = next(iter(bad.values()))
+        print(f"skipped {len(bad)} sample(s) whose image is unreadable, e.g. {first} (dataset.skip_bad_images=true)")
+    skipped = stats.get("data/skipped_missing_images", 0) + len(bad)
+    if skipped:
+        print(f"skipped {skipped} sample(s) with a missing or unreadable image in all")
+    return stats

@@ -1,0 +1,58 @@
+"""SLAKE (Liu et al., ISBI 2021) in its published layout::
+
+    root/train.json
+    root/validate.json        (some copies name it validation.json)
+    root/test.json
+    root/imgs/xmlab<N>/source.jpg
+
+Each file is a JSON list of objects with img_id, img_name ("xmlab0/source.jpg"), question,
+answer, q_lang ("en" / "zh"), location, modality, answer_type, base_type, content_type, triple
+and qid; the key order differs between files, some answers are numbers. ``lang`` picks the
+English questions (``en``, the usual benchmark: 4,919 / 1,053 / 1,061), the Chinese ones
+(``zh``) or both (``all``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medft.data.common import Splits, check_root, finish, read_json, text, vqa_record
+from medft.errors import ConfigError, DataError
+
+SPLIT_FILES = {"train": ("train.json",), "val": ("validate.json", "validation.json"), "test": ("test.json",)}
+IMAGE_DIR = "imgs"
+LANGS = ("en", "zh", "all")
+EXPECTED = "train.json, validate.json (or validation.json), test.json and imgs/xmlab<N>/source.jpg (SLAKE)"
+
+
+def load_slake(root: str | Path, lang: str = "en", val_fraction: float = 0.1, seed: int = 0) -> Splits:
+    """``{"train", "val", "test"}`` VQA records of the SLAKE questions in ``lang``."""
+    if lang not in LANGS:
+        raise ConfigError(f"dataset.lang={lang!r} is not known; use one of {list(LANGS)}")
+    root = check_root(root, EXPECTED)
+    files = {split: next((root / n for n in names if (root / n).is_file()), None) for split, names in SPLIT_FILES.items()}
+    missing = [SPLIT_FILES[s][0] for s in ("train", "test") if files[s] is None]
+    if missing:
+        raise DataError(f"no SLAKE dataset in {root}: {', '.join(missing)} missing; expected {EXPECTED}")
+    if not (root / IMAGE_DIR).is_dir():
+        raise DataError(f"found SLAKE annotations in {root} but no image folder {root / IMAGE_DIR}: expected {EXPECTED}")
+    splits = {}
+    for split, path in files.items():
+        if path is None:
+            continue
+        raw = read_json(path)
+        if not isinstance(raw, list) or not all(isinstance(r, dict) for r in raw):
+            raise DataError(f"annotation file {path} must hold a JSON list of question objects: restore the original file")
+        records = []
+        for i, r in enumerate(raw):
+            if lang != "all" and text(r.get("q_lang")).lower() != lang:
+                continue
+            name = text(r.get("img_name"))
+            rec = vqa_record(
+                text(r.get("qid")) or f"{split}-{i}", root / IMAGE_DIR / name, name, r.get("question"),
+                r.get("answer"), r.get("answer_type"), r.get("content_type"), r.get("location"),
+            )
+            if rec is not None and name:
+                records.append(rec)
+        splits[split] = records
+    return finish(splits, val_fraction, seed, f"SLAKE ({root}, lang={lang})")

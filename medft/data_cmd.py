@@ -1,0 +1,104 @@
+"""Check a dataset root without loading a model: per split, samples, CLOSED / OPEN, images.
+
+    medft data dataset=vqa_rad dataset.root=/data/vqa_rad
+    medft data dataset=slake dataset.root=/data/Slake1.0 dataset.lang=all format=json
+    medft data dataset=path_vqa dataset.root=/data/pvqa decode=false   # existence only, faster
+
+Splits are shown as published: a validation split that training carves out of train (when the
+layout has none) is not subtracted from train, and is reported on its own line / as
+``val_from_train``. Exit status: 0 all good, 1 some images missing or unreadable, 2 the root or
+layout is not recognised (the message names the expected files).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import DictConfig
+
+from medft.config import CONFIG_DIR, available, normalize_overrides, register_resolvers
+from medft.errors import ConfigError, MedftError
+
+COLUMNS = ("n", "closed", "open", "images", "missing_images")
+
+
+def inspect(cfg: DictConfig) -> dict[str, Any]:
+    """The JSON report for ``cfg.dataset``: ``{"dataset", "task", "root", "splits", "val_from_train"}``."""
+    from medft.data.checks import summarize
+    from medft.data.sources import load_splits
+
+    if cfg.format not in ("text", "json"):
+        raise ConfigError(f"format={cfg.format!r} is not known; use text or json")
+    splits = load_splits(cfg.dataset, val_fraction=0.0)  # as published: val not carved
+    if not splits.get("val"):
+        splits.pop("val", None)
+    report: dict[str, Any] = {
+        "dataset": cfg.dataset.name,
+        "task": cfg.dataset.get("task", "vqa"),
+        "root": str(cfg.dataset.root),
+        "splits": summarize(splits, decode=bool(cfg.decode)),
+    }
+    if "val" not in splits:
+        fraction = float(cfg.dataset.get("val_fraction", 0.0) or 0.0)
+        report["val_from_train"] = int(round(len(splits["train"]) * fraction))
+    return report
+
+
+def format_text(report: dict[str, Any], cfg: DictConfig) -> str:
+    splits = report["splits"]
+    cols = [c for c in COLUMNS if any(c in row for row in splits.values())]
+    lines = [f"dataset {report['dataset']} ({report['task']}) at {report['root']}"]
+    lines.append(f"{'split':<6}" + "".join(f"{c:>16}" for c in cols))
+    for name, row in splits.items():
+        lines.append(f"{name:<6}" + "".join(f"{row.get(c, ''):>16}" for c in cols))
+    if "val_from_train" in report:
+        n_train = splits["train"]["n"]
+        lines.append(
+            f"val: not in this layout; training carves {report['val_from_train']} of the {n_train} train samples "
+            f"(dataset.val_fraction={cfg.dataset.get('val_fraction')}, dataset.split_seed={cfg.dataset.get('split_seed')})"
+        )
+    missing = sum(row["missing_images"] for row in splits.values())
+    if missing:
+        lines.append(f"{missing} image(s) missing or unreadable: restore them, or train with dataset.skip_bad_images=true")
+    return "\n".join(lines)
+
+
+def compose_config(args: list[str]) -> DictConfig:
+    register_resolvers()
+    args = normalize_overrides(args, config_name="data")
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose("data", overrides=args)
+    except HydraException as err:
+        message = str(err).splitlines()[0]
+        if "dataset" in message and ("must specify" in message.lower() or "???" in message):
+            message = "no dataset given"
+        raise ConfigError(
+            f"{message}: run `medft data dataset=<name> dataset.root=DIR` with one of: {', '.join(available('dataset'))}"
+        ) from None
+    return cfg
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``medft data``."""
+    args = sys.argv[1:] if args is None else list(args)
+    if any(a in ("-h", "--help") for a in args):
+        print(__doc__.strip())
+        return
+    try:
+        cfg = compose_config(args)
+        report = inspect(cfg)
+    except MedftError as err:
+        print(f"medft: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(json.dumps(report, indent=2) if cfg.format == "json" else format_text(report, cfg))
+    if any(row["missing_images"] for row in report["splits"].values()):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

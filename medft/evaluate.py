@@ -1,0 +1,145 @@
+"""Evaluate a trained run on a dataset: the study's generalization experiments.
+
+    medft eval ckpt=logs/runs/layernorm_vqa_rad_blip_tiny/<time> dataset=slake dataset.root=/data/Slake1.0
+    medft eval ckpt=.../checkpoints/last.ckpt dataset=vqa_rad dataset.root=/data/vqa_rad split=val
+
+The run's ``.hydra/config.yaml`` gives the model (and its seed, which fixes the weights a tiny
+random model starts from) and the tune mode; the checkpoint holds only the trained parameters.
+Writes ``metrics.json`` (``test/*``, or ``val/*`` ... per ``split``, plus ``eval/*`` provenance)
+and ``predictions.jsonl`` into ``logs/evals/<dataset>/<time>/``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from medft.config import CONFIG_DIR, normalize_overrides, register_resolvers
+from medft.errors import ConfigError
+from medft.files import write_json_atomic, write_jsonl_atomic
+from medft.train import task_wrapper
+
+
+def resolve_run(ckpt: str | Path) -> tuple[Path, Path]:
+    """``(run_dir, checkpoint file)`` for a run directory or a checkpoint inside one."""
+    path = Path(ckpt).expanduser().resolve()
+    if path.is_dir():
+        run_dir = path
+        found = [run_dir / "checkpoints" / n for n in ("best.ckpt", "last.ckpt")]
+        ckpt_file = next((p for p in found if p.is_file()), None)
+        if ckpt_file is None:
+            raise ConfigError(f"ckpt={ckpt}: no checkpoints/best.ckpt or checkpoints/last.ckpt in that run directory")
+    elif path.is_file():
+        ckpt_file = path
+        run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    else:
+        raise ConfigError(f"ckpt={ckpt} does not exist: give a run directory (logs/runs/...) or a .ckpt file")
+    if not (run_dir / ".hydra" / "config.yaml").is_file():
+        raise ConfigError(f"ckpt={ckpt}: {run_dir / '.hydra' / 'config.yaml'} is missing (the run's config names its model and tune mode)")
+    return run_dir, ckpt_file
+
+
+def run_model_config(run_dir: Path, cfg: DictConfig) -> tuple[DictConfig, dict[str, Any]]:
+    """The run's model node (resolved against the run's config) and tune mode."""
+    run_cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    run_cfg.paths = cfg.paths  # the run's output_dir interpolates Hydra's runtime, valid only back then
+    if run_cfg.get("tune") is None or run_cfg.get("model") is None:
+        raise ConfigError(f"{run_dir}/.hydra/config.yaml has no model or tune: is it a medft train run?")
+    model = OmegaConf.create(OmegaConf.to_container(run_cfg.model, resolve=True))
+    return model, OmegaConf.to_container(run_cfg.tune, resolve=True)
+
+
+def load_trained(module: Any, ckpt_file: Path) -> None:
+    """Put the checkpoint's trained parameters into ``module`` (its keys must be exactly the trainable ones)."""
+    from medft.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(ckpt_file)  # weights_only=True: one line for a damaged or unsafe file
+    module.on_load_checkpoint(checkpoint)  # the exact-keys check of MedVLMModule
+    module.load_state_dict(checkpoint["state_dict"], strict=False)
+
+
+def check_run_task(run_dir: Path, model_cfg: DictConfig, dataset_cfg: DictConfig) -> None:
+    """The run's model must do the dataset's task (before any model is built)."""
+    task = dataset_cfg.get("task", "vqa")
+    if model_cfg.get("task") and model_cfg.task != task:
+        raise ConfigError(
+            f"run {run_dir.name} trained {model_cfg.get('name')} for {model_cfg.task}, but dataset={dataset_cfg.name} "
+            f"is a {task} dataset: evaluate it on a {model_cfg.task} dataset"
+        )
+
+
+@task_wrapper
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    import lightning as L
+
+    from medft.data.checks import check_model_fits, finish_data_stats, prepare_splits
+    from medft.data.datamodule import MedDataModule
+    from medft.data.sources import load_splits
+    from medft.metrics.evaluators import scores_line
+    from medft.models import build_model
+    from medft.module import MedVLMModule
+    from medft.tuning import apply_tuning
+
+    if OmegaConf.is_missing(cfg, "ckpt"):
+        raise ConfigError("no ckpt given: run `medft eval ckpt=RUN_DIR_OR_CKPT dataset=<name> [dataset.root=DIR]`")
+    if cfg.split not in ("train", "val", "test"):
+        raise ConfigError(f"split={cfg.split!r} is not known; use test, val or train")
+    run_dir, ckpt_file = resolve_run(cfg.ckpt)
+    model_cfg, tune = run_model_config(run_dir, cfg)
+    check_run_task(run_dir, model_cfg, cfg.dataset)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(int(model_cfg.get("seed", 0) or 0), workers=True, verbose=False)
+
+    records = load_splits(cfg.dataset).get(cfg.split)
+    if not records:
+        raise ConfigError(f"split={cfg.split} of dataset {cfg.dataset.name} is empty: pick another split")
+    splits, data_stats = prepare_splits({cfg.split: records}, cfg.dataset)  # only this split's images
+    records = splits[cfg.split]
+    print(f"evaluating {run_dir} ({ckpt_file.name}) on {cfg.dataset.name}/{cfg.split}: {len(records)} samples")
+
+    net = build_model(model_cfg)
+    data_stats.update(check_model_fits(net, cfg.dataset, splits))
+    report = apply_tuning(net, tune)
+    datamodule = MedDataModule(  # served as its "test" split; "train" only satisfies the non-empty check
+        {"train": records, "test": records}, net.collate, cfg.data.eval_batch_size,
+        cfg.data.eval_batch_size, cfg.data.num_workers, skip_bad_images=bool(cfg.dataset.get("skip_bad_images", False)),
+    )
+    module = MedVLMModule(net, optim=None, generate_kwargs=OmegaConf.to_container(cfg.eval.generate, resolve=True),
+                          tune_name=report.mode)
+    load_trained(module, ckpt_file)
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
+    trainer.test(module, datamodule=datamodule, verbose=False)
+
+    prefix = f"{cfg.split}/"
+    metrics: dict[str, Any] = {prefix + k.removeprefix("test/"): v for k, v in trainer.callback_metrics.items()
+                               if k.startswith("test/")}
+    print(scores_line(net.task, metrics, cfg.split))
+    metrics.update(finish_data_stats(data_stats, datamodule))
+    metrics.update({"eval/run_dir": str(run_dir), "eval/ckpt": str(ckpt_file), "eval/tune": report.mode,
+                    "eval/model": getattr(net, "name", ""), "eval/dataset": cfg.dataset.name, "eval/split": cfg.split})
+    write_json_atomic(output_dir / "metrics.json", metrics)
+    write_jsonl_atomic(output_dir / "predictions.jsonl", module.predictions)
+    print(f"run dir: {output_dir}")
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
+def _hydra_main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``medft eval``."""
+    register_resolvers()
+    args = normalize_overrides(sys.argv[1:] if args is None else list(args), config_name="eval")
+    sys.argv = [str(Path(__file__).resolve()), *args]
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

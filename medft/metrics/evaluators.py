@@ -1,0 +1,94 @@
+"""One evaluator per task: it turns generated text into prediction rows and split metrics.
+
+``make_evaluator(task, split)`` is what :class:`medft.module.MedVLMModule` holds per split:
+
+* ``vqa``    -> :class:`VQAEvaluator`: exact-match accuracy (``acc``, ``acc_closed``, ``acc_open``);
+* ``report`` -> :class:`ReportEvaluator`: BLEU-4 (torchmetrics, cheap) during validation; on the
+  test split the pycocoevalcap set (``bleu_1``..``bleu_4``, ``meteor``, ``rouge_l``, ``cider``)
+  on R2Gen-cleaned reports.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torchmetrics.text import BLEUScore
+
+from medft.errors import ConfigError
+from medft.metrics.accuracy import VQAAccuracy
+from medft.metrics.report import clean_report, coco_scores
+from medft.metrics.vqa import is_correct
+
+
+class VQAEvaluator(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.accuracy = VQAAccuracy()
+
+    def update(self, predictions: list[str], metas: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        rows = [{**m, "prediction": p, "correct": is_correct(p, m["answer"])} for p, m in zip(predictions, metas)]
+        self.accuracy.update([r["correct"] for r in rows], [r["answer_type"] for r in rows])
+        return rows
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        return self.accuracy.compute()
+
+    def reset(self) -> None:
+        self.accuracy.reset()
+
+
+class ReportEvaluator(nn.Module):
+    """BLEU-4 of cleaned reports (torchmetrics, DDP-synced); with ``coco`` the pycocoevalcap set."""
+
+    def __init__(self, coco: bool = False) -> None:
+        super().__init__()
+        self.coco = coco
+        self.bleu = BLEUScore(n_gram=4)
+        self.references: list[str] = []
+        self.generated: list[str] = []
+
+    def update(self, predictions: list[str], metas: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        rows = [{"id": m["id"], "reference": m["report"], "generated": p} for p, m in zip(predictions, metas)]
+        self.bleu.update([clean_report(p) for p in predictions], [[clean_report(m["report"])] for m in metas])
+        if self.coco:
+            self.references.extend(r["reference"] for r in rows)
+            self.generated.extend(r["generated"] for r in rows)
+        return rows
+
+    def compute(self) -> dict[str, Any]:
+        if self.coco and self.references:
+            return coco_scores(self.references, self.generated)
+        return {"bleu_4": self.bleu.compute()}
+
+    def reset(self) -> None:
+        self.bleu.reset()
+        self.references, self.generated = [], []
+
+
+def make_evaluator(task: str, split: str) -> nn.Module:
+    if task == "vqa":
+        return VQAEvaluator()
+    if task == "report":
+        return ReportEvaluator(coco=split == "test")
+    raise ConfigError(f"task {task!r} has no evaluator; use vqa or report")
+
+
+def report_scores_line(metrics: dict[str, Any], split: str = "test") -> str:
+    """``test report scores: bleu_1 … | bleu_4 … | meteor … | rouge_l … | cider …``."""
+    keys = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider")
+    parts = [f"{k} {float(metrics[f'{split}/{k}']):.4f}" for k in keys if metrics.get(f"{split}/{k}") is not None]
+    return f"{split} report scores: " + (" | ".join(parts) or "n/a")
+
+
+def scores_line(task: str, metrics: dict[str, Any], split: str = "test") -> str:
+    """One line of a split's scores: accuracies (vqa) or report scores."""
+    if task != "vqa":
+        return report_scores_line(metrics, split)
+
+    def fmt(key: str) -> str:
+        value = metrics.get(f"{split}/{key}")
+        return "n/a" if value is None else f"{float(value):.3f}"
+
+    return f"{split} accuracy: closed {fmt('acc_closed')} | open {fmt('acc_open')} | overall {fmt('acc')}"
