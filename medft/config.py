@@ -10,7 +10,7 @@ from typing import Any, Callable
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from medft.errors import ConfigError
+from medft.errors import CheckpointError, ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -136,11 +136,15 @@ def validate(cfg: DictConfig) -> None:
         ("dataset.train_fraction", OmegaConf.select(cfg, "dataset.train_fraction", default=1.0), lambda v: 0 < v <= 1, "in (0, 1]"),
         ("tune.r", OmegaConf.select(cfg, "tune.r", default=1), lambda v: v > 0, "> 0"),
         ("trainer.max_epochs", OmegaConf.select(cfg, "trainer.max_epochs", default=1), lambda v: v >= 0 or v == -1, ">= 0"),
+        ("checkpoint.every_n_steps", OmegaConf.select(cfg, "checkpoint.every_n_steps", default=0), lambda v: v >= 0 and v == int(v), "(an integer) >= 0"),
     ]
     check_task(cfg)
     for key, value, ok, allowed in ranges:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
             raise ConfigError(f"{key}={value!r} is out of range: it must be a number {allowed}")
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path and not Path(str(ckpt_path)).expanduser().is_file():
+        raise CheckpointError(f"ckpt_path={ckpt_path}: no such checkpoint file; pass RUN_DIR/checkpoints/last.ckpt")
 
 
 def check_task(cfg: DictConfig) -> None:

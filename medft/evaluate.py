@@ -55,12 +55,9 @@ def run_model_config(run_dir: Path, cfg: DictConfig) -> tuple[DictConfig, dict[s
 
 def load_trained(module: Any, ckpt_file: Path) -> None:
     """Put the checkpoint's trained parameters into ``module`` (its keys must be exactly the trainable ones)."""
-    import torch
+    from medft.checkpoint import load_checkpoint
 
-    try:
-        checkpoint = torch.load(ckpt_file, map_location="cpu", weights_only=False)  # the user's own run
-    except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
-        raise ConfigError(f"cannot read checkpoint {ckpt_file}: {str(err).splitlines()[0]}") from None
+    checkpoint = load_checkpoint(ckpt_file)  # weights_only=True: one line for a damaged or unsafe file
     module.on_load_checkpoint(checkpoint)  # the exact-keys check of MedVLMModule
     module.load_state_dict(checkpoint["state_dict"], strict=False)
 

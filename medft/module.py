@@ -16,7 +16,8 @@ import lightning as L
 import torch
 from torch import nn
 
-from medft.errors import MedftError
+from medft.checkpoint import check_compatible
+from medft.errors import TrainingDiverged
 from medft.metrics.evaluators import make_evaluator
 from medft.tuning import param_groups
 
@@ -46,6 +47,8 @@ class MedVLMModule(L.LightningModule):
         if not batch["meta"]:  # every image of the batch was unreadable (dataset.skip_bad_images)
             return None
         loss = self.net.loss(batch)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(diverged_message(loss, self.global_step, self.trainer.precision))
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["meta"]))
         return loss if loss.requires_grad else None  # tune=frozen: nothing to update, the step is skipped
 
@@ -104,12 +107,19 @@ class MedVLMModule(L.LightningModule):
         checkpoint["medft"] = {"tune": self.tune_name, "trainable_keys": sorted(keep)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        saved, expected = set(checkpoint["state_dict"]), self.trainable_keys()
-        if saved != expected:
-            missing, unexpected = sorted(expected - saved), sorted(saved - expected)
-            tune = checkpoint.get("medft", {}).get("tune", "?")
-            raise MedftError(
-                f"checkpoint does not match this run (checkpoint tune={tune!r}, run tune={self.tune_name!r}): "
-                f"{len(missing)} trained key(s) missing, e.g. {missing[:3]}; "
-                f"{len(unexpected)} unexpected, e.g. {unexpected[:3]} — use the same model and tune mode"
-            )
+        expected = {n: p.shape for n, p in self.named_parameters() if p.requires_grad}
+        saved_tune = checkpoint.get("medft", {}).get("tune", "?")
+        check_compatible(checkpoint["state_dict"], expected, saved_tune, self.tune_name)
+
+
+def diverged_message(loss: torch.Tensor, step: int, precision: Any) -> str:
+    """The one line a user sees when the loss stops being a number."""
+    fp16 = "16" in str(precision) and "bf16" not in str(precision)
+    hint = "lower optim.lr (e.g. 10x smaller)" + (
+        " and use trainer.precision=bf16-mixed instead of fp16, whose range overflows" if fp16
+        else "; on fp16 use trainer.precision=bf16-mixed instead"
+    )
+    return (
+        f"training loss became {loss.item()} at step {step}: stopped before updating the weights; "
+        f"the checkpoints saved so far are kept (checkpoints/last.ckpt) — {hint}"
+    )

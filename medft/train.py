@@ -2,10 +2,11 @@
 
     medft train +tune=layernorm                     # the embedded default (tiny BLIP, demo set)
     medft train -m tune=layernorm,full trainer.max_epochs=1
+    medft train resume=logs/runs/layernorm_demo_blip_tiny/<time>   # continue a stopped run in place
     python -m medft.train +tune=layernorm           # the same, without the console script
 
 Every run dir holds .hydra/ (the composed config), metrics.json, predictions.jsonl, csv/ logs and
-checkpoints/ with only the trained parameters.
+checkpoints/ (best.ckpt, last.ckpt) with only the trained parameters and the state to resume.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from omegaconf import DictConfig, OmegaConf
 from medft.config import CONFIG_DIR, SWEEP_ENV, normalize_overrides, register_resolvers, require_tune, sweep_env, validate
 from medft.errors import user_error
 from medft.files import write_json_atomic, write_jsonl_atomic, write_text_atomic
+from medft.redact import redact
+from medft.resume import resume_overrides
 
 
 def task_wrapper(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictConfig], dict[str, Any] | None]:
@@ -39,14 +42,16 @@ def task_wrapper(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictCo
         try:
             return fn(cfg)
         except Exception as err:  # noqa: BLE001 - recorded, then re-raised or survived by the sweep
-            cause = user_error(err)  # a MedftError, possibly wrapped by hydra.utils.instantiate
+            where, cause = traceback.format_exc(), user_error(err)  # a MedftError, maybe wrapped by instantiate
             if cause is not None:
                 message, status = f"medft: error: {cause}", 2
             else:
-                message, status = f"{type(err).__name__}: {err}\n\n{traceback.format_exc()}", 1
+                message, status = f"{type(err).__name__}: {err}", 1
         output_dir = OmegaConf.select(cfg, "paths.output_dir")
         if output_dir:
-            write_text_atomic(Path(output_dir) / "error.txt", message + "\n")
+            write_text_atomic(Path(output_dir) / "error.txt", redact(f"{message}\n\nwhere:\n{where}"))
+        if status == 1:
+            message = f"{message}\n\n{where}"
         print(message.splitlines()[0] if status == 2 else message, file=sys.stderr)
         if _is_multirun():
             return None
@@ -72,6 +77,7 @@ def _instantiate_dict(node: DictConfig | None) -> list[Any]:
 @task_wrapper
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment and return its final metrics (also written to ``metrics.json``)."""
+    validate(cfg)  # before the heavy imports: a typo costs a second, not a model load
     import lightning as L
 
     from medft.callbacks import StepTimer
@@ -83,7 +89,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from medft.module import MedVLMModule
     from medft.tuning import apply_tuning, count_parameters, param_metrics, summary_line
 
-    validate(cfg)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -101,7 +106,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     datamodule = MedDataModule(
         splits, net.collate, cfg.data.batch_size, cfg.data.eval_batch_size, cfg.data.num_workers,
-        skip_bad_images=bool(cfg.dataset.get("skip_bad_images", False)),
+        skip_bad_images=bool(cfg.dataset.get("skip_bad_images", False)), seed=cfg.seed,
     )
     module = MedVLMModule(
         net,
@@ -116,12 +121,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=_instantiate_dict(cfg.get("callbacks")), logger=loggers)
     params = param_metrics(counts)
     for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        logger.log_hyperparams(redact(OmegaConf.to_container(cfg, resolve=True)))
         logger.log_metrics(params, step=0)
 
     started = time.perf_counter()
     if counts["trainable"]:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     else:  # tune=frozen: zero-shot evaluation of the model as loaded
         print("nothing to train (all parameters frozen): evaluating the model as it is")
     train_seconds = time.perf_counter() - started
@@ -129,7 +134,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     if cfg.get("test"):
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback and counts["trainable"] else ""
-        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
         metrics.update({k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
         write_jsonl_atomic(output_dir / "predictions.jsonl", module.predictions)
         print(_accuracy_line(metrics) if net.task == "vqa" else report_scores_line(metrics))
@@ -169,7 +174,7 @@ def main(args: list[str] | None = None) -> None:
     """Entry point of ``medft train``. Rewrites ``+group=`` / ``group=`` as Hydra wants them, and
     points ``sys.argv[0]`` at this file so Lightning's DDP launcher re-runs the same training job."""
     register_resolvers()
-    args = normalize_overrides(sys.argv[1:] if args is None else list(args))
+    args = normalize_overrides(resume_overrides(sys.argv[1:] if args is None else list(args)))
     require_tune(args)
     os.environ[SWEEP_ENV] = sweep_env(args)  # inherited by launcher workers: names their run dirs
     sys.argv = [str(Path(__file__).resolve()), *args]

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from medft.data.images import load_views
+from medft.data.resumable import ResumableLoader
 from medft.errors import DataError
 
 
@@ -65,6 +67,7 @@ class MedDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         skip_bad_images: bool = False,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         for split in ("train", "test"):
@@ -77,16 +80,24 @@ class MedDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.skip_bad_images = skip_bad_images
         self.bad_images: dict[str, str] = {}  # id -> path of every sample skipped for its image
+        self.seed = seed  # the train order of each epoch; see medft.data.resumable
+        self._train_loader: ResumableLoader | None = None
+        self._resume_at: dict[str, Any] = {}  # the train loader's position, from a checkpoint
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            RecordDataset(self.splits[split], self.skip_bad_images),
-            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            collate_fn=SkippingCollate(self.collate),
-            persistent_workers=self.num_workers > 0,
+        dataset = RecordDataset(self.splits[split], self.skip_bad_images)
+        kwargs = dict(
+            num_workers=self.num_workers, collate_fn=SkippingCollate(self.collate), persistent_workers=self.num_workers > 0
         )
+        if shuffle and self._one_process():  # seeded, and resumable mid-epoch
+            return ResumableLoader(dataset, self.batch_size, self.seed, **kwargs)
+        if shuffle:  # several processes: Lightning puts in a DistributedSampler (shuffled per epoch, seeded)
+            return DataLoader(dataset, batch_size=self.batch_size, shuffle=True, **kwargs)
+        # its own generator: iterating never draws from the global RNG, so evaluation leaves training's alone
+        return DataLoader(dataset, batch_size=self.eval_batch_size, generator=torch.Generator(), **kwargs)
+
+    def _one_process(self) -> bool:
+        return self.trainer is None or self.trainer.world_size == 1
 
     def on_before_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         """Count skipped samples here, in the main process (collate may run in workers)."""
@@ -94,7 +105,24 @@ class MedDataModule(L.LightningDataModule):
         return batch
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        loader = self._loader("train", shuffle=True)
+        if isinstance(loader, ResumableLoader):
+            self._train_loader = loader
+            loader.load_state_dict(self._resume_at)
+            self._resume_at = {}
+        return loader
+
+    # The train loader's position is saved here as well as by Lightning (which saves any loader with a
+    # state_dict): Lightning skips loading it when the loader was made before the checkpoint was read,
+    # as it is when configure_optimizers asks for trainer.estimated_stepping_batches.
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_loader": self._train_loader.state_dict()} if self._train_loader else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resume_at = dict(state_dict.get("train_loader") or {})
+        if self._train_loader is not None:  # already made (the strategy restores after setup)
+            self._train_loader.load_state_dict(self._resume_at)
+            self._resume_at = {}
 
     def val_dataloader(self) -> DataLoader | list:
         return self._loader("val", shuffle=False) if self.splits.get("val") else []

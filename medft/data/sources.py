@@ -6,6 +6,7 @@ Each returns ``{"train": [...], "val": [...], "test": [...]}`` lists of records 
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from medft.data.vqa_rad import load_vqa_rad
 from medft.errors import ConfigError
 
 Splits = dict[str, list[dict[str, Any]]]
+log = logging.getLogger(__name__)
 
 
 def subsample_train(splits: Splits, fraction: float, seed: int) -> Splits:
@@ -37,7 +39,13 @@ def demo(root: str, val_fraction: float = 0.1, split_seed: int = 0, train_fracti
 
 def vqa_rad(root: str, val_fraction: float = 0.1, split_seed: int = 0, train_fraction: float = 1.0) -> Splits:
     """VQA-RAD in either published layout (auto-detected)."""
-    splits = load_vqa_rad(Path(root).expanduser(), val_fraction=val_fraction, seed=split_seed)
+    stats: dict[str, Any] = {}
+    splits = load_vqa_rad(Path(root).expanduser(), val_fraction=val_fraction, seed=split_seed, stats=stats)
+    if stats["skipped_empty"] or stats["skipped_no_image"]:
+        log.warning(
+            f"dataset {root}: skipped {stats['skipped_empty']} record(s) with an empty question or answer "
+            f"and {stats['skipped_no_image']} without an image name"
+        )
     return subsample_train(splits, train_fraction, split_seed)
 
 

@@ -1,0 +1,55 @@
+"""``medft train resume=RUN_DIR``: continue a stopped run in its own directory, with its own config.
+
+The run's ``.hydra/overrides.yaml`` is replayed (so the composed config is the one it started
+with), ``hydra.run.dir`` points back at RUN_DIR (so metrics.json, predictions.jsonl and the logs
+land beside the checkpoints) and ``ckpt_path`` at ``RUN_DIR/checkpoints/last.ckpt``. Overrides
+given after ``resume=`` are applied on top (e.g. ``trainer.max_epochs=20`` to train longer).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from medft.errors import CheckpointError, ConfigError
+
+RESUME_KEY = "resume"
+LAST = Path("checkpoints") / "last.ckpt"
+_REPLACED = {RESUME_KEY, "ckpt_path", "hydra.run.dir"}
+
+
+def _key(arg: str) -> str | None:
+    return arg.split("=", 1)[0].lstrip("+~") if "=" in arg and not arg.startswith("-") else None
+
+
+def _quote(value: str) -> str:
+    """A path as a Hydra override value (quoted, so ':' ',' '=' and spaces stay literal)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def resume_overrides(args: list[str]) -> list[str]:
+    """Rewrite ``resume=RUN_DIR ...`` into the run's own overrides plus the new ones; else return ``args``."""
+    run_dirs = [a.split("=", 1)[1] for a in args if _key(a) == RESUME_KEY]
+    if not run_dirs:
+        return args
+    if len(run_dirs) > 1 or any(a in ("-m", "--multirun") for a in args):
+        raise ConfigError("resume=RUN_DIR continues one run: give it once and without -m")
+    run_dir = Path(run_dirs[0]).expanduser().resolve()
+    saved = run_dir / ".hydra" / "overrides.yaml"
+    if not saved.is_file():
+        raise ConfigError(
+            f"resume={run_dirs[0]}: {saved} not found; pass a run directory written by `medft train` "
+            "(it holds .hydra/, checkpoints/, metrics.json)"
+        )
+    last = run_dir / LAST
+    if not last.is_file():
+        raise CheckpointError(
+            f"resume={run_dirs[0]}: no checkpoint {last} (the run stopped before its first save); "
+            "start it again without resume="
+        )
+    original = yaml.safe_load(saved.read_text()) or []
+    extra = [a for a in args if _key(a) not in _REPLACED]
+    extra_keys = {_key(a) for a in extra}
+    kept = [a for a in original if _key(a) not in _REPLACED and _key(a) not in extra_keys]
+    return [*kept, *extra, f"ckpt_path={_quote(str(last))}", f"hydra.run.dir={_quote(str(run_dir))}"]
