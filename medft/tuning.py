@@ -227,7 +227,12 @@ def _wrap_lora(
         bias="none",
         use_dora=bool(tune.get("use_dora", False)),
     )
-    return get_peft_model(model, config)
+    wrapped = get_peft_model(model, config)
+    # peft hooks the input embeddings to require grad when checkpointing is on (for *reentrant*
+    # checkpointing; medft's is non-reentrant). Frozen embeddings then become leaves that require
+    # grad and BLIP's in-place position add fails: see medft.models.loading.enable_gradient_checkpointing.
+    wrapped.get_base_model().disable_input_require_grads()
+    return wrapped
 
 
 def count_parameters(model: nn.Module, components: dict[str, str]) -> dict[str, Any]:

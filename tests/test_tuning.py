@@ -129,3 +129,22 @@ def test_summary_line_has_peft_shape():
     n_norm = sum(p.numel() for n, p in net.model.named_parameters() if n in norm_param_names(net.model))
     total = sum(p.numel() for p in net.model.parameters())
     assert line == f"trainable params: {n_norm:,} || all params: {total:,} || trainable%: {100 * n_norm / total:.4f}"
+
+
+@pytest.mark.parametrize("mode", [m for m in MODES if m != "frozen"])
+def test_gradient_checkpointing_backpropagates_in_every_mode(mode):
+    """Frozen embeddings + checkpointing once crashed BLIP (in-place add on a leaf requiring grad)."""
+    from PIL import Image
+
+    net = build_blip_vqa(**model_cfg(gradient_checkpointing=True))
+    apply_tuning(net, tune_cfg(mode))
+    net.model.train()
+    records = [{"id": str(i), "question": "is there a lesion?", "answer": "yes", "answer_type": "CLOSED",
+                "pil_image": Image.new("RGB", (64, 64), (i * 60, 0, 0))} for i in range(2)]
+    loss = net.loss(net.collate(records))
+    loss.backward()
+    graded = {n for n, p in trainable(net).items() if p.grad is not None and p.grad.abs().sum() > 0}
+    if mode == "lora":  # B starts at zero, so only B gets a gradient in the first step
+        assert graded == {n for n in trainable(net) if "lora_B" in n}
+    else:
+        assert graded == set(trainable(net))

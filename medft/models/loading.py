@@ -92,6 +92,10 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
     """Recompute activations in backward. Non-reentrant, so frozen inputs (every PEFT mode) still
     let gradients reach the trained layers."""
     model.activation_checkpointing_enable({"use_reentrant": False})  # transformers 5 name of gradient checkpointing
+    # transformers also hooks the input embeddings to require grad (needed by *reentrant* checkpointing
+    # only). With frozen embeddings that turns their output into a leaf that requires grad, and BLIP's
+    # in-place `embeddings += position_embeddings` then fails: drop the hook, which is not needed here.
+    model.disable_input_require_grads()
 
 
 def arch_config(pretrained: str, trust_remote_code: bool = False):
