@@ -115,6 +115,36 @@ def tiny_blip_config(config: dict[str, Any], tokenizer, image_size: int) -> Blip
     return BlipConfig(vision_config=vision_config, text_config=text_config)
 
 
+def load_or_build(
+    model_cls: type,
+    pretrained: str | None,
+    config: dict[str, Any] | None,
+    image_size: int,
+    dtype: str,
+    attn_implementation: str | None,
+    trust_remote_code: bool,
+    gradient_checkpointing: bool,
+    max_text_len: int,
+    seed: int,
+) -> tuple[nn.Module, BlipProcessor]:
+    """A BLIP model and processor: ``pretrained`` (hub id or local dir) loaded, or random weights
+    built from ``config`` (tiny models, with the offline processor)."""
+    if pretrained:
+        model, processor = load_pretrained(
+            model_cls, BlipProcessor, pretrained, dtype, attn_implementation, trust_remote_code
+        )
+    else:
+        if config is None:
+            raise ConfigError("model.pretrained is null and model.config is empty: set model.pretrained=PATH")
+        processor = tiny_processor(image_size, max_text_len)
+        blip_config = tiny_blip_config(config, processor.tokenizer, image_size)
+        torch.manual_seed(seed)  # the random "pretrained" weights are a function of the seed
+        model = model_cls(blip_config).to(torch_dtype(dtype))
+    if gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    return model, processor
+
+
 def build_blip_vqa(
     arch: dict[str, Any],
     name: str = "blip",
@@ -130,23 +160,13 @@ def build_blip_vqa(
     seed: int = 0,
     task: str = "vqa",
 ) -> BlipVQA:
-    """Load ``pretrained`` (hub id or local dir), or build random weights from ``config`` (tiny models)."""
+    """The VQA adapter over ``BlipForQuestionAnswering`` (see :func:`load_or_build`)."""
     if task != BlipVQA.task:
         raise ConfigError(f"model.task={task!r}: {name} answers questions (task vqa); pick a report model for reports")
-    if pretrained:
-        model, processor = load_pretrained(
-            BlipForQuestionAnswering, BlipProcessor, pretrained, dtype, attn_implementation, trust_remote_code
-        )
-    else:
-        if config is None:
-            raise ConfigError("model.pretrained is null and model.config is empty: set model.pretrained=PATH")
-        processor = tiny_processor(image_size, max_question_len)
-        blip_config = tiny_blip_config(config, processor.tokenizer, image_size)
-        torch.manual_seed(seed)  # the random "pretrained" weights are a function of the seed
-        model = BlipForQuestionAnswering(blip_config).to(torch_dtype(dtype))
-    if gradient_checkpointing:
-        enable_gradient_checkpointing(model)
+    model, processor = load_or_build(
+        BlipForQuestionAnswering, pretrained, config, image_size, dtype, attn_implementation,
+        trust_remote_code, gradient_checkpointing, max_question_len, seed,
+    )
     adapter = BlipVQA(model, processor, dict(arch), max_question_len, max_answer_len)
     adapter.name, adapter.pretrained = name, pretrained
     return adapter
-

@@ -14,8 +14,7 @@ from torch import nn
 from transformers import BlipForConditionalGeneration, BlipProcessor
 
 from medft.errors import ConfigError
-from medft.models.blip import tiny_blip_config, tiny_processor
-from medft.models.loading import enable_gradient_checkpointing, load_pretrained, torch_dtype
+from medft.models.blip import load_or_build
 
 
 class BlipReport(nn.Module):
@@ -102,22 +101,13 @@ def build_blip_report(
     seed: int = 0,
     task: str = "report",
 ) -> BlipReport:
-    """Load ``pretrained`` (hub id or local dir), or build random weights from ``config`` (tiny models)."""
+    """The report adapter over ``BlipForConditionalGeneration`` (see :func:`medft.models.blip.load_or_build`)."""
     if task != BlipReport.task:
         raise ConfigError(f"model.task={task!r}: {name} writes reports (task report); pick a VQA model for questions")
-    if pretrained:
-        model, processor = load_pretrained(
-            BlipForConditionalGeneration, BlipProcessor, pretrained, dtype, attn_implementation, trust_remote_code
-        )
-    else:
-        if config is None:
-            raise ConfigError("model.pretrained is null and model.config is empty: set model.pretrained=PATH")
-        processor = tiny_processor(image_size, max_report_len)
-        blip_config = tiny_blip_config(config, processor.tokenizer, image_size)
-        torch.manual_seed(seed)  # the random "pretrained" weights are a function of the seed
-        model = BlipForConditionalGeneration(blip_config).to(torch_dtype(dtype))
-    if gradient_checkpointing:
-        enable_gradient_checkpointing(model)
+    model, processor = load_or_build(
+        BlipForConditionalGeneration, pretrained, config, image_size, dtype, attn_implementation,
+        trust_remote_code, gradient_checkpointing, max_report_len, seed,
+    )
     adapter = BlipReport(model, processor, dict(arch), max_report_len, prompt)
     adapter.name, adapter.pretrained = name, pretrained
     return adapter
