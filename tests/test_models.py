@@ -172,7 +172,7 @@ def test_llava_report_task_trains_on_the_report():
         {"id": "r2", "report": "small left pleural effusion. heart size is normal.", "pil_image": image(1)},
     ]
     batch = net.collate(records)
-    assert net.task == "report" and batch["meta"][1] == {"id": "r2", "reference": records[1]["report"]}
+    assert net.task == "report" and batch["meta"][1] == {"id": "r2", "report": records[1]["report"]}
     assert net.prompt(net.report_prompt).startswith("[INST] <image>\n")
     n_target = len(net.tokenizer(records[1]["report"], add_special_tokens=False).input_ids) + 1
     assert int((batch["labels"][1] != -100).sum()) == n_target

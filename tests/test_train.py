@@ -71,3 +71,15 @@ def test_checkpoint_from_another_tune_mode_is_refused(make_cfg, tmp_path):
     assert exit_info.value.code == 2
     error = (tmp_path / "other" / "error.txt").read_text()
     assert "checkpoint does not match this run" in error and "tune='layernorm'" in error
+
+
+@pytest.mark.parametrize("model", ["blip_report_tiny", "llava_tiny"])
+def test_report_run_through_the_evaluator(make_cfg, tmp_path, model):
+    """Both report-capable models feed the same evaluator: predictions and coco-free val metrics."""
+    from medft.data.fixtures import make_iu_xray
+
+    root = make_iu_xray(tmp_path / "iu", sizes=(6, 2, 2))
+    cfg = make_cfg("tune=layernorm", "dataset=iu_xray", f"model={model}", f"dataset.root={root}",
+                   "dataset.max_new_tokens=4", "test=false")
+    metrics = train(cfg)
+    assert "val/bleu_4" in metrics and metrics["params/trainable"] > 0

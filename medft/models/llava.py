@@ -94,7 +94,7 @@ class LlavaVQA(nn.Module):
         else:
             questions = [self.report_prompt] * len(records)
             targets = [r["report"] for r in records]
-            meta = [{"id": r["id"], "reference": r["report"]} for r in records]
+            meta = [{"id": r["id"], "report": r["report"]} for r in records]
         enc = self.processor(
             images=[r["pil_image"] for r in records],
             text=[self.prompt(q) for q in questions],
