@@ -19,20 +19,24 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from medft.config import CONFIG_DIR, normalize_overrides, register_resolvers
+from medft.checkpoint import FILENAME as TRAINED_FILE
 from medft.errors import ConfigError
 from medft.files import write_json_atomic, write_jsonl_atomic
 from medft.train import task_wrapper
 
 
 def resolve_run(ckpt: str | Path) -> tuple[Path, Path]:
-    """``(run_dir, checkpoint file)`` for a run directory or a checkpoint inside one."""
+    """``(run_dir, checkpoint file)`` for a run directory or a checkpoint inside one. A run directory
+    gives its ``trained.safetensors`` (only the trained parameters), else its Lightning checkpoint."""
     path = Path(ckpt).expanduser().resolve()
     if path.is_dir():
         run_dir = path
-        found = [run_dir / "checkpoints" / n for n in ("best.ckpt", "last.ckpt")]
+        found = [run_dir / TRAINED_FILE] + [run_dir / "checkpoints" / n for n in ("best.ckpt", "last.ckpt")]
         ckpt_file = next((p for p in found if p.is_file()), None)
         if ckpt_file is None:
-            raise ConfigError(f"ckpt={ckpt}: no checkpoints/best.ckpt or checkpoints/last.ckpt in that run directory")
+            raise ConfigError(
+                f"ckpt={ckpt}: no {TRAINED_FILE}, checkpoints/best.ckpt or checkpoints/last.ckpt in that run directory"
+            )
     elif path.is_file():
         ckpt_file = path
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
@@ -57,6 +61,11 @@ def load_trained(module: Any, ckpt_file: Path) -> None:
     """Put the checkpoint's trained parameters into ``module`` (its keys must be exactly the trainable ones)."""
     import torch
 
+    if ckpt_file.suffix == ".safetensors":
+        from medft.checkpoint import load_trained_file
+
+        load_trained_file(module.net, ckpt_file)  # the same exact-keys check
+        return
     try:
         checkpoint = torch.load(ckpt_file, map_location="cpu", weights_only=False)  # the user's own run
     except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
@@ -113,6 +122,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         cfg.data.eval_batch_size, cfg.data.num_workers, skip_bad_images=bool(cfg.dataset.get("skip_bad_images", False)),
     )
     module = MedVLMModule(net, optim=None, generate_kwargs=OmegaConf.to_container(cfg.eval.generate, resolve=True),
+                          closed=cfg.eval.get("closed", "generate"), candidates=tuple(cfg.eval.get("candidates", ("yes", "no"))),
                           tune_name=report.mode)
     load_trained(module, ckpt_file)
     trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)

@@ -108,6 +108,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         optim=hydra.utils.instantiate(cfg.optim),
         scheduler=hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         generate_kwargs=OmegaConf.to_container(cfg.eval.generate, resolve=True),
+        closed=cfg.eval.get("closed", "generate"), candidates=tuple(cfg.eval.get("candidates", ("yes", "no"))),
         tune_name=report.mode,
     )
     if "wandb" in (cfg.get("logger") or {}):
@@ -127,6 +128,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     train_seconds = time.perf_counter() - started
     metrics: dict[str, Any] = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
 
+    best = ""
     if cfg.get("test"):
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback and counts["trainable"] else ""
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
@@ -134,6 +136,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         write_jsonl_atomic(output_dir / "predictions.jsonl", module.predictions)
         print(_accuracy_line(metrics) if net.task == "vqa" else report_scores_line(metrics))
 
+    if counts["trainable"] and trainer.is_global_zero:  # only what was trained (the best checkpoint's weights when tested)
+        from medft.checkpoint import FILENAME, save_trained
+
+        weights = "best" if cfg.get("test") and best else "last"
+        metrics["checkpoint/trained_bytes"] = save_trained(output_dir / FILENAME, net, tune, weights=weights).stat().st_size
     metrics.update(finish_data_stats(data_stats, datamodule))
     metrics.update(params)
     metrics.update({"time/train_s": train_seconds, "train/steps": trainer.global_step})
