@@ -227,7 +227,10 @@ def _wrap_lora(
         bias="none",
         use_dora=bool(tune.get("use_dora", False)),
     )
-    return get_peft_model(model, config)
+    wrapped = get_peft_model(model, config)
+    if hasattr(model, "disable_input_require_grads"):  # peft hooks the embeddings for reentrant checkpointing;
+        model.disable_input_require_grads()  # medft's is non-reentrant, and the hook breaks BLIP's in-place embeddings
+    return wrapped
 
 
 def count_parameters(model: nn.Module, components: dict[str, str]) -> dict[str, Any]:

@@ -92,6 +92,9 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
     """Recompute activations in backward. Non-reentrant, so frozen inputs (every PEFT mode) still
     let gradients reach the trained layers."""
     model.activation_checkpointing_enable({"use_reentrant": False})  # transformers 5 name of gradient checkpointing
+    # transformers also hooks the input embeddings to output a tensor that requires grad (needed only by
+    # reentrant checkpointing); BLIP's text embeddings then add positions in place to that leaf and fail.
+    model.disable_input_require_grads()
 
 
 def arch_config(pretrained: str, trust_remote_code: bool = False):
