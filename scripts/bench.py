@@ -10,7 +10,10 @@ hand-written PyTorch step (forward, backward, AdamW over the trainable parameter
 batch and optimizer settings) alternate, one after the other, so their ratio holds on a busy
 machine. Peak memory is taken after a first medft-only phase, before the hand loop allocates its
 own optimizer state. peft's ``LNTuningConfig`` (the same norm modules as targets) runs the same
-way in its own subprocess. Writes ``bench.json`` and ``bench.md`` into ``--out``.
+way in its own subprocess. Those processes run minutes apart under a shared machine's drifting
+load, so the ratios between modes (``vs full``, layernorm vs peft) come from one more process that
+runs the hand-written step of every mode in round-robin. Writes ``bench.json`` and ``bench.md``
+into ``--out`` (default ``logs/bench/<time>``).
 """
 
 from __future__ import annotations
@@ -103,6 +106,43 @@ class Repeat:
 
     def __getitem__(self, index: int) -> dict:
         return self.batch
+
+
+def interleaved(args: argparse.Namespace) -> dict:
+    """Hand-written steps of every mode (and peft LN, and lora with the cache) on one model each, in
+    round-robin in one process: the ratios between modes (``vs full``, ``vs peft``) come from here,
+    because separate processes run minutes apart under a different load."""
+    import argparse as _argparse
+
+    import torch
+
+    from medft.tuning import apply_tuning, param_groups
+
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    labels = [*args.modes.split(","), *args.extra.split(",")]
+    steps: dict[str, tuple] = {}
+    for label in filter(None, labels):
+        mode, cache, tuner = label.removesuffix("+cache"), label.endswith("+cache"), "medft"
+        if label == "peft_ln":
+            mode, tuner = "layernorm", "peft_ln"
+        net, tune = build(_argparse.Namespace(**{**vars(args), "mode": mode, "cache": cache}))
+        tune_peft_ln(net) if tuner == "peft_ln" else apply_tuning(net, tune)
+        batch = make_batch(net, args.batch)
+        opt = torch.optim.AdamW(param_groups(net.model, 0.01), lr=1e-5, weight_decay=0.01)
+        steps[label] = (net, batch, opt)
+    autocast = args.precision.startswith("bf16")
+    times: dict[str, list[float]] = {label: [] for label in steps}
+    for _ in range(args.warmup + args.steps):
+        for label, (net, batch, opt) in steps.items():
+            start = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                loss = net.loss(batch)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            times[label].append(time.perf_counter() - start)
+    return {label: statistics.median(t[args.warmup:] or t) for label, t in times.items()}
 
 
 def child(args: argparse.Namespace) -> dict:
@@ -209,6 +249,17 @@ def run_child(args: argparse.Namespace, mode: str, tuner: str = "medft", cache: 
     return result
 
 
+def run_interleaved(args: argparse.Namespace, extra: str) -> dict:
+    cmd = [sys.executable, __file__, "--child", "--mode", "interleaved", "--modes", args.modes, "--extra", extra,
+           "--model", args.model, "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch", str(args.batch),
+           "--precision", args.precision, "--threads", str(args.threads)] + (["--grad-ckpt"] if args.grad_ckpt else [])
+    with tempfile.NamedTemporaryFile(suffix=".json") as fh:
+        proc = subprocess.run([*cmd, "--result", fh.name], cwd=REPO, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"bench interleaved child failed:\n{proc.stderr[-3000:]}")
+        return json.loads(Path(fh.name).read_text())
+
+
 def ratio(a: float | None, b: float | None) -> str:
     return "" if not a or not b else f"{a / b:.2f}x"
 
@@ -221,9 +272,9 @@ def markdown(bench: dict) -> str:
         f"{bench['config']['batch']}, {bench['config']['steps']} timed steps after {bench['config']['warmup']} "
         f"warm-up, precision {bench['config']['precision']}, gradient checkpointing {bench['config']['grad_ckpt']}",
         "",
-        "| mode | trainable | step s | vs full | torch loop s | medft / loop | peak MB | vs full | above base MB | "
-        "vs full | ckpt bytes | eval samples/s (generate) | eval samples/s (rank) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| mode | trainable | step s | torch loop s | medft / loop | interleaved loop s | vs full | peak MB | vs full | "
+        "above base MB | vs full | ckpt bytes | eval samples/s (generate) | eval samples/s (rank) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     rows = [(m, r) for m, r in modes.items()] + [("peft LN (ref.)", bench["reference"]["peft_ln"])]
     for mode, r in rows:
@@ -232,15 +283,21 @@ def markdown(bench: dict) -> str:
         loop_s = loop.get(mode, {}).get("step_s", r.get("torch_loop_step_s"))
         rank = f"{r['eval_rank_samples_per_s']:.1f}" if r.get("eval_rank_samples_per_s") else ""
         lines.append(
-            f"| {mode} | {r['trainable']:,} | {r['step_s']:.3f} | {ratio(r['step_s'], full.get('step_s'))} | "
-            f"{loop_s:.3f} | {ratio(r['step_s'], loop_s)} | {r['peak_mb']:.0f} | {ratio(r['peak_mb'], full.get('peak_mb'))} | "
+            f"| {mode} | {r['trainable']:,} | {r['step_s']:.3f} | {loop_s:.3f} | {ratio(r['step_s'], loop_s)} | "
+            f"{r['interleaved_loop_step_s']:.3f} | {ratio(r['interleaved_loop_step_s'], full.get('interleaved_loop_step_s'))} | "
+            f"{r['peak_mb']:.0f} | {ratio(r['peak_mb'], full.get('peak_mb'))} | "
             f"{above:.0f} | {ratio(above, full_above)} | {r.get('ckpt_bytes', 0):,} | "
             f"{r.get('eval_samples_per_s', 0):.1f} | {rank} |"
         )
     ln, peft = modes.get("layernorm"), bench["reference"]["peft_ln"]
     if ln:
-        lines += ["", f"layernorm vs peft LN tuning (both through medft's trainer): step {ratio(ln['step_s'], peft['step_s'])}, "
+        lines += ["", f"layernorm vs peft LN tuning: step {ratio(ln['interleaved_loop_step_s'], peft['interleaved_loop_step_s'])} "
+                      f"(interleaved; through medft's trainer in separate processes {ratio(ln['step_s'], peft['step_s'])}), "
                       f"peak memory {ratio(ln['peak_mb'], peft['peak_mb'])}"]
+    lines += ["", "step s, torch loop s: medians, medft's step and the hand-written one alternating in the same process. "
+              "interleaved loop s: the hand-written step of every mode in round-robin in one process, so that "
+              "the machine's drifting load cancels in 'vs full' (medft's own step is within 'medft / loop' of it). peak MB: peak RSS of the mode's own process after its first "
+              "step(s); 'above base' subtracts the RSS before the model was built (Python, torch, imports)."]
     return "\n".join(lines) + "\n"
 
 
@@ -264,11 +321,12 @@ def main() -> None:
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--mode", default="layernorm", help=argparse.SUPPRESS)
     p.add_argument("--tuner", default="medft", help=argparse.SUPPRESS)
+    p.add_argument("--extra", default="", help=argparse.SUPPRESS)
     p.add_argument("--result", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
 
     if args.child:
-        Path(args.result).write_text(json.dumps(child(args)))
+        Path(args.result).write_text(json.dumps(interleaved(args) if args.mode == "interleaved" else child(args)))
         return
 
     logs = Path(os.environ.get("MEDFT_LOG_DIR", REPO / "logs"))
@@ -285,6 +343,11 @@ def main() -> None:
                 extra[f"{m}+cache"] = run_child(args, m, cache=True)
     peft = run_child(args, "layernorm", tuner="peft_ln", cache=cache)
     modes.update(extra)
+    started_rr = time.perf_counter()
+    rr = run_interleaved(args, ",".join([*extra, "peft_ln"]))
+    print(f"  interleaved hand-written steps of every mode in one process [{time.perf_counter() - started_rr:.0f}s]")
+    for label, step in rr.items():
+        (peft if label == "peft_ln" else modes[label])["interleaved_loop_step_s"] = step
     any_run = next(iter(modes.values()))
     bench = {
         "modes": {m: {k: v for k, v in r.items() if k != "torch_loop_step_s"} for m, r in modes.items()},

@@ -202,6 +202,7 @@ def test_bench_smoke(tmp_path):
     assert {"step_s", "peak_mb", "trainable", "ckpt_bytes", "eval_samples_per_s", "eval_rank_samples_per_s"} <= set(row)
     assert row["trainable"] == 2560 and row["step_s"] > 0 and row["peak_mb"] > 0
     assert bench["reference"]["torch_loop"]["layernorm"]["step_s"] > 0
+    assert row["interleaved_loop_step_s"] > 0 and bench["reference"]["peft_ln"]["interleaved_loop_step_s"] > 0
     assert bench["reference"]["peft_ln"]["trainable"] == 2560  # peft trains the same norms
     assert f"wrote {tmp_path / 'bench.json'}" in proc.stdout
     assert "| layernorm | 2,560 |" in (tmp_path / "bench.md").read_text()
