@@ -4,7 +4,8 @@
     medft eval ckpt=.../checkpoints/last.ckpt dataset=vqa_rad dataset.root=/data/vqa_rad split=val
 
 The run's ``.hydra/config.yaml`` gives the model (and its seed, which fixes the weights a tiny
-random model starts from) and the tune mode; the checkpoint holds only the trained parameters.
+random model starts from) and the tune mode; the checkpoint holds only the trained parameters
+(a run directory gives its ``trained.safetensors``, else ``checkpoints/best.ckpt`` or ``last.ckpt``).
 Writes ``metrics.json`` (``test/*``, or ``val/*`` ... per ``split``, plus ``eval/*`` provenance)
 and ``predictions.jsonl`` into ``logs/evals/<dataset>/<time>/``.
 """
