@@ -92,7 +92,9 @@ def tune_peft_ln(net) -> None:
     from medft.tuning import norm_kind
 
     targets = [n for n, m in net.model.named_modules() if norm_kind(m)]
-    net.model = get_peft_model(net.model, LNTuningConfig(target_modules=targets))
+    base = net.model
+    net.model = get_peft_model(base, LNTuningConfig(target_modules=targets))
+    base.disable_input_require_grads()  # as medft does (tuning._wrap_lora): the hook breaks BLIP under checkpointing
 
 
 class Repeat:
