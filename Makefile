@@ -11,7 +11,7 @@ comma  := ,
 cells   = $(subst $(eval) ,$(comma),$(addprefix $(1)/,$(PAPER_CELLS)))
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test sweep paper paper-tiny clean
+.PHONY: help install train test sweep paper paper-tiny bench clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ paper-tiny: install ## The same grid on tiny models and generated fixtures: prov
 	$(BIN)/python scripts/paper_fixtures.py
 	$(BIN)/medft train -m experiment=$(call cells,paper_tiny) tune=$(MODES) hydra.sweep.dir=$(LOGS)/paper-tiny/$(NOW) $(ARGS)
 	$(BIN)/medft report $(LOGS)/paper-tiny/$(NOW)
+
+bench: install ## Every tune mode on a ~70M-param BLIP on CPU: step time, memory, checkpoint bytes vs full and a plain torch loop (~8 min)
+	$(BIN)/python scripts/bench.py $(ARGS)
 
 clean: ## Remove run outputs (keeps .venv)
 	rm -rf logs outputs multirun .pytest_cache

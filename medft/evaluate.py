@@ -4,7 +4,8 @@
     medft eval ckpt=.../checkpoints/last.ckpt dataset=vqa_rad dataset.root=/data/vqa_rad split=val
 
 The run's ``.hydra/config.yaml`` gives the model (and its seed, which fixes the weights a tiny
-random model starts from) and the tune mode; the checkpoint holds only the trained parameters.
+random model starts from) and the tune mode; the checkpoint holds only the trained parameters
+(a run directory gives its ``trained.safetensors``, else ``checkpoints/best.ckpt`` or ``last.ckpt``).
 Writes ``metrics.json`` (``test/*``, or ``val/*`` ... per ``split``, plus ``eval/*`` provenance)
 and ``predictions.jsonl`` into ``logs/evals/<dataset>/<time>/``.
 """
@@ -21,18 +22,22 @@ from omegaconf import DictConfig, OmegaConf
 from medft.config import CONFIG_DIR, normalize_overrides, register_resolvers
 from medft.errors import ConfigError
 from medft.files import write_json_atomic, write_jsonl_atomic
+from medft.trained import FILENAME as TRAINED_FILE
 from medft.train import task_wrapper
 
 
 def resolve_run(ckpt: str | Path) -> tuple[Path, Path]:
-    """``(run_dir, checkpoint file)`` for a run directory or a checkpoint inside one."""
+    """``(run_dir, checkpoint file)`` for a run directory or a checkpoint inside one. A run directory
+    gives its ``trained.safetensors`` (only the trained parameters), else its Lightning checkpoint."""
     path = Path(ckpt).expanduser().resolve()
     if path.is_dir():
         run_dir = path
-        found = [run_dir / "checkpoints" / n for n in ("best.ckpt", "last.ckpt")]
+        found = [run_dir / TRAINED_FILE] + [run_dir / "checkpoints" / n for n in ("best.ckpt", "last.ckpt")]
         ckpt_file = next((p for p in found if p.is_file()), None)
         if ckpt_file is None:
-            raise ConfigError(f"ckpt={ckpt}: no checkpoints/best.ckpt or checkpoints/last.ckpt in that run directory")
+            raise ConfigError(
+                f"ckpt={ckpt}: no {TRAINED_FILE}, checkpoints/best.ckpt or checkpoints/last.ckpt in that run directory"
+            )
     elif path.is_file():
         ckpt_file = path
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
@@ -57,6 +62,11 @@ def load_trained(module: Any, ckpt_file: Path) -> None:
     """Put the checkpoint's trained parameters into ``module`` (its keys must be exactly the trainable ones)."""
     from medft.checkpoint import load_checkpoint
 
+    if ckpt_file.suffix == ".safetensors":
+        from medft.trained import load_trained_file
+
+        load_trained_file(module.net, ckpt_file)  # the same exact-keys check
+        return
     checkpoint = load_checkpoint(ckpt_file)  # weights_only=True: one line for a damaged or unsafe file
     module.on_load_checkpoint(checkpoint)  # the exact-keys check of MedVLMModule
     module.load_state_dict(checkpoint["state_dict"], strict=False)
@@ -110,6 +120,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         cfg.data.eval_batch_size, cfg.data.num_workers, skip_bad_images=bool(cfg.dataset.get("skip_bad_images", False)),
     )
     module = MedVLMModule(net, optim=None, generate_kwargs=OmegaConf.to_container(cfg.eval.generate, resolve=True),
+                          closed=cfg.eval.get("closed", "generate"), candidates=tuple(cfg.eval.get("candidates", ("yes", "no"))),
                           tune_name=report.mode)
     load_trained(module, ckpt_file)
     trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)

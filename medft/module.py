@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from medft.checkpoint import check_compatible
-from medft.errors import TrainingDiverged
+from medft.errors import ConfigError, TrainingDiverged
 from medft.metrics.evaluators import make_evaluator
 from medft.tuning import param_groups
 
@@ -30,8 +30,15 @@ class MedVLMModule(L.LightningModule):
         scheduler: dict[str, Any] | None = None,
         generate_kwargs: dict[str, Any] | None = None,
         tune_name: str = "",
+        closed: str = "generate",
+        candidates: tuple[str, ...] = ("yes", "no"),
     ) -> None:
         super().__init__()
+        if closed not in ("generate", "rank"):
+            raise ConfigError(f"eval.closed={closed!r}: use generate or rank")
+        if closed == "rank" and not hasattr(net, "rank"):
+            raise ConfigError(f"eval.closed=rank: {type(net).__name__} cannot rank answers; use eval.closed=generate")
+        self.closed, self.candidates = closed, tuple(candidates)
         self.net = net
         self.optim = optim
         self.scheduler = scheduler or {}
@@ -56,7 +63,10 @@ class MedVLMModule(L.LightningModule):
     def _evaluate(self, batch: dict[str, Any], split: str) -> list[dict[str, Any]]:
         if not batch["meta"]:
             return []
-        preds = self.net.generate(batch, **self.generate_kwargs)
+        if self.closed == "rank":  # CLOSED questions: the likelier candidate; the others generate
+            preds = answer_by_rank(self.net, batch, self.candidates, self.generate_kwargs)
+        else:
+            preds = self.net.generate(batch, **self.generate_kwargs)
         return self.metrics[split].update(preds, batch["meta"])
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -123,3 +133,31 @@ def diverged_message(loss: torch.Tensor, step: int, precision: Any) -> str:
         f"training loss became {loss.item()} at step {step}: stopped before updating the weights; "
         f"the checkpoints saved so far are kept (checkpoints/last.ckpt) — {hint}"
     )
+
+
+def select_rows(batch: dict[str, Any], rows: list[int]) -> dict[str, Any]:
+    """The batch restricted to ``rows`` (tensors and per-sample lists alike)."""
+    out: dict[str, Any] = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            out[key] = value[rows]
+        elif isinstance(value, list) and len(value) == len(batch["meta"]):
+            out[key] = [value[i] for i in rows]
+        else:
+            out[key] = value
+    return out
+
+
+def answer_by_rank(net: nn.Module, batch: dict[str, Any], candidates: tuple[str, ...], generate_kwargs: dict[str, Any]) -> list[str]:
+    """``eval.closed=rank``: CLOSED questions answered by ``net.rank`` over ``candidates`` (one forward
+    pass), the others by ``net.generate``; answers in the batch's order."""
+    closed = [i for i, m in enumerate(batch["meta"]) if str(m.get("answer_type", "")).upper() == "CLOSED"]
+    other = [i for i in range(len(batch["meta"])) if i not in set(closed)]
+    preds = [""] * len(batch["meta"])
+    if closed:
+        for i, answer in zip(closed, net.rank(select_rows(batch, closed), candidates)):
+            preds[i] = answer
+    if other:
+        for i, answer in zip(other, net.generate(select_rows(batch, other), **generate_kwargs)):
+            preds[i] = answer
+    return preds

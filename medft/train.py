@@ -113,6 +113,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         optim=hydra.utils.instantiate(cfg.optim),
         scheduler=hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         generate_kwargs=OmegaConf.to_container(cfg.eval.generate, resolve=True),
+        closed=cfg.eval.get("closed", "generate"), candidates=tuple(cfg.eval.get("candidates", ("yes", "no"))),
         tune_name=report.mode,
     )
     if "wandb" in (cfg.get("logger") or {}):
@@ -132,6 +133,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     train_seconds = time.perf_counter() - started
     metrics: dict[str, Any] = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
 
+    best = ""
     if cfg.get("test"):
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback and counts["trainable"] else ""
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
@@ -139,6 +141,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         write_jsonl_atomic(output_dir / "predictions.jsonl", module.predictions)
         print(_accuracy_line(metrics) if net.task == "vqa" else report_scores_line(metrics))
 
+    if counts["trainable"] and trainer.is_global_zero:  # only what was trained (the best checkpoint's weights when tested)
+        from medft.trained import FILENAME, save_trained
+
+        weights = "best" if cfg.get("test") and best else "last"
+        metrics["checkpoint/trained_bytes"] = save_trained(output_dir / FILENAME, net, tune, weights=weights).stat().st_size
     metrics.update(finish_data_stats(data_stats, datamodule))
     metrics.update(params)
     metrics.update({"time/train_s": train_seconds, "train/steps": trainer.global_step})

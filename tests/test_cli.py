@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from torch import nn
 
 from medft.models.blip import build_blip_vqa
 from medft.tuning import norm_kind

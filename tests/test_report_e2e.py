@@ -63,12 +63,13 @@ def test_eval_reproduces_the_runs_own_test_predictions(tmp_path):
     trained = json.loads((run / "metrics.json").read_text())
     evaluated = json.loads((out / "metrics.json").read_text())
     assert evaluated["test/acc"] == pytest.approx(trained["test/acc"])
-    assert evaluated["eval/tune"] == "lora" and evaluated["eval/ckpt"].endswith("best.ckpt")
+    assert evaluated["eval/tune"] == "lora" and evaluated["eval/ckpt"].endswith("trained.safetensors")
     assert (out / "predictions.jsonl").read_text() == (run / "predictions.jsonl").read_text()
     # the same run on a report dataset: refused before any model is built
     from medft.evaluate import check_run_task, resolve_run, run_model_config
 
     assert resolve_run(run / "checkpoints" / "last.ckpt") == (run, run / "checkpoints" / "last.ckpt")
+    assert resolve_run(run) == (run, run / "trained.safetensors")  # preferred over the Lightning checkpoints
     model_cfg, tune = run_model_config(run, OmegaConf.create({"paths": {}}))
     assert model_cfg.name == "blip_tiny" and tune["name"] == "lora"
     with pytest.raises(ConfigError, match="is a report dataset: evaluate it on a vqa dataset"):

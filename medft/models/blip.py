@@ -1,7 +1,14 @@
 """BLIP-style Med-VLM for VQA: ``BlipForQuestionAnswering`` plus its processor.
 
 One sample's path: record (image, question, answer) -> ``collate`` (processor: pixels + question
-ids; answer ids with ``[DEC]`` first, padding masked to -100) -> ``loss`` / ``generate``.
+ids; answer ids with ``[DEC]`` first, padding masked to -100) -> ``loss`` / ``generate`` / ``rank``.
+
+``loss`` and ``generate`` call the three towers themselves (vision encoder -> question encoder
+cross-attending to the image -> answer decoder cross-attending to the question), exactly as
+``BlipForQuestionAnswering.forward`` / ``.generate`` do, so that the image features can come from a
+cache: with ``cache_image_features: auto`` and the whole vision encoder frozen, each image's
+features are computed once (vision encoder in eval mode, no gradient) and reused, keyed by the
+image path. Anything trainable in the vision encoder, or a batch marked ``augmented``, turns it off.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ class BlipVQA(nn.Module):
         arch: dict[str, Any],
         max_question_len: int = 32,
         max_answer_len: int = 8,
+        cache_image_features: str | bool = "auto",
     ) -> None:
         super().__init__()
         self.model = model
@@ -42,6 +50,11 @@ class BlipVQA(nn.Module):
         self.max_question_len = max_question_len
         self.max_answer_len = max_answer_len
         self.truncated = 0  # questions / answers cut to the maximum length so far
+        if cache_image_features not in ("auto", False, "false"):
+            raise ConfigError(f"model.cache_image_features={cache_image_features!r}: use auto or false")
+        self.cache_image_features = cache_image_features == "auto"
+        self.feature_cache: dict[str, torch.Tensor] = {}  # image path -> vision encoder output (CPU)
+        self.cache_hits = 0
 
     @property
     def tokenizer(self):
@@ -72,30 +85,102 @@ class BlipVQA(nn.Module):
             "decoder_input_ids": decoder_input_ids,
             "decoder_attention_mask": ans.attention_mask,
             "labels": labels,
+            "image_keys": [_image_key(r) for r in records],
             "meta": [{k: r[k] for k in ("id", "question", "answer", "answer_type")} for r in records],
         }
 
+    # -- image features, cached when the vision encoder is frozen --------------------------------
+    def caching(self, batch: dict[str, Any] | None = None) -> bool:
+        """True if image features may come from the cache: switched on, nothing in the vision encoder
+        trains, the batch is not augmented and every image has a key (its path)."""
+        if not self.cache_image_features or any(p.requires_grad for p in self.model.vision_model.parameters()):
+            return False
+        return batch is None or (not batch.get("augmented") and all(batch.get("image_keys") or [None]))
+
+    def image_features(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The vision encoder's last hidden state for the batch's images (from the cache when it may)."""
+        vision = self.model.vision_model
+        pixels = batch["pixel_values"].to(self.model.dtype)
+        if not self.caching(batch):
+            return vision(pixel_values=pixels).last_hidden_state
+        keys = batch["image_keys"]
+        todo = [i for i, k in enumerate(keys) if k not in self.feature_cache]
+        self.cache_hits += len(keys) - len(todo)
+        if todo:
+            was_training = vision.training
+            vision.eval()  # deterministic features: no dropout, whatever the mode of the rest
+            with torch.no_grad():
+                feats = vision(pixel_values=pixels[todo]).last_hidden_state
+            vision.train(was_training)
+            for i, f in zip(todo, feats):
+                self.feature_cache[keys[i]] = f.detach().cpu()
+        return torch.stack([self.feature_cache[k] for k in keys]).to(pixels.device)
+
+    def encode_question(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Question tokens cross-attending to the image: the decoder's ``encoder_hidden_states``."""
+        image_embeds = self.image_features(batch)
+        image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
+        return self.model.text_encoder(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+            encoder_hidden_states=image_embeds, encoder_attention_mask=image_mask, return_dict=False,
+        )[0]
+
     def loss(self, batch: dict[str, Any]) -> torch.Tensor:
-        out = self.model(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            pixel_values=batch["pixel_values"].to(self.model.dtype),
-            decoder_input_ids=batch["decoder_input_ids"],
-            decoder_attention_mask=batch["decoder_attention_mask"],
+        """Mean token cross-entropy of the answers (``BlipForQuestionAnswering.forward``'s loss)."""
+        out = self.model.text_decoder(
+            input_ids=batch["decoder_input_ids"],
+            attention_mask=batch["decoder_attention_mask"],
+            encoder_hidden_states=self.encode_question(batch),
+            encoder_attention_mask=batch["attention_mask"],
             labels=batch["labels"],
+            reduction="mean",
         )
-        return out.loss
+        return out.loss.mean()
 
     @torch.no_grad()
     def generate(self, batch: dict[str, Any], **generate_kwargs: Any) -> list[str]:
-        """Answer every question of the batch (greedy unless ``num_beams`` > 1), as text."""
-        ids = self.model.generate(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            pixel_values=batch["pixel_values"].to(self.model.dtype),
+        """Answer every question of the batch (greedy unless ``num_beams`` > 1, with the KV cache), as text."""
+        question = self.encode_question(batch)
+        text_config = self.model.config.text_config
+        bos = torch.full((question.size(0), 1), text_config.bos_token_id, device=question.device)
+        ids = self.model.text_decoder.generate(
+            input_ids=bos,
+            eos_token_id=text_config.sep_token_id,
+            pad_token_id=text_config.pad_token_id,
+            encoder_hidden_states=question,
+            encoder_attention_mask=torch.ones(question.shape[:-1], dtype=torch.long, device=question.device),
             **generate_kwargs,
         )
         return [s.strip() for s in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+    @torch.no_grad()
+    def rank(self, batch: dict[str, Any], candidates: tuple[str, ...] = ("yes", "no")) -> list[str]:
+        """For every question, the candidate answer the decoder finds most likely (summed token
+        log-probabilities): all questions x candidates in one decoder forward pass."""
+        question = self.encode_question(batch)
+        n, k = question.size(0), len(candidates)
+        tok = self.tokenizer(list(candidates), padding="longest", return_tensors="pt")
+        ids = tok.input_ids.to(question.device)
+        ids[:, 0] = self.tokenizer.bos_token_id  # [DEC] first, as in training
+        mask = tok.attention_mask.to(question.device)
+        rep = lambda t: t.repeat_interleave(k, dim=0)  # noqa: E731 - question i, candidate j at row i*k+j
+        logits = self.model.text_decoder(
+            input_ids=ids.repeat(n, 1), attention_mask=mask.repeat(n, 1), encoder_hidden_states=rep(question),
+            encoder_attention_mask=torch.ones(n * k, question.size(1), dtype=torch.long, device=question.device),
+            return_dict=True,
+        ).logits
+        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, ids.repeat(n, 1)[:, 1:, None])[..., 0]
+        scores = (logp * mask.repeat(n, 1)[:, 1:]).sum(-1).view(n, k)
+        return [candidates[j] for j in scores.argmax(-1).tolist()]
+
+
+def _image_key(record: dict[str, Any]) -> str | None:
+    """What identifies a record's image for the feature cache: its path (or its views' paths)."""
+    views = record.get("views")
+    if views:
+        return "|".join(str(v) for v in views)
+    image = record.get("image")
+    return str(image) if image else None
 
 
 def tiny_processor(image_size: int, max_length: int) -> BlipProcessor:
@@ -159,6 +244,7 @@ def build_blip_vqa(
     max_answer_len: int = 8,
     seed: int = 0,
     task: str = "vqa",
+    cache_image_features: str | bool = "auto",
 ) -> BlipVQA:
     """The VQA adapter over ``BlipForQuestionAnswering`` (see :func:`load_or_build`)."""
     if task != BlipVQA.task:
@@ -167,6 +253,6 @@ def build_blip_vqa(
         BlipForQuestionAnswering, pretrained, config, image_size, dtype, attn_implementation,
         trust_remote_code, gradient_checkpointing, max_question_len, seed,
     )
-    adapter = BlipVQA(model, processor, dict(arch), max_question_len, max_answer_len)
+    adapter = BlipVQA(model, processor, dict(arch), max_question_len, max_answer_len, cache_image_features)
     adapter.name, adapter.pretrained = name, pretrained
     return adapter

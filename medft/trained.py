@@ -1,0 +1,83 @@
+"""``trained.safetensors``: only what was trained, plus what it must be applied onto.
+
+The file holds the trainable parameters of the tuned model (names as in ``net.model``, so peft's
+LoRA names for ``lora``) and, in its safetensors metadata, ``medft`` = JSON with the base model
+(``model``: name, ``pretrained``: hub id or path, or null for random weights built from a config)
+and the tune config. Applying it: build the base model, ``apply_tuning`` with the same tune config,
+then :func:`load_trained_file` (its keys must be exactly the trainable ones).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from medft.errors import ConfigError
+
+if TYPE_CHECKING:  # torch only where tensors are handled: `medft eval` resolves paths first
+    import torch
+    from torch import nn
+
+FILENAME = "trained.safetensors"
+
+
+def trained_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The trainable parameters of ``model`` (tied weights once), detached and contiguous."""
+    return {n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def trained_bytes(model: nn.Module) -> int:
+    """Bytes of tensor data :func:`save_trained` writes for ``model`` (works on the meta device)."""
+    return sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+
+
+def save_trained(path: str | Path, net: nn.Module, tune: dict[str, Any], **extra: Any) -> Path:
+    """Write ``net.model``'s trainable parameters and the provenance metadata to ``path`` (atomically)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"model": getattr(net, "name", ""), "pretrained": getattr(net, "pretrained", None), "tune": tune, **extra}
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(trained_state(net.model), str(tmp), metadata={"format": "pt", "medft": json.dumps(meta, sort_keys=True)})
+    tmp.replace(path)
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The ``medft`` metadata of a ``trained.safetensors`` file."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+    except Exception as err:  # noqa: BLE001 - safetensors raises several types for a bad file
+        raise ConfigError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
+    return json.loads(meta.get("medft", "{}"))
+
+
+def load_trained_file(net: nn.Module, path: str | Path) -> dict[str, Any]:
+    """Put the file's parameters into ``net.model`` (already tuned like the run); return its metadata.
+
+    Its keys must be exactly ``net.model``'s trainable parameters: a file from another model or
+    tune mode is a ConfigError naming the missing and unexpected keys.
+    """
+    import torch
+    from safetensors.torch import load_file
+
+    meta = read_metadata(path)
+    state = load_file(str(path))
+    expected = {n for n, p in net.model.named_parameters() if p.requires_grad}
+    if set(state) != expected:
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        tune = (meta.get("tune") or {}).get("name", "?")
+        raise ConfigError(
+            f"{path} does not match this model (file tune={tune!r}): {len(missing)} trained key(s) missing, "
+            f"e.g. {missing[:3]}; {len(unexpected)} unexpected, e.g. {unexpected[:3]} — use the same model and tune mode"
+        )
+    with torch.no_grad():
+        params = dict(net.model.named_parameters())
+        for name, tensor in state.items():
+            params[name].copy_(tensor.to(params[name].dtype))
+    return meta
