@@ -84,7 +84,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from medft.data.checks import check_model_fits, finish_data_stats, prepare_splits
     from medft.data.datamodule import MedDataModule
     from medft.data.sources import load_splits
-    from medft.metrics.evaluators import report_scores_line
+    from medft.metrics.evaluators import scores_line
     from medft.models import build_model
     from medft.module import MedVLMModule
     from medft.tuning import apply_tuning, count_parameters, param_metrics, summary_line
@@ -139,7 +139,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
         metrics.update({k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
         write_jsonl_atomic(output_dir / "predictions.jsonl", module.predictions)
-        print(_accuracy_line(metrics) if net.task == "vqa" else report_scores_line(metrics))
+        print(scores_line(net.task, metrics))
 
     if counts["trainable"] and trainer.is_global_zero:  # only what was trained (the best checkpoint's weights when tested)
         from medft.trained import FILENAME, save_trained
@@ -160,14 +160,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     write_json_atomic(output_dir / "metrics.json", metrics)
     print(f"run dir: {output_dir}")
     return metrics
-
-
-def _accuracy_line(metrics: dict[str, Any]) -> str:
-    def fmt(key: str) -> str:
-        value = metrics.get(key)
-        return "n/a" if value is None else f"{float(value):.3f}"
-
-    return f"test accuracy: closed {fmt('test/acc_closed')} | open {fmt('test/acc_open')} | overall {fmt('test/acc')}"
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
