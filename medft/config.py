@@ -75,6 +75,10 @@ def _suffix(override_dirname: str) -> str:
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("medft_suffix"):
         OmegaConf.register_new_resolver("medft_suffix", _suffix)
+    if not OmegaConf.has_resolver("medft_claim"):  # hydra.run.dir / hydra.sweep.dir: never another run's
+        from medft.runs import claim_dir
+
+        OmegaConf.register_new_resolver("medft_claim", claim_dir)
     if not OmegaConf.has_resolver("medft_mul"):  # optim.lr: ${medft_mul:${tune.lr},${model.lr_scale}}
         OmegaConf.register_new_resolver("medft_mul", lambda a, b: float(a) * float(b))
 
@@ -139,12 +143,14 @@ def validate(cfg: DictConfig) -> None:
         ("checkpoint.every_n_steps", OmegaConf.select(cfg, "checkpoint.every_n_steps", default=0), lambda v: v >= 0 and v == int(v), "(an integer) >= 0"),
     ]
     check_task(cfg)
+    check_keys(cfg)
     for key, value, ok, allowed in ranges:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
             raise ConfigError(f"{key}={value!r} is out of range: it must be a number {allowed}")
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(str(ckpt_path)).expanduser().is_file():
         raise CheckpointError(f"ckpt_path={ckpt_path}: no such checkpoint file; pass RUN_DIR/checkpoints/last.ckpt")
+    check_trainer(cfg)  # imports Lightning: last, so the cheap checks answer first
 
 
 def check_task(cfg: DictConfig) -> None:
@@ -166,3 +172,186 @@ def _model_task(name: str) -> str | None:
         return (yaml.safe_load((CONFIG_DIR / "model" / f"{name}.yaml").read_text()) or {}).get("task")
     except (OSError, yaml.YAMLError):
         return None
+
+
+# -- keys a user can mistype: refused in one line, naming the nearest valid key ---------------
+CHECKED_GROUPS = ("tune", "optim", "data", "eval")
+
+
+def nearest(key: str, choices: list[str] | set[str], prefix: str = "") -> str:
+    """``did you mean PREFIX.X?`` for the closest of ``choices``, else the list of valid keys."""
+    import difflib
+
+    close = difflib.get_close_matches(key, sorted(choices), n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {prefix}{close[0]}?"
+    return "valid keys: " + ", ".join(sorted(c for c in choices if not c.startswith("_")))
+
+
+def _yaml_keys(path: Path) -> set[str]:
+    try:
+        return set(yaml.safe_load(path.read_text()) or {})
+    except (OSError, yaml.YAMLError):
+        return set()
+
+
+def _signature_keys(target: Any) -> set[str]:
+    import inspect
+
+    try:
+        params = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return set()
+    return {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)} - {"self", "params"}
+
+
+def known_keys(cfg: DictConfig, group: str, config_name: str = "train") -> set[str] | None:
+    """The keys ``group`` may hold in this config (None: not checked)."""
+    if group == "tune":
+        mode = CONFIG_DIR / "tune" / f"{OmegaConf.select(cfg, 'tune.name', default='')}.yaml"
+        files = [mode] if mode.is_file() else sorted((CONFIG_DIR / "tune").glob("*.yaml"))
+        return set().union(*(_yaml_keys(p) for p in files))
+    if group == "optim":
+        target = OmegaConf.select(cfg, "optim._target_", default=None)
+        if not target:
+            return None
+        from hydra.utils import get_class
+
+        try:
+            return _signature_keys(get_class(target)) | {"_target_", "_partial_"}
+        except Exception:  # noqa: BLE001 - an unknown optimizer class fails at instantiation with its own message
+            return None
+    if group == "data":
+        root = yaml.safe_load((CONFIG_DIR / f"{config_name}.yaml").read_text()) or {}
+        return set(root.get("data") or {})
+    if group == "eval":
+        return _yaml_keys(CONFIG_DIR / "generation" / "default.yaml")
+    return None
+
+
+def generate_keys() -> set[str]:
+    """What ``model.generate`` accepts as ``eval.generate.*``: transformers' GenerationConfig fields."""
+    from transformers import GenerationConfig
+
+    return set(GenerationConfig().to_dict()) - {"transformers_version", "_from_model_config"}
+
+
+def check_keys(cfg: DictConfig, config_name: str = "train") -> None:
+    """Unknown keys under tune / optim / data / eval (e.g. ``+tune.rank=8``) are refused, not ignored."""
+    for group in CHECKED_GROUPS:
+        node = cfg.get(group)
+        allowed = known_keys(cfg, group, config_name) if isinstance(node, DictConfig) else None
+        if not allowed:
+            continue
+        for key in node:
+            if key not in allowed:
+                name = f"{group}={cfg.tune.name}" if group == "tune" and "name" in cfg.tune else group
+                raise ConfigError(f"{group}.{key} is not a key of {name}: {nearest(str(key), allowed, f'{group}.')}")
+    given = OmegaConf.select(cfg, "eval.generate", default=None)
+    shipped = set((yaml.safe_load((CONFIG_DIR / "generation" / "default.yaml").read_text()) or {}).get("generate") or {})
+    unknown = [str(k) for k in given if k not in shipped] if isinstance(given, DictConfig) else []
+    if unknown:  # transformers is imported only when a key beyond the shipped ones is given
+        allowed = generate_keys()
+        for key in unknown:
+            if key not in allowed:
+                raise ConfigError(f"eval.generate.{key} is not a generation option: {nearest(key, allowed, 'eval.generate.')}")
+
+
+GPU_ACCELERATORS = ("gpu", "cuda")
+
+
+def check_trainer(cfg: DictConfig) -> None:
+    """Lightning's Trainer arguments and the accelerator, before any data or model is loaded."""
+    node = cfg.get("trainer")
+    if not isinstance(node, DictConfig):
+        return
+    from lightning.pytorch import Trainer
+
+    allowed = _signature_keys(Trainer.__init__) | {"_target_", "_partial_", "_convert_", "_recursive_"}
+    for key in node:
+        if key not in allowed:
+            raise ConfigError(f"trainer.{key} is not an argument of Lightning's Trainer: {nearest(str(key), allowed, 'trainer.')}")
+    accelerator = str(node.get("accelerator", "auto"))
+    if accelerator in GPU_ACCELERATORS:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"trainer.accelerator={accelerator}: no GPU found on this machine (torch.cuda.is_available() is "
+                "False): use trainer=cpu, or run where a CUDA GPU and a CUDA build of torch are installed"
+            )
+    if accelerator == "mps":
+        import torch
+
+        if not torch.backends.mps.is_available():
+            raise ConfigError("trainer.accelerator=mps: no Apple GPU (MPS) found on this machine: use trainer=cpu")
+
+
+def hydra_error(err: BaseException) -> ConfigError:
+    """Hydra's composition and override errors as one line that names the key and the fix."""
+    import re
+
+    text = str(err)
+    missing = re.search(r"Could not find '([^']+)/([^'/]+)'", text)
+    if missing:
+        group, name = missing.groups()
+        options = available(group)
+        hint = nearest(name, options) if options else "no options installed"
+        if options and hint.startswith("did you mean"):
+            hint += " Choose one of: " + ", ".join(options)
+        elif options:
+            hint = "choose one of: " + ", ".join(options)
+        return ConfigError(f"{group}={name}: no such {group} config ({CONFIG_DIR.name}/{group}/{name}.yaml); {hint}")
+    cause = err.__cause__
+    full_key = getattr(cause, "full_key", None)
+    parent = getattr(cause, "parent_node", None)
+    if full_key and "not in struct" in str(cause):
+        root = str(full_key).split(".", 1)[0]
+        if root == "trainer":
+            from lightning.pytorch import Trainer
+
+            choices: set[str] = _signature_keys(Trainer.__init__)
+        else:
+            choices = {str(k) for k in parent.keys()} if isinstance(parent, DictConfig) else set()
+        prefix = str(full_key).rsplit(".", 1)[0] + "." if "." in str(full_key) else ""
+        hint = nearest(str(full_key).rsplit(".", 1)[-1], choices, prefix) if choices else "check the spelling"
+        return ConfigError(f"{full_key} is not a config key: {hint}")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("See https://hydra.cc")]
+    if cause is not None and str(cause).strip():
+        lines.append(str(cause).strip().splitlines()[0])
+    return ConfigError("; ".join(lines[:3]) or type(err).__name__)
+
+
+PATH_KEYS = ("ckpt", "ckpt_path", "dataset.root", "model.pretrained", "paths.log_dir", "hydra.run.dir", "hydra.sweep.dir")
+
+
+def quote_paths(args: list[str]) -> list[str]:
+    """Path values holding '=' (sweep job dirs such as ``..._optim.lr=0.01``) quoted for Hydra's parser."""
+    from medft.resume import _quote
+
+    out = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+~") in PATH_KEYS and "=" in value and value[:1] not in "'\"" and "," not in value:
+            arg = f"{key}={_quote(value)}"
+        out.append(arg)
+    return out
+
+
+def run_hydra(hydra_main: Callable[[], Any]) -> None:
+    """Call a ``@hydra.main`` function; a config error (a typo'd key or group option, an unparsable
+    override) is raised as one ``ConfigError`` line instead of Hydra's text and exit status 1."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    previous = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing and exiting 1
+    try:
+        hydra_main()
+    except (HydraException, OmegaConfBaseException) as err:
+        raise hydra_error(err) from None
+    finally:
+        if previous is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = previous

@@ -19,7 +19,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from medft.config import CONFIG_DIR, normalize_overrides, register_resolvers
+from medft.config import CONFIG_DIR, check_keys, check_trainer, normalize_overrides, quote_paths, register_resolvers, run_hydra
 from medft.errors import ConfigError
 from medft.files import write_json_atomic, write_jsonl_atomic
 from medft.trained import FILENAME as TRAINED_FILE
@@ -30,6 +30,13 @@ def resolve_run(ckpt: str | Path) -> tuple[Path, Path]:
     """``(run_dir, checkpoint file)`` for a run directory or a checkpoint inside one. A run directory
     gives its ``trained.safetensors`` (only the trained parameters), else its Lightning checkpoint."""
     path = Path(ckpt).expanduser().resolve()
+    if path.is_dir() and not (path / ".hydra" / "config.yaml").is_file():
+        runs = sorted(p.parent.parent for p in path.rglob(".hydra/config.yaml"))
+        example = f", e.g. ckpt={runs[-1]}" if runs else ""
+        raise ConfigError(
+            f"ckpt={ckpt} is not a run directory (no .hydra/config.yaml): give one run's directory{example}"
+            + (f" ({len(runs)} runs under it)" if runs else " (no runs under it)")
+        )
     if path.is_dir():
         run_dir = path
         found = [run_dir / TRAINED_FILE] + [run_dir / "checkpoints" / n for n in ("best.ckpt", "last.ckpt")]
@@ -96,6 +103,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     if OmegaConf.is_missing(cfg, "ckpt"):
         raise ConfigError("no ckpt given: run `medft eval ckpt=RUN_DIR_OR_CKPT dataset=<name> [dataset.root=DIR]`")
+    check_keys(cfg, "eval")
+    check_trainer(cfg)
     if cfg.split not in ("train", "val", "test"):
         raise ConfigError(f"split={cfg.split!r} is not known; use test, val or train")
     run_dir, ckpt_file = resolve_run(cfg.ckpt)
@@ -147,9 +156,13 @@ def _hydra_main(cfg: DictConfig) -> None:
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``medft eval``."""
     register_resolvers()
-    args = normalize_overrides(sys.argv[1:] if args is None else list(args), config_name="eval")
+    args = sys.argv[1:] if args is None else list(args)
+    for before, arg in zip(["", *args], args):  # a bare path (`medft eval logs/runs/...`): not an override
+        if "=" not in arg and not arg.startswith("-") and not before.startswith("-"):
+            raise ConfigError(f"{arg!r} is not an override: give the run as ckpt={arg} (and dataset=<name>)")
+    args = normalize_overrides(quote_paths(args), config_name="eval")
     sys.argv = [str(Path(__file__).resolve()), *args]
-    _hydra_main()
+    run_hydra(_hydra_main)
 
 
 if __name__ == "__main__":

@@ -104,7 +104,7 @@ class MedVLMModule(L.LightningModule):
             return optimizer
         total = int(self.trainer.estimated_stepping_batches)
         warmup = int(round(float(self.scheduler.get("warmup_ratio", 0.0)) * total))
-        schedule = fn(optimizer, num_warmup_steps=warmup, num_training_steps=total)
+        schedule = fn(optimizer, **schedule_kwargs(fn, warmup, total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     # -- checkpoints: only what was trained -------------------------------------------------
@@ -120,6 +120,16 @@ class MedVLMModule(L.LightningModule):
         expected = {n: p.shape for n, p in self.named_parameters() if p.requires_grad}
         saved_tune = checkpoint.get("medft", {}).get("tune", "?")
         check_compatible(checkpoint["state_dict"], expected, saved_tune, self.tune_name)
+
+
+def schedule_kwargs(fn: Any, warmup: int, total: int) -> dict[str, int]:
+    """The step counts a transformers schedule takes: constant-with-warmup has no ``num_training_steps``."""
+    import inspect
+
+    target = fn.func if isinstance(fn, partial) else fn
+    accepted = inspect.signature(target).parameters
+    given = {"num_warmup_steps": warmup, "num_training_steps": total}
+    return {k: v for k, v in given.items() if k in accepted and k not in getattr(fn, "keywords", {})}
 
 
 def diverged_message(loss: torch.Tensor, step: int, precision: Any) -> str:

@@ -26,7 +26,9 @@ from typing import Any, Callable
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from medft.config import CONFIG_DIR, SWEEP_ENV, normalize_overrides, register_resolvers, require_tune, sweep_env, validate
+from medft.config import (
+    CONFIG_DIR, SWEEP_ENV, normalize_overrides, quote_paths, register_resolvers, require_tune, run_hydra, sweep_env, validate,
+)
 from medft.errors import user_error
 from medft.files import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from medft.redact import redact
@@ -173,11 +175,20 @@ def main(args: list[str] | None = None) -> None:
     """Entry point of ``medft train``. Rewrites ``+group=`` / ``group=`` as Hydra wants them, and
     points ``sys.argv[0]`` at this file so Lightning's DDP launcher re-runs the same training job."""
     register_resolvers()
-    args = normalize_overrides(resume_overrides(sys.argv[1:] if args is None else list(args)))
+    args = normalize_overrides(resume_overrides(quote_paths(sys.argv[1:] if args is None else list(args))))
     require_tune(args)
     os.environ[SWEEP_ENV] = sweep_env(args)  # inherited by launcher workers: names their run dirs
     sys.argv = [str(Path(__file__).resolve()), *args]
-    _hydra_main()
+    from medft.runs import SweepStatus, sweep_failures
+
+    SweepStatus.failed = []
+    run_hydra(_hydra_main)
+    failed, jobs, root = sweep_failures()
+    if failed:  # every job ran and each wrote its error.txt; the sweep as a whole did not succeed
+        print(f"medft: {len(failed)} of {jobs} jobs failed (error.txt in each): "
+              + ", ".join(p.name for p in failed[:5]) + (" ..." if len(failed) > 5 else "")
+              + f" — `medft report {root}` lists them", file=sys.stderr)
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
