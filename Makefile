@@ -32,17 +32,20 @@ test: install ## Run the test suite
 	$(BIN)/python -m pytest -q $(ARGS)
 
 sweep: install ## Every tune mode on the demo set with the tiny model, then the report table and plot
-	$(BIN)/medft train -m tune=frozen,layernorm,bitfit,lora,attention,ffn,full hydra.sweep.dir=$(LOGS)/sweeps/$(NOW) $(ARGS)
-	$(BIN)/medft report $(LOGS)/sweeps/$(NOW)
+	@# the report is written even when jobs failed; then the target fails with the sweep's status
+	status=0; $(BIN)/medft train -m tune=frozen,layernorm,bitfit,lora,attention,ffn,full hydra.sweep.dir=$(LOGS)/sweeps/$(NOW) $(ARGS) || status=$$?; \
+	$(BIN)/medft report $(LOGS)/sweeps/$(NOW); exit $$status
 
 paper: install ## The study's grid (configs/experiment/paper/): GPUs, data roots and checkpoints in configs/local/default.yaml
-	$(BIN)/medft train -m experiment=$(call cells,paper) tune=$(MODES) hydra.sweep.dir=$(LOGS)/paper/$(NOW) $(ARGS)
-	$(BIN)/medft report $(LOGS)/paper/$(NOW)
+	@# the report is written even when jobs failed; then the target fails with the sweep's status
+	status=0; $(BIN)/medft train -m experiment=$(call cells,paper) tune=$(MODES) hydra.sweep.dir=$(LOGS)/paper/$(NOW) $(ARGS) || status=$$?; \
+	$(BIN)/medft report $(LOGS)/paper/$(NOW); exit $$status
 
 paper-tiny: install ## The same grid on tiny models and generated fixtures: proves the wiring on CPU
 	$(BIN)/python scripts/paper_fixtures.py
-	$(BIN)/medft train -m experiment=$(call cells,paper_tiny) tune=$(MODES) hydra.sweep.dir=$(LOGS)/paper-tiny/$(NOW) $(ARGS)
-	$(BIN)/medft report $(LOGS)/paper-tiny/$(NOW)
+	@# the report is written even when jobs failed; then the target fails with the sweep's status
+	status=0; $(BIN)/medft train -m experiment=$(call cells,paper_tiny) tune=$(MODES) hydra.sweep.dir=$(LOGS)/paper-tiny/$(NOW) $(ARGS) || status=$$?; \
+	$(BIN)/medft report $(LOGS)/paper-tiny/$(NOW); exit $$status
 
 bench: install ## Every tune mode on a ~70M-param BLIP on CPU: step time, memory, checkpoint bytes vs full and a plain torch loop (~8 min)
 	$(BIN)/python scripts/bench.py $(ARGS)

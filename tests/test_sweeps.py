@@ -19,8 +19,11 @@ def sweep_root(logs: Path) -> Path:
 def test_a_failed_job_is_reported_and_the_sweep_goes_on(run_cli, tmp_path):
     # lora on the vision tower matches nothing (BLIP's LoRA targets are text query/value): that job fails
     out = run_cli("train", "-m", "tune=bitfit,lora", "tune.components=[vision],[text]", *FAST)
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 1, out.stderr[-3000:]  # every job ran; the sweep as a whole failed
     root = sweep_root(tmp_path / "logs")
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"medft: 1 of 4 jobs failed (error.txt in each): lora_demo_blip_tiny_tune.components=[vision] "
+        f"— `medft report {root}` lists them")
     failed = root / "lora_demo_blip_tiny_tune.components=[vision]"
     assert "matched no Linear layer" in (failed / "error.txt").read_text()
     assert not (failed / "metrics.json").exists()
