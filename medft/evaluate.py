@@ -158,7 +158,8 @@ def main(args: list[str] | None = None) -> None:
     register_resolvers()
     args = sys.argv[1:] if args is None else list(args)
     for before, arg in zip(["", *args], args):  # a bare path (`medft eval logs/runs/...`): not an override
-        if "=" not in arg and not arg.startswith("-") and not before.startswith("-"):
+        bare = "=" not in arg or Path(arg).expanduser().exists()  # a sweep job's dir holds '=' too
+        if bare and not arg.startswith("-") and not before.startswith("-"):
             raise ConfigError(f"{arg!r} is not an override: give the run as ckpt={arg} (and dataset=<name>)")
     args = normalize_overrides(quote_paths(args), config_name="eval")
     sys.argv = [str(Path(__file__).resolve()), *args]
