@@ -31,8 +31,8 @@ def resolve_run(ckpt: str | Path) -> tuple[Path, Path]:
     gives its ``trained.safetensors`` (only the trained parameters), else its Lightning checkpoint."""
     path = Path(ckpt).expanduser().resolve()
     if path.is_dir() and not (path / ".hydra" / "config.yaml").is_file():
-        runs = sorted(r for p in path.rglob(".hydra/config.yaml")
-                      if (r := p.parent.parent, r / TRAINED_FILE)[1].is_file() or (r / "checkpoints").is_dir())
+        runs = sorted(p.parent.parent for p in path.rglob(".hydra/config.yaml"))
+        runs = [r for r in runs if (r / TRAINED_FILE).is_file() or (r / "checkpoints").is_dir()]  # train runs
         example = f", e.g. ckpt={runs[-1]}" if runs else ""
         raise ConfigError(
             f"ckpt={ckpt} is not a run directory (no .hydra/config.yaml): give one run's directory{example}"
