@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> None:
     if name not in COMMANDS:
         print(f"medft: unknown command {name!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
         raise SystemExit(2)
+    from medft.threads import set_wait_policy
+
+    set_wait_policy()  # before torch loads: idle OpenMP threads sleep instead of spinning
     module = importlib.import_module(COMMANDS[name][0])
     sys.argv = [f"medft {name}", *rest]
     try:

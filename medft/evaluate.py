@@ -113,6 +113,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     check_run_task(run_dir, model_cfg, cfg.dataset)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    from medft.threads import configure as configure_threads
+
+    configure_threads()
     L.seed_everything(int(model_cfg.get("seed", 0) or 0), workers=True, verbose=False)
 
     records = load_splits(cfg.dataset).get(cfg.split)

@@ -15,6 +15,7 @@ import sys
 
 if __name__ == "__main__":  # run as a file (Lightning's DDP re-launch): keep medft/ itself off sys.path
     sys.path[:] = [p for p in sys.path if p != __import__("os").path.dirname(__file__)]
+    __import__("os").environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as medft.cli: before torch loads
 
 import functools
 import os
@@ -91,8 +92,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from medft.module import MedVLMModule
     from medft.tuning import apply_tuning, count_parameters, param_metrics, summary_line
 
+    from medft.threads import configure as configure_threads
+
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    threads, _ = configure_threads()  # the cores this job may use, shared among a joblib sweep's jobs
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     splits = load_splits(cfg.dataset)  # records only: cheap, fails early on a bad root
@@ -150,7 +154,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics["checkpoint/trained_bytes"] = save_trained(output_dir / FILENAME, net, tune, weights=weights).stat().st_size
     metrics.update(finish_data_stats(data_stats, datamodule))
     metrics.update(params)
-    metrics.update({"time/train_s": train_seconds, "train/steps": trainer.global_step})
+    metrics.update({"time/train_s": train_seconds, "train/steps": trainer.global_step, "system/threads": threads})
     for callback in trainer.callbacks:
         if isinstance(callback, StepTimer):
             metrics.update(callback.summary())

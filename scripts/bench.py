@@ -262,6 +262,62 @@ def run_interleaved(args: argparse.Namespace, extra: str) -> dict:
         return json.loads(Path(fh.name).read_text())
 
 
+# ---------------------------------------------------------------- two demo runs side by side
+def demo_run(out: Path, name: str, steps: int, env: dict[str, str]) -> subprocess.Popen:
+    """``medft train +tune=layernorm`` on the demo set (as a user runs it), ``steps`` training steps."""
+    cmd = [sys.executable, "-m", "medft.cli", "train", "+tune=layernorm", "trainer.max_epochs=1",
+           f"+trainer.limit_train_batches={steps}", "+trainer.limit_val_batches=1", "test=false",
+           "callbacks.progress_bar.refresh_rate=0", f"hydra.run.dir={out / name}"]
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def demo_step_s(out: Path, names: list[str], procs: list[subprocess.Popen]) -> list[float]:
+    steps = []
+    for name, proc in zip(names, procs):
+        _, err = proc.communicate()
+        if proc.returncode != 0:
+            raise SystemExit(f"bench: demo run {name} failed:\n{err[-3000:]}")
+        steps.append(json.loads((out / name / "metrics.json").read_text())["time/step_s"])
+    return steps
+
+
+def concurrency(args: argparse.Namespace, out: Path) -> dict:
+    """Median step time of one demo run alone, then of each of two started together, alone again
+    (the two alone runs bracket the pair, so the machine's drifting load shows). Threads: medft's own
+    choice (the child environment drops OMP_NUM_THREADS unless --concurrent-env keeps it)."""
+    env = dict(os.environ)
+    if not args.concurrent_env:
+        env.pop("OMP_NUM_THREADS", None)
+        env.pop("MEDFT_THREADS", None)
+    env.setdefault("MEDFT_CACHE_DIR", str(out / "cache"))
+    root = out / "concurrency"
+    demo_step_s(root, ["warm"], [demo_run(root, "warm", 3, env)])  # generates the demo set, warms the file cache
+    result: dict = {"steps": args.concurrent_steps, "alone_s": [], "pair_s": []}
+    for rep in range(args.concurrent_reps):
+        names = [f"alone{rep}a"]
+        result["alone_s"] += demo_step_s(root, names, [demo_run(root, names[0], args.concurrent_steps, env)])
+        names = [f"pair{rep}a", f"pair{rep}b"]
+        result["pair_s"] += demo_step_s(root, names, [demo_run(root, n, args.concurrent_steps, env) for n in names])
+    names = ["alone_last"]
+    result["alone_s"] += demo_step_s(root, names, [demo_run(root, names[0], args.concurrent_steps, env)])
+    result["threads"] = json.loads((root / "alone_last" / "metrics.json").read_text()).get("system/threads")
+    result["alone_median_s"] = statistics.median(result["alone_s"])
+    result["pair_median_s"] = statistics.median(result["pair_s"])
+    result["ratio"] = result["pair_median_s"] / result["alone_median_s"]
+    result["load_avg"] = os.getloadavg()
+    return result
+
+
+def concurrency_markdown(c: dict) -> str:
+    return (
+        f"two demo runs side by side (`medft train +tune=layernorm`, {c['steps']} steps each, medft's thread choice: "
+        f"{c['threads']} per run): alone {c['alone_median_s']:.3f} s/step (runs: "
+        + ", ".join(f"{x:.3f}" for x in c["alone_s"]) + f"), side by side {c['pair_median_s']:.3f} s/step each (runs: "
+        + ", ".join(f"{x:.3f}" for x in c["pair_s"]) + f") -> {c['ratio']:.2f}x one alone "
+        f"(sharing the cores fairly costs about 2x; load average at the end {c['load_avg'][0]:.1f})\n"
+    )
+
+
 def ratio(a: float | None, b: float | None) -> str:
     return "" if not a or not b else f"{a / b:.2f}x"
 
@@ -319,6 +375,12 @@ def main() -> None:
     p.add_argument("--cache", dest="cache", action="store_true", default=None)
     p.add_argument("--no-cache", dest="cache", action="store_false")
     p.add_argument("--out", default=None, help="output directory (default logs/bench/<time>)")
+    p.add_argument("--parts", default="modes,concurrency",
+                   help="what to run: modes (every tune mode), concurrency (two demo runs side by side vs one alone)")
+    p.add_argument("--concurrent-steps", type=int, default=40, help="training steps of each demo run")
+    p.add_argument("--concurrent-reps", type=int, default=2, help="alone/pair rounds (plus one alone at the end)")
+    p.add_argument("--concurrent-env", action="store_true",
+                   help="keep OMP_NUM_THREADS / MEDFT_THREADS for the demo runs (default: medft chooses)")
     # child-only
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--mode", default="layernorm", help=argparse.SUPPRESS)
@@ -335,6 +397,15 @@ def main() -> None:
     out = Path(args.out) if args.out else logs / "bench" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    parts = set(args.parts.split(","))
+    if "concurrency" in parts:
+        print(f"bench: two demo runs side by side vs one alone ({args.concurrent_steps} steps each)", flush=True)
+        conc = concurrency(args, out)
+        (out / "concurrency.json").write_text(json.dumps(conc, indent=2) + "\n")
+        (out / "concurrency.md").write_text(concurrency_markdown(conc))
+        print(concurrency_markdown(conc), flush=True)
+    if "modes" not in parts:
+        return
     print(f"bench: model {args.model}, modes {args.modes}, {args.steps} steps (+{args.warmup} warm-up), batch {args.batch}")
     cache = bool(args.cache)  # the modes themselves: without the image-feature cache, unless --cache
     modes = {m: run_child(args, m, cache=cache) for m in args.modes.split(",")}
