@@ -42,3 +42,35 @@ class StepTimer(L.Callback):
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             out["memory/peak_mb"] = rss / (2**20 if sys.platform == "darwin" else 2**10)
         return out
+
+
+class ValHistory(L.Callback):
+    """The ``val/*`` metrics of every validation, kept in the checkpoints (so a resumed run has them
+    too): ``metrics.json`` records those of the checkpoint that was tested, not only the last epoch's."""
+
+    def __init__(self) -> None:
+        self.history: list[dict[str, Any]] = []
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        values = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        if values:
+            self.history.append({"epoch": trainer.current_epoch, "step": trainer.global_step, "metrics": values})
+
+    def of_best(self, monitor: str | None, best_score: Any) -> dict[str, Any] | None:
+        """The first validation whose ``monitor`` equals the best checkpoint's score (ModelCheckpoint
+        keeps the earliest of equal scores)."""
+        if not monitor or best_score is None:
+            return None
+        best = float(best_score)
+        return next((h for h in self.history if h["metrics"].get(monitor) == best), None)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """A resume brings the history so far; testing best.ckpt (an earlier state) must not cut it short."""
+        known = {(h["epoch"], h["step"]) for h in self.history}
+        merged = self.history + [h for h in state_dict.get("history", []) if (h["epoch"], h["step"]) not in known]
+        self.history = sorted(merged, key=lambda h: h["step"])

@@ -146,6 +146,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics.update({k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
         write_jsonl_atomic(output_dir / "predictions.jsonl", module.predictions)
         print(scores_line(net.task, metrics))
+    metrics.update(tested_val_metrics(trainer, best))
 
     if counts["trainable"] and trainer.is_global_zero:  # only what was trained (the best checkpoint's weights when tested)
         from medft.trained import FILENAME, save_trained
@@ -166,6 +167,25 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     write_json_atomic(output_dir / "metrics.json", metrics)
     print(f"run dir: {output_dir}")
     return metrics
+
+
+def tested_val_metrics(trainer: Any, best: str) -> dict[str, Any]:
+    """``val/*`` of the checkpoint that was tested (best.ckpt's epoch) and ``last/val/*`` of the last
+    epoch, plus ``val/epoch`` and ``val/step`` saying which validation ``val/*`` comes from."""
+    from medft.callbacks import ValHistory
+
+    history = next((c for c in trainer.callbacks if isinstance(c, ValHistory)), None)
+    if history is None or not history.history:
+        return {}
+    last = history.history[-1]
+    chosen = last
+    if best and trainer.checkpoint_callback is not None:
+        ckpt = trainer.checkpoint_callback
+        chosen = history.of_best(ckpt.monitor, ckpt.best_model_score) or last
+    out = {f"last/{k}": v for k, v in last["metrics"].items()}
+    out.update(chosen["metrics"])
+    out.update({"val/epoch": chosen["epoch"], "val/step": chosen["step"]})
+    return out
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")

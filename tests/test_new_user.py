@@ -143,3 +143,68 @@ def test_eval_without_ckpt_key_and_on_a_folder_of_runs_is_one_line(swept_run):
     assert folder.returncode == 2
     line = one_error_line(folder.stderr)
     assert f"ckpt={run.parent} is not a run directory (no .hydra/config.yaml): give one run's directory, e.g. ckpt={run}" in line
+
+
+# -- records: metrics.json, predictions.jsonl ----------------------------------------------------
+def val_rows(run_dir: Path) -> list[dict]:
+    import csv
+
+    with (run_dir / "csv" / "metrics.csv").open(newline="") as fh:
+        return [r for r in csv.DictReader(fh) if r.get("val/acc")]
+
+
+def test_metrics_json_records_the_tested_checkpoints_validation(cli):
+    # 4 epochs; val/acc ties at every epoch, so best.ckpt (the test's checkpoint) is epoch 0's
+    status, _, err, run = cli("+tune=layernorm", *TINY, "trainer.max_epochs=4", "optim.lr=0.05")
+    assert status == 0, err[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    rows = val_rows(run)
+    assert len(rows) == 4
+    best = max(range(len(rows)), key=lambda i: (float(rows[i]["val/acc"]), -i))  # the first of the best
+    assert best != len(rows) - 1, "the case must have a best epoch before the last"
+    assert metrics["val/epoch"] == int(rows[best]["epoch"]) == best
+    assert metrics["val/acc"] == pytest.approx(float(rows[best]["val/acc"]))
+    assert metrics["val/loss"] == pytest.approx(float(rows[best]["val/loss"]))
+    assert metrics["last/val/loss"] == pytest.approx(float(rows[-1]["val/loss"]))
+    assert metrics["val/loss"] != pytest.approx(metrics["last/val/loss"])
+
+
+def test_predictions_keep_raw_answer_and_prediction_and_add_the_compared_forms(cli, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from medft.metrics.vqa import normalize_answer
+
+    root = tmp_path / "rad"
+    (root / "images").mkdir(parents=True)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / "images" / "a.png")
+
+    def rec(qid, answer, kind):
+        return {"qid": qid, "image_name": "a.png", "question": "Is there a lesion?", "answer": answer,
+                "answer_type": kind, "question_type": "PRES", "image_organ": "CHEST"}
+
+    train = [rec(i, "Yes", "CLOSED") for i in range(4)]
+    (root / "trainset.json").write_text(json.dumps(train))
+    (root / "testset.json").write_text(json.dumps([rec(100, "Yes", "CLOSED"), rec(101, "Left Lung.", "OPEN")]))
+    status, _, err, run = cli("+tune=layernorm", "dataset=vqa_rad", f"dataset.root={root}", "dataset.val_fraction=0",
+                              "trainer.max_epochs=1", "data.batch_size=4", "eval.generate.max_new_tokens=2")
+    assert status == 0, err[-3000:]
+    rows = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+    assert [r["answer"] for r in rows] == ["Yes", "Left Lung."]  # exactly as given
+    assert [r["answer_norm"] for r in rows] == ["yes", "left lung"]
+    for r in rows:
+        assert r["prediction_norm"] == normalize_answer(r["prediction"])
+        assert r["correct"] == (r["prediction_norm"] == r["answer_norm"])
+
+
+def test_transformers_long_sequence_warning_is_left_to_medfts_own_count(capfd):
+    from medft.data.checks import count_truncated
+    from medft.models.blip import build_blip_vqa
+    from tests.conftest import model_cfg
+
+    net = build_blip_vqa(**model_cfg())
+    long = " ".join(["lesion"] * 600)  # longer than the tokenizer's model_max_length (512)
+    counts = count_truncated({"train": [{"question": long}]}, net.tokenizer, {"question": 32})
+    assert counts == {"question": 1}
+    net.tokenizer(long)  # the model's own tokenizer calls later stay quiet too
+    assert "Token indices sequence length is longer" not in capfd.readouterr().err

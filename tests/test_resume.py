@@ -128,3 +128,15 @@ def test_killed_twice_and_resumed_matches_uninterrupted(uninterrupted, tmp_path)
     best = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)
     assert best["global_step"] == torch.load(uninterrupted / "checkpoints" / "best.ckpt", weights_only=True)["global_step"]
     assert not list(run_dir.rglob("*.tmp")), "a temp file was left behind"
+    # the training curve survives both resumes: every row the uninterrupted run logged is there
+    assert csv_rows(uninterrupted) <= csv_rows(run_dir)
+    assert any(step == 4 and "val/acc" in keys for step, keys in csv_rows(run_dir))  # epoch 1, before the kills
+
+
+def csv_rows(run_dir: Path) -> set[tuple[int, tuple[str, ...]]]:
+    """(step, logged columns) of each row of csv/metrics.csv."""
+    import csv
+
+    with (run_dir / "csv" / "metrics.csv").open(newline="") as fh:
+        return {(int(r["step"]), tuple(sorted(k for k, v in r.items() if v not in ("", None) and k != "step")))
+                for r in csv.DictReader(fh)}

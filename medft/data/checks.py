@@ -67,6 +67,8 @@ def text_limits(net: Any) -> dict[str, int]:
 def count_truncated(splits: Splits, tokenizer: Any, limits: dict[str, int]) -> dict[str, int]:
     """``{field: n}``: records (all splits) whose ``field`` has more tokens than its limit."""
     out = {}
+    # medft counts and reports truncation itself: transformers' "Token indices sequence length is longer" is redundant
+    getattr(tokenizer, "deprecation_warnings", {})["sequence-length-is-longer-than-the-specified-maximum"] = True
     for field, limit in limits.items():
         texts = [r[field] for records in splits.values() for r in records if field in r]
         if not texts:

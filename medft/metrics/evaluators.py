@@ -19,7 +19,7 @@ from torchmetrics.text import BLEUScore
 from medft.errors import ConfigError
 from medft.metrics.accuracy import VQAAccuracy
 from medft.metrics.report import clean_report, coco_scores
-from medft.metrics.vqa import is_correct
+from medft.metrics.vqa import is_correct, normalize_answer
 
 
 class VQAEvaluator(nn.Module):
@@ -28,7 +28,9 @@ class VQAEvaluator(nn.Module):
         self.accuracy = VQAAccuracy()
 
     def update(self, predictions: list[str], metas: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        rows = [{**m, "prediction": p, "correct": is_correct(p, m["answer"])} for p, m in zip(predictions, metas)]
+        # answer and prediction exactly as given and as generated; *_norm: the forms that were compared
+        rows = [{**m, "prediction": p, "answer_norm": normalize_answer(m["answer"]), "prediction_norm": normalize_answer(p),
+                 "correct": is_correct(p, m["answer"])} for p, m in zip(predictions, metas)]
         self.accuracy.update([r["correct"] for r in rows], [r["answer_type"] for r in rows])
         return rows
 
