@@ -40,6 +40,35 @@ def find_runs(dirs: list[Path]) -> list[Path]:
     return sorted(runs)
 
 
+# Overrides that are columns already (or name the run's place, not its configuration)
+NOT_SWEPT = ("tune", "model", "dataset", "experiment", "tune.components", "hydra.", "paths.", "ckpt_path", "resume",
+             "callbacks.progress_bar")
+SEED = "seed"
+
+
+def read_overrides(run: Path) -> dict[str, str]:
+    """``{key: value}`` of the run's command-line overrides (``.hydra/overrides.yaml``; Optuna's too)."""
+    path = run / ".hydra" / "overrides.yaml"
+    try:
+        items = yaml.safe_load(path.read_text()) or []
+    except (OSError, yaml.YAMLError):
+        return {}
+    out = {}
+    for item in items:
+        key, sep, value = str(item).partition("=")
+        if sep:
+            out[key.lstrip("+~")] = value
+    return out
+
+
+def swept_keys(rows: list[dict[str, Any]]) -> list[str]:
+    """Override keys whose value differs between the runs (or that only some runs set), seed last."""
+    keys = sorted({k for r in rows for k in r["overrides"]})
+    swept = [k for k in keys if not k.startswith(NOT_SWEPT) and k not in NOT_SWEPT
+             and len({r["overrides"].get(k) for r in rows}) > 1]
+    return sorted(swept, key=lambda k: (k == SEED, k))
+
+
 def read_run(run: Path) -> dict[str, Any]:
     """One row: the run's choices (from its config), test metrics and costs, and its status."""
     cfg = yaml.safe_load((run / ".hydra" / "config.yaml").read_text()) or {}
@@ -65,6 +94,7 @@ def read_run(run: Path) -> dict[str, Any]:
         "status": status,
         "error": error,
         "run": str(run),
+        "overrides": read_overrides(run),
     }
     row.update({k: v for k, v in metrics.items() if k.startswith("test/")})
     return row
@@ -75,16 +105,26 @@ def _first_line(text: str) -> str:
     return lines[0][:200] if lines else "failed"
 
 
-def columns(rows: list[dict[str, Any]]) -> list[str]:
+def columns(rows: list[dict[str, Any]], swept: list[str] | None = None) -> list[str]:
+    """Base columns, then one per swept key (after ``tune``), then the test metrics."""
     metric_cols = sorted({k for r in rows for k in r if k.startswith("test/")})
-    return BASE_COLUMNS[:-3] + metric_cols + BASE_COLUMNS[-3:]
+    base = BASE_COLUMNS[:-3]
+    at = base.index("components") + 1
+    return base[:at] + list(swept or []) + base[at:] + metric_cols + BASE_COLUMNS[-3:]
 
 
 def _fmt(value: Any) -> str:
+    """Numbers as people read them: 0.2613, 1.2e+06 -> 1,200,000, ~0 (1.4e-31) -> 0."""
     if value is None or value == "":
         return ""
     if isinstance(value, float):
-        return f"{value:.4g}"
+        if abs(value) < 1e-9:
+            return "0"
+        if value.is_integer() and abs(value) < 1e15:
+            return f"{int(value):,}" if abs(value) >= 10_000 else str(int(value))
+        return f"{value:.4g}" if abs(value) >= 1e-4 else f"{value:.2e}"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10_000:
+        return f"{value:,}"
     return str(value)
 
 
@@ -99,55 +139,104 @@ def _mode_key(mode: str) -> tuple[int, str]:
     return (MODE_ORDER.index(mode) if mode in MODE_ORDER else len(MODE_ORDER), mode)
 
 
-def pivot(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Rows = (model,) tune mode; columns = trainable % and ``<dataset> <metric>`` (mean over runs)."""
+def pivot(rows: list[dict[str, Any]], swept: list[str] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows = one distinct configuration: (model,) tune mode and the swept keys' values (seeds apart);
+    columns = trainable %, ``<dataset> <metric>`` (mean over the seeds) and ``n`` (runs averaged)."""
     ok = [r for r in rows if r["status"] == "ok"]
     models = sorted({r["model"] for r in ok})
-    cells: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    keys = [k for k in (swept or []) if k != SEED]
+    cells: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    runs: dict[tuple, set[str]] = defaultdict(set)
     for r in ok:
-        key = (r["model"], r["tune"])
+        key = (r["model"], r["tune"], *(r["overrides"].get(k, "") for k in keys))
+        runs[key].add(r["overrides"].get(SEED, "") + "|" + r["run"])
         cells[key]["trainable %"].append(r["trainable_pct"] or 0.0)
         for m in PIVOT_METRICS:
             if r.get(m) is not None:
                 cells[key][f"{r['dataset']} {m.removeprefix('test/')}"].append(r[m])
     metric_cols = sorted({c for v in cells.values() for c in v if c != "trainable %"})
-    cols = (["model"] if len(models) > 1 else []) + ["tune", "trainable %"] + metric_cols
+    cols = (["model"] if len(models) > 1 else []) + ["tune", *keys, "trainable %"] + metric_cols + ["n"]
     table = []
-    for model, mode in sorted(cells, key=lambda k: (k[0], _mode_key(k[1]))):
-        row: dict[str, Any] = {"model": model, "tune": mode}
-        row.update({c: statistics.mean(v) for c, v in cells[(model, mode)].items()})
+    for key in sorted(cells, key=lambda k: (k[0], _mode_key(k[1]), *map(_num_key, k[2:]))):
+        row: dict[str, Any] = {"model": key[0], "tune": key[1], **dict(zip(keys, key[2:]))}
+        row.update({c: statistics.mean(v) for c, v in cells[key].items()})
+        row["n"] = max(len(v) for c, v in cells[key].items() if c != "trainable %") if metric_cols else len(runs[key])
         table.append(row)
     return table, cols
 
 
-def plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
-    """Main metric against trainable % (log x), one panel per dataset, one marker per mode."""
+def _num_key(value: str) -> tuple[int, float, str]:
+    """Swept values in numeric order where they are numbers (1e-3 before 0.01)."""
+    try:
+        return (0, float(value), value)
+    except ValueError:
+        return (1, 0.0, value)
+
+
+def figure(rows: list[dict[str, Any]]) -> Any:
+    """Main metric against trainable % (log x), one panel per dataset: a colour per tune mode, a marker
+    per model; ``frozen`` (0 % trained: no place on a log axis) as a dashed horizontal line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator
 
-    ok = [r for r in rows if r["status"] == "ok" and r.get("trainable_pct")]
+    ok = [r for r in rows if r["status"] == "ok"]
     datasets = sorted({r["dataset"] for r in ok})
     if not datasets:
         return None
-    markers = dict(zip(MODE_ORDER, "os^DvPX"))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.8), squeeze=False)
+    models = sorted({r["model"] for r in ok})
+    markers = dict(zip(models, "osD^vPX*"))
+    colors = {m: f"C{i}" for i, m in enumerate(MODE_ORDER)}
+    styles = dict(zip(models, ["--", ":", "-.", (0, (5, 1))]))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.2 * len(datasets), 4.2), squeeze=False, layout="constrained")
     for ax, dataset in zip(axes[0], datasets):
         runs = [r for r in ok if r["dataset"] == dataset]
         metric = next((m for m in MAIN_METRICS if any(r.get(m) is not None for r in runs)), None)
-        for mode in sorted({r["tune"] for r in runs}, key=_mode_key):
-            pts = [(r["trainable_pct"], r[metric]) for r in runs if r["tune"] == mode and metric and r.get(metric) is not None]
-            if pts:
-                xs, ys = zip(*pts)
-                ax.scatter(xs, ys, label=mode, marker=markers.get(mode, "*"), s=60)
+        for model in models:
+            for mode in sorted({r["tune"] for r in runs if r["model"] == model}, key=_mode_key):
+                pts = [(r["trainable_pct"], r[metric]) for r in runs if r["model"] == model and r["tune"] == mode
+                       and metric and r.get(metric) is not None and r["trainable_pct"] is not None]
+                label = mode if len(models) == 1 else f"{mode} ({model})"
+                color = colors.get(mode, "k")
+                frozen = [y for x, y in pts if not x]  # nothing trained: no x on a log axis
+                if frozen:
+                    ax.axhline(statistics.mean(frozen), color=color, linestyle=styles.get(model, "--"), linewidth=1.2,
+                               label=f"{label}: 0% trained (line)")
+                pts = [(x, y) for x, y in pts if x]
+                if pts:
+                    xs, ys = zip(*pts)
+                    ax.scatter(xs, ys, label=label, marker=markers.get(model, "o"), color=color, s=60)
         ax.set_xscale("log")
-        ax.set_xlabel("trainable parameters (%)")
+        if ax.get_xlim()[1] > 100:
+            ax.set_xlim(right=150)  # no tick beyond 100% of the model
+        ax.xaxis.set_major_locator(LogLocator(base=10, numticks=6))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _pct(v)))
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _fmt(float(v))))
+        ax.set_xlabel("trainable parameters (% of the model, log scale)")
         ax.set_ylabel(metric.removeprefix("test/") if metric else "")
         ax.set_title(dataset)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def _pct(value: float) -> str:
+    """A percentage as people write it: 0.0001%, 0.5%, 10%, 100%."""
+    if value >= 1:
+        return f"{value:,.0f}%"
+    return (f"{value:.3g}" if value >= 0.001 else f"{value:.8f}".rstrip("0")) + "%"
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    """Write :func:`figure` to ``path`` (PNG)."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(rows)
+    if fig is None:
+        return None
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -162,16 +251,19 @@ def report(dirs: list[Path], out: Path | None = None) -> dict[str, Any]:
     rows = [read_run(r) for r in runs]
     rows.sort(key=lambda r: (r["model"], r["dataset"], _mode_key(r["tune"]), r["run"]))
     out = out or dirs[0]
-    cols = columns(rows)
+    swept = swept_keys(rows)
+    for r in rows:
+        r.update({k: r["overrides"].get(k, "") for k in swept})
+    cols = columns(rows, swept)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     csv_path = write_text_atomic(out / "results.csv", buf.getvalue())
-    table, pcols = pivot(rows)
+    table, pcols = pivot(rows, swept)
     md = f"## Runs ({len(rows)}: {sum(r['status'] == 'ok' for r in rows)} ok, {sum(r['status'] != 'ok' for r in rows)} not)\n\n"
     md += markdown(rows, [c for c in cols if c != "run"])
-    md += "\n## Tune modes x datasets (mean over runs)\n\n" + markdown(table, pcols)
+    md += "\n## Tune modes x datasets (one row per configuration; mean over its n runs, e.g. seeds)\n\n" + markdown(table, pcols)
     md_path = write_text_atomic(out / "results.md", md)
     png = plot(rows, out / "accuracy_vs_params.png")
     return {"rows": rows, "csv": csv_path, "markdown": md, "md": md_path, "png": png}
