@@ -116,6 +116,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from medft.threads import configure as configure_threads
 
     configure_threads()
+    from medft.quiet import install as quiet_libraries
+
+    quiet_libraries()
     L.seed_everything(int(model_cfg.get("seed", 0) or 0), workers=True, verbose=False)
 
     records = load_splits(cfg.dataset).get(cfg.split)

@@ -9,6 +9,8 @@ before it stopped are logged again by the resumed run: their rows appear twice, 
 
 from __future__ import annotations
 
+from typing import Any
+
 import csv
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
@@ -31,3 +33,33 @@ class CSVLogger(LightningCSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = AppendingWriter(log_dir=self.log_dir)
         return self._experiment
+
+
+def WandbLogger(**kwargs: Any) -> Any:  # noqa: N802 - stands in for the class in configs/logger/wandb.yaml
+    """Lightning's WandbLogger without its ``anonymous=None`` (wandb warns about it on every run), and
+    quiet: wandb's run history and summary repeat metrics.json; :func:`finish` says where the run is."""
+    import os
+
+    import wandb
+    from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
+
+    if "settings" not in kwargs and not os.environ.get("WANDB_QUIET"):
+        kwargs["settings"] = wandb.Settings(quiet=True)
+    logger = LightningWandbLogger(**kwargs)
+    if "anonymous" not in kwargs and logger._wandb_init.get("anonymous") is None:
+        logger._wandb_init.pop("anonymous", None)
+    return logger
+
+
+def finish(loggers: list[Any]) -> None:
+    """End W&B runs while the process is whole: at interpreter exit wandb prints its summary with raw
+    ANSI colour codes even into a log file."""
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger" and getattr(logger, "_experiment", None) is not None:
+            run = logger.experiment
+            settings = run.settings
+            run.finish()
+            if settings._offline:
+                print(f"W&B run saved offline: upload it with `wandb sync {settings.sync_dir}`")
+            elif getattr(settings, "run_url", None):
+                print(f"W&B run: {settings.run_url}")

@@ -50,6 +50,12 @@ class SweepStatus(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         SweepStatus.failed, SweepStatus.jobs = [], 0
+        if "optuna" in str(config.hydra.get("sweeper", {}).get("_target_", "")).lower():
+            import logging
+
+            import optuna  # its coloured "A new study created" line repeats the sweeper's "Study name"
+
+            optuna.logging.set_verbosity(logging.WARNING)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         root = Path(str(config.hydra.sweep.dir))

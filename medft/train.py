@@ -97,6 +97,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     threads, _ = configure_threads()  # the cores this job may use, shared among a joblib sweep's jobs
+    from medft.quiet import install as quiet_libraries
+
+    quiet_libraries()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     splits = load_splits(cfg.dataset)  # records only: cheap, fails early on a bad root
@@ -165,6 +168,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for kind, n in report.modules.items():
         metrics[f"params/modules/{kind}"] = n
     write_json_atomic(output_dir / "metrics.json", metrics)
+    from medft.loggers import finish
+
+    finish(loggers)
     print(f"run dir: {output_dir}")
     return metrics
 
@@ -201,6 +207,9 @@ def main(args: list[str] | None = None) -> None:
     register_resolvers()
     args = normalize_overrides(resume_overrides(quote_paths(sys.argv[1:] if args is None else list(args))))
     require_tune(args)
+    if "hydra/launcher=submitit_local" in args and not any("submitit_folder" in a for a in args):
+        # the plugin's default folder ends in %j, which submitit's local runner creates literally
+        args.append("hydra.launcher.submitit_folder=${hydra.sweep.dir}/.submitit")
     os.environ[SWEEP_ENV] = sweep_env(args)  # inherited by launcher workers: names their run dirs
     sys.argv = [str(Path(__file__).resolve()), *args]
     from medft.runs import SweepStatus, sweep_failures

@@ -208,3 +208,28 @@ def test_transformers_long_sequence_warning_is_left_to_medfts_own_count(capfd):
     assert counts == {"question": 1}
     net.tokenizer(long)  # the model's own tokenizer calls later stay quiet too
     assert "Token indices sequence length is longer" not in capfd.readouterr().err
+
+
+# -- terminal noise ---------------------------------------------------------------------------------
+NOISE = ["litlogger", "LeafSpec", "is_gradient_checkpointing", "setup plugin", "anonymous setting",
+         "\x1b[", "Token indices sequence length", "Run history:"]
+
+
+def test_a_lora_run_with_wandb_prints_no_library_noise(run_cli, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    out = run_cli("train", "+tune=lora", "logger=wandb", *FAST)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout + out.stderr
+    (run,) = [p.parent for p in (tmp_path / "logs").rglob("metrics.json")]
+    text += (run / "train.log").read_text()
+    assert [n for n in NOISE if n in text] == []
+    assert "W&B run saved offline: upload it with `wandb sync " in out.stdout  # what is the user's business stays
+    assert "trainable params:" in out.stdout and "test accuracy:" in out.stdout
+
+
+def test_an_optuna_search_prints_no_plugin_setup(run_cli):
+    out = run_cli("train", "+tune=layernorm", "hparams_search=lr_optuna", "hydra.sweeper.n_trials=1", *FAST)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout + out.stderr
+    assert [n for n in NOISE if n in text] == []
+    assert "Launching 1 jobs locally" in text  # Hydra's own line about the sweep stays

@@ -63,3 +63,5 @@ def test_launcher_runs_a_two_job_sweep(run_cli, tmp_path, launcher):
     root = sweep_root(tmp_path / "logs")
     runs = sorted(p.parent.name for p in root.rglob("metrics.json"))
     assert runs == ["bitfit_demo_blip_tiny", "layernorm_demo_blip_tiny"]
+    assert not [p for p in root.rglob("*") if "%j" in p.name], "a folder named after submitit's %j placeholder"
+    assert "Traceback" not in out.stderr
