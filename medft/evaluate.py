@@ -12,6 +12,7 @@ and ``predictions.jsonl`` into ``logs/evals/<dataset>/<time>/``.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from medft.config import CONFIG_DIR, check_keys, check_trainer, normalize_overrides, quote_paths, register_resolvers, run_hydra
 from medft.errors import ConfigError
 from medft.files import write_json_atomic, write_jsonl_atomic
+from medft.runs import CLAIMS_ENV
 from medft.trained import FILENAME as TRAINED_FILE
 from medft.train import task_wrapper
 
@@ -163,6 +165,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``medft eval``."""
     register_resolvers()
+    os.environ.pop(CLAIMS_ENV, None)  # a new command claims new dirs (its launcher's workers inherit them)
     args = sys.argv[1:] if args is None else list(args)
     for before, arg in zip(["", *args], args):  # a bare path (`medft eval logs/runs/...`): not an override
         bare = "=" not in arg or Path(arg).expanduser().exists()  # a sweep job's dir holds '=' too

@@ -34,6 +34,7 @@ from medft.errors import user_error
 from medft.files import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from medft.redact import redact
 from medft.resume import resume_overrides
+from medft.runs import CLAIMS_ENV
 
 
 def task_wrapper(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictConfig], dict[str, Any] | None]:
@@ -205,6 +206,7 @@ def main(args: list[str] | None = None) -> None:
     """Entry point of ``medft train``. Rewrites ``+group=`` / ``group=`` as Hydra wants them, and
     points ``sys.argv[0]`` at this file so Lightning's DDP launcher re-runs the same training job."""
     register_resolvers()
+    os.environ.pop(CLAIMS_ENV, None)  # a new command claims new dirs (its launcher's workers inherit them)
     args = normalize_overrides(resume_overrides(quote_paths(sys.argv[1:] if args is None else list(args))))
     require_tune(args)
     if "hydra/launcher=submitit_local" in args and not any("submitit_folder" in a for a in args):
