@@ -115,11 +115,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     check_run_task(run_dir, model_cfg, cfg.dataset)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    from medft.quiet import install as quiet_libraries
     from medft.threads import configure as configure_threads
 
     configure_threads()
-    from medft.quiet import install as quiet_libraries
-
     quiet_libraries()
     L.seed_everything(int(model_cfg.get("seed", 0) or 0), workers=True, verbose=False)
 

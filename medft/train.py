@@ -34,7 +34,7 @@ from medft.errors import user_error
 from medft.files import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from medft.redact import redact
 from medft.resume import resume_overrides
-from medft.runs import CLAIMS_ENV
+from medft.runs import CLAIMS_ENV, SweepStatus, sweep_failures
 
 
 def task_wrapper(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictConfig], dict[str, Any] | None]:
@@ -91,16 +91,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from medft.metrics.evaluators import scores_line
     from medft.models import build_model
     from medft.module import MedVLMModule
-    from medft.tuning import apply_tuning, count_parameters, param_metrics, summary_line
-
+    from medft.loggers import finish as finish_loggers
+    from medft.quiet import install as quiet_libraries
     from medft.threads import configure as configure_threads
+    from medft.tuning import apply_tuning, count_parameters, param_metrics, summary_line
 
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     threads, _ = configure_threads()  # the cores this job may use, shared among a joblib sweep's jobs
-    from medft.quiet import install as quiet_libraries
-
-    quiet_libraries()
+    quiet_libraries()  # library chatter that is not the user's business
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     splits = load_splits(cfg.dataset)  # records only: cheap, fails early on a bad root
@@ -169,9 +168,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for kind, n in report.modules.items():
         metrics[f"params/modules/{kind}"] = n
     write_json_atomic(output_dir / "metrics.json", metrics)
-    from medft.loggers import finish
-
-    finish(loggers)
+    finish_loggers(loggers)
     print(f"run dir: {output_dir}")
     return metrics
 
@@ -214,8 +211,6 @@ def main(args: list[str] | None = None) -> None:
         args.append("hydra.launcher.submitit_folder=${hydra.sweep.dir}/.submitit")
     os.environ[SWEEP_ENV] = sweep_env(args)  # inherited by launcher workers: names their run dirs
     sys.argv = [str(Path(__file__).resolve()), *args]
-    from medft.runs import SweepStatus, sweep_failures
-
     SweepStatus.failed = []
     run_hydra(_hydra_main)
     failed, jobs, root = sweep_failures()
