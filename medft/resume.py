@@ -28,6 +28,20 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _read_overrides(saved: Path) -> list[str]:
+    """The run's own overrides, as plain data (medft.rundir.check_replayed_overrides), or one line."""
+    from medft.rundir import RunDirError, check_replayed_overrides
+
+    try:
+        original = yaml.safe_load(saved.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        reason = " ".join(str(err).split())[:160]
+        raise RunDirError(
+            f"{saved} cannot be read ({reason}): restore it, or start a new run with ckpt_path=RUN_DIR/checkpoints/last.ckpt"
+        ) from None
+    return check_replayed_overrides([] if original is None else original, saved)
+
+
 def resume_overrides(args: list[str]) -> list[str]:
     """Rewrite ``resume=RUN_DIR ...`` into the run's own overrides plus the new ones; else return ``args``."""
     run_dirs = [a.split("=", 1)[1] for a in args if _key(a) == RESUME_KEY]
@@ -48,7 +62,7 @@ def resume_overrides(args: list[str]) -> list[str]:
             f"resume={run_dirs[0]}: no checkpoint {last} (the run stopped before its first save); "
             "start it again without resume="
         )
-    original = yaml.safe_load(saved.read_text()) or []
+    original = _read_overrides(saved)
     extra = [a for a in args if _key(a) not in _REPLACED]
     extra_keys = {_key(a) for a in extra}
     kept = [a for a in original if _key(a) not in _REPLACED and _key(a) not in extra_keys]

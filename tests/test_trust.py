@@ -1,0 +1,135 @@
+"""Trust boundaries: a run dir or a dataset from someone else is data, never code (issue 12).
+
+* ``medft eval ckpt=RUN_DIR`` and ``medft train resume=RUN_DIR`` never instantiate what a run dir
+  names: the two payloads of the issue (a ``torch.load`` of a pickled payload, ``builtins.open``
+  truncating a file) are refused in one line and do nothing;
+* one writer per run dir (a lock file with host and pid).
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from medft_testing import TINY, cache, cli  # noqa: F401 - fixtures
+from medft.rundir import RunDirError, RunLock, check_replayed_overrides, trusted_model_config, trusted_tune_config
+
+LAYERNORM = {"name": "layernorm", "select": "norm", "lr": 0.1, "components": None}
+
+
+class Payload:
+    """What a booby-trapped pickle carries: unpickling it runs a command."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def fake_run(root: Path, model: dict, tune: dict | None = None, overrides: list | None = None) -> Path:
+    """A run dir someone else wrote: its config names ``model``; a dummy checkpoint beside it."""
+    (root / ".hydra").mkdir(parents=True)
+    (root / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"model": model, "tune": tune or LAYERNORM, "seed": 0}))
+    (root / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides or ["+tune=layernorm"]))
+    (root / "checkpoints").mkdir()
+    torch.save({"state_dict": {}}, root / "checkpoints" / "last.ckpt")
+    return root
+
+
+@pytest.fixture
+def medft_eval(tmp_path, cache, monkeypatch, capsys):
+    """``medft eval ARGS`` through the CLI inside this process -> (status, stdout, stderr)."""
+    monkeypatch.setenv("MEDFT_LOG_DIR", str(tmp_path / "logs"))
+    monkeypatch.setenv("MEDFT_CACHE_DIR", str(cache))
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    from medft.cli import main
+
+    def run(*args: str):
+        status = 0
+        try:
+            main(["eval", *args, "dataset=demo", f"hydra.run.dir={tmp_path / 'eval'}"])
+        except SystemExit as exit_:
+            status = exit_.code
+        out = capsys.readouterr()
+        return status, out.out, out.err
+
+    return run
+
+
+# -- the issue's two payloads ----------------------------------------------------------------
+def test_eval_never_unpickles_what_a_run_config_names(medft_eval, tmp_path):
+    marker, evil = tmp_path / "pwned", tmp_path / "EVIL.ckpt"
+    torch.save({"state_dict": {}, "x": Payload(marker)}, evil)
+    run = fake_run(tmp_path / "run", {"_target_": "torch.load", "f": str(evil), "weights_only": False})
+    status, _, err = medft_eval(f"ckpt={run}")
+    assert not marker.exists(), "the pickled payload ran"
+    assert status == 2
+    assert "medft: error:" in err and "model._target_='torch.load' is not medft's own" in err
+    assert "Traceback" not in err
+
+
+def test_eval_never_calls_a_function_a_run_config_names(medft_eval, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    run = fake_run(tmp_path / "run", {"_target_": "builtins.open", "_args_": [str(victim), "w"]})
+    status, _, err = medft_eval(f"ckpt={run}")
+    assert victim.read_text() == "precious\n", "the run config truncated a file"
+    assert status == 2 and "model._target_='builtins.open' is not medft's own" in err
+
+
+def test_resume_never_replays_a_target_from_the_run_dir(cli, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    evil = f"+callbacks.evil={{_target_:builtins.open,_args_:['{victim}',w]}}"
+    run = fake_run(tmp_path / "run", {"name": "blip_tiny"}, overrides=["+tune=layernorm", *TINY, evil])
+    status, _, err, _ = cli(f"resume={run}")
+    assert victim.read_text() == "precious\n", "the replayed override truncated a file"
+    assert status == 2 and "holds _target_: refused, a run dir brings data only" in err
+
+
+# -- what a run dir may bring ----------------------------------------------------------------
+def test_model_is_chosen_by_name_and_brings_plain_values_only():
+    source = "r/.hydra/config.yaml"
+    ok = trusted_model_config({"name": "blip_tiny", "image_size": 32, "_target_": "medft.models.blip.build_blip_vqa"}, source)
+    assert ok["_target_"] == "medft.models.blip.build_blip_vqa" and ok["image_size"] == 32
+    assert trusted_model_config({"name": "blip_tiny"}, source)["_target_"] == "medft.models.blip.build_blip_vqa"
+    refused = {
+        "another builder": ({"name": "blip_tiny", "_target_": "medft.models.llava.build_llava"}, "is not medft's own"),
+        "not medft's model": ({"name": "evil"}, "is not one of medft's own model configs"),
+        "nested target": ({"name": "blip_tiny", "config": {"vision_config": {"_target_": "os.system"}}},
+                          "model.config.vision_config._target_='os.system' is refused"),
+        "unknown key": ({"name": "blip_tiny", "command": "rm -rf /"}, "model.command is not a key of medft's model config"),
+        "mapping for a value": ({"name": "blip_tiny", "image_size": {"x": 1}}, "model.image_size=.* should be a plain value"),
+        "remote code": ({"name": "llava_tiny", "trust_remote_code": True}, "trust_remote_code=true is refused"),
+    }
+    for case, (node, message) in refused.items():
+        with pytest.raises(RunDirError, match=message.replace("(", r"\(").replace("[", r"\[")):
+            trusted_model_config(node, source)
+        print(case, "refused")
+    with pytest.raises(RunDirError, match="tune.select='full' is not what tune layernorm selects"):
+        trusted_tune_config({**LAYERNORM, "select": "full"}, source)
+    with pytest.raises(RunDirError, match="tune.r is not a key"):
+        trusted_tune_config({**LAYERNORM, "r": 8}, source)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model._target_=builtins.open", "holds _target_"),
+    ("+trainer.plugins=[{_args_:[x]}]", "holds _args_"),
+    ("optim.lr=${oc.decode:'{a: 1}'}", "holds an interpolation"),
+    ("hydra.searchpath=[file:///tmp/evil]", "holds a hydra setting"),
+    ("hydra/launcher=slurm", "holds a hydra setting"),
+    ("model=../../../tmp/evil", "does not name one of medft's own model configs"),
+    ("+experiment=nope", "does not name one of medft's own experiment configs"),
+])
+def test_replayed_overrides_are_plain(override, message):
+    with pytest.raises(RunDirError, match=message.replace("[", r"\[")):
+        check_replayed_overrides(["+tune=layernorm", override], Path("r/.hydra/overrides.yaml"))
+    plain = ["+tune=lora", "model=blip_tiny", "tune.components=[text,decoder]", "optim.lr=0.05", "experiment=null"]
+    assert check_replayed_overrides(plain, Path("o.yaml")) == plain
+    for damaged in ({"a": 1}, "text", [1, 2]):
+        with pytest.raises(RunDirError, match="is not a list of overrides"):
+            check_replayed_overrides(damaged, Path("o.yaml"))
