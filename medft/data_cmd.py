@@ -28,7 +28,7 @@ COLUMNS = ("n", "closed", "open", "images", "missing_images")
 
 def inspect(cfg: DictConfig) -> dict[str, Any]:
     """The JSON report for ``cfg.dataset``: ``{"dataset", "task", "root", "splits", "val_from_train"}``."""
-    from medft.data.checks import summarize
+    from medft.data.checks import allowed_roots, drop_outside_root, summarize
     from medft.data.sources import load_splits
 
     if cfg.format not in ("text", "json"):
@@ -36,11 +36,13 @@ def inspect(cfg: DictConfig) -> dict[str, Any]:
     splits = load_splits(cfg.dataset, val_fraction=0.0)  # as published: val not carved
     if not splits.get("val"):
         splits.pop("val", None)
+    splits, outside = drop_outside_root(splits, allowed_roots(cfg.dataset), file=sys.stderr)
     report: dict[str, Any] = {
         "dataset": cfg.dataset.name,
         "task": cfg.dataset.get("task", "vqa"),
         "root": str(cfg.dataset.root),
         "splits": summarize(splits, decode=bool(cfg.decode)),
+        "dropped": {"outside_root": outside},
     }
     if "val" not in splits:
         fraction = float(cfg.dataset.get("val_fraction", 0.0) or 0.0)

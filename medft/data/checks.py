@@ -53,6 +53,49 @@ def drop_missing_images(splits: Splits, skip: bool) -> tuple[Splits, dict[str, i
     return out, dropped
 
 
+def allowed_roots(dataset_cfg: Any) -> list[Path]:
+    """Where a dataset's images may lie: ``dataset.root`` (and the Parquet image cache), symlinks resolved."""
+    roots = [dataset_cfg.get("root")]
+    load = dataset_cfg.get("load") or {}
+    if load.get("cache_dir"):
+        roots.append(load.get("cache_dir"))
+    return [Path(os.path.realpath(Path(str(r)).expanduser())) for r in roots if r]
+
+
+def drop_outside_root(splits: Splits, roots: list[Path], file: Any = None) -> tuple[Splits, int]:
+    """Drop (and count) the records whose image path, symlinks resolved, leaves every one of ``roots``.
+
+    Image paths come from annotation files, which are data: ``../../x.png``, an absolute path or a
+    symlink out of the dataset folder is never read. Says how many and one example on stdout.
+    """
+    inside: dict[str, bool] = {}
+
+    def ok(path: str) -> bool:
+        if path not in inside:
+            real = Path(os.path.realpath(path))
+            inside[path] = any(real == r or real.is_relative_to(r) for r in roots)
+        return inside[path]
+
+    out = {split: [r for r in records if all(ok(p) for p in r.get("views") or r.get("images") or [r["image"]])]
+           for split, records in splits.items()}
+    n = sum(len(splits[k]) - len(out[k]) for k in splits)
+    for split in ("train", "test"):
+        if splits.get(split) and not out.get(split):
+            example = next(p for p, good in inside.items() if not good)
+            raise DataError(
+                f"every image of the {split} split lies outside dataset.root {roots[0]} (e.g. {example}): "
+                "annotation files may only name images inside the dataset root"
+            )
+    if n:
+        example = next(p for p, good in inside.items() if not good)
+        print(
+            f"dropped {n} sample(s) whose image path leaves dataset.root {roots[0]} (e.g. {example} -> "
+            f"{os.path.realpath(example)}): annotation files may only name images inside the dataset root",
+            file=file,
+        )
+    return out, n
+
+
 def text_limits(net: Any) -> dict[str, int]:
     """Record field -> the model's maximum token length for it (what the collate truncates)."""
     limits = getattr(net, "text_limits", None)
@@ -114,11 +157,12 @@ def _readable(path: str) -> bool:
 def prepare_splits(splits: Splits, dataset_cfg: Any) -> tuple[Splits, dict[str, int]]:
     """Missing images (error or skipped per ``dataset.skip_bad_images``); returns the data stats."""
     skip = bool(dataset_cfg.get("skip_bad_images", False))
+    splits, outside = drop_outside_root(splits, allowed_roots(dataset_cfg))
     splits, dropped = drop_missing_images(splits, skip)
     n = sum(dropped.values())
     if n:
         print(f"skipping {n} sample(s) whose image is missing (dataset.skip_bad_images=true)")
-    return splits, {"data/skipped_missing_images": n}
+    return splits, {"data/skipped_missing_images": n, "data/dropped/outside_root": outside}
 
 
 def check_model_fits(net: Any, dataset_cfg: Any, splits: Splits) -> dict[str, int]:
