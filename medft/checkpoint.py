@@ -128,6 +128,30 @@ class StepCheckpoint(ModelCheckpoint):
         super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
 
 
+class BestCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint for ``best.ckpt`` whose best path and score travel with a moved or copied run dir.
+
+    Lightning forgets the best score when the checkpoint's dirpath differs from this run's (a run
+    dir resumed after ``mv`` or ``cp -r``) and then writes ``best-v1.ckpt`` beside the stale
+    ``best.ckpt``. Here the saved paths are re-rooted into this run's checkpoint folder first.
+    """
+
+    @property
+    def state_key(self) -> str:  # the same key as ModelCheckpoint: checkpoints written before still resume
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old = state_dict.get("dirpath")
+        if old and self.dirpath and old != self.dirpath:
+            def moved(path: Any) -> Any:
+                return str(Path(self.dirpath) / Path(path).name) if path and Path(path).parent == Path(old) else path
+
+            state_dict = {**state_dict, "dirpath": self.dirpath,
+                          **{k: moved(state_dict.get(k)) for k in ("best_model_path", "kth_best_model_path", "last_model_path")},
+                          "best_k_models": {moved(k): v for k, v in (state_dict.get("best_k_models") or {}).items()}}
+        super().load_state_dict(state_dict)
+
+
 # -- compatibility ---------------------------------------------------------------------------
 def check_compatible(
     saved: dict[str, torch.Tensor], expected: dict[str, torch.Size], saved_tune: str, run_tune: str

@@ -67,3 +67,10 @@ def resume_overrides(args: list[str]) -> list[str]:
     extra_keys = {_key(a) for a in extra}
     kept = [a for a in original if _key(a) not in _REPLACED and _key(a) not in extra_keys]
     return [*kept, *extra, f"ckpt_path={_quote(str(last))}", f"hydra.run.dir={_quote(str(run_dir))}"]
+
+
+
+def resumed_run_dir(args: list[str]) -> Path | None:
+    """The run dir of ``resume=RUN_DIR`` on a command line, if any."""
+    run_dirs = [a.split("=", 1)[1] for a in args if _key(a) == RESUME_KEY]
+    return Path(run_dirs[0]).expanduser().resolve() if len(run_dirs) == 1 else None

@@ -40,6 +40,10 @@ class RunDirError(MedftError):
     """A run dir holds something medft refuses to use (code, a corrupt file, another process's lock)."""
 
 
+class RunInUse(RunDirError):
+    """Another live process holds the run dir's lock: nothing may be written there."""
+
+
 def _check_plain(value: Any, key: str, source: str) -> None:
     """No Hydra instantiation key anywhere in ``value``; every leaf a plain value."""
     if isinstance(value, dict):
@@ -156,6 +160,11 @@ def check_replayed_overrides(overrides: Any, path: Path) -> list[str]:
 LOCK_FILE = ".medft.lock"
 
 
+def is_rank_zero() -> bool:
+    """False in the extra processes of a multi-device run (they share the run dir with rank 0)."""
+    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "NODE_RANK"))
+
+
 def _alive(host: str, pid: int) -> bool:
     if host != socket.gethostname():
         return True  # another machine's process: cannot tell, so it holds the lock
@@ -180,6 +189,8 @@ class RunLock:
         self.held = False
 
     def acquire(self) -> "RunLock":
+        if not is_rank_zero():
+            return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
         me = json.dumps({"host": socket.gethostname(), "pid": os.getpid()})
         for _ in range(2):
@@ -188,11 +199,10 @@ class RunLock:
             except FileExistsError:
                 holder = self._holder()
                 if holder is not None and holder["pid"] == os.getpid() and holder["host"] == socket.gethostname():
-                    self.held = True  # this process holds it already
-                    return self
+                    return self  # this process holds it already (medft train resume=: main, then the task)
                 if holder is None or _alive(holder["host"], holder["pid"]):
                     who = f"process {holder['pid']} on {holder['host']}" if holder else "another process"
-                    raise RunDirError(
+                    raise RunInUse(
                         f"run dir {self.path.parent} is in use by {who} ({self.path}): wait for it to finish, "
                         "or delete the lock file if that process is gone"
                     ) from None

@@ -28,9 +28,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from medft.config import CONFIG_DIR, SWEEP_ENV, normalize_overrides, register_resolvers, require_tune, sweep_env, validate
 from medft.errors import user_error
-from medft.files import write_json_atomic, write_jsonl_atomic, write_text_atomic
+from medft.files import write_atomic, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from medft.redact import redact
-from medft.resume import resume_overrides
+from medft.resume import resume_overrides, resumed_run_dir
 
 
 def task_wrapper(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictConfig], dict[str, Any] | None]:
@@ -39,25 +39,82 @@ def task_wrapper(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictCo
 
     @functools.wraps(fn)
     def wrapped(cfg: DictConfig) -> dict[str, Any] | None:
+        from medft.rundir import RunInUse, RunLock
+
+        output_dir = OmegaConf.select(cfg, "paths.output_dir")
+        lock = RunLock(output_dir) if output_dir else None
         try:
-            return fn(cfg)
+            if lock:
+                lock.acquire()  # one writer per run dir; refused before anything is written
+        except RunInUse as err:
+            print(f"medft: error: {err}", file=sys.stderr)
+            if _is_multirun():
+                return None
+            raise SystemExit(2) from None
+        try:
+            return run(cfg)
+        finally:
+            if lock:
+                lock.release()
+
+    def run(cfg: DictConfig) -> dict[str, Any] | None:
+        output_dir = OmegaConf.select(cfg, "paths.output_dir")
+        finished = bool(output_dir) and run_state(Path(output_dir)) == "ok"  # before this attempt
+        try:
+            result = fn(cfg)
         except Exception as err:  # noqa: BLE001 - recorded, then re-raised or survived by the sweep
             where, cause = traceback.format_exc(), user_error(err)  # a MedftError, maybe wrapped by instantiate
             if cause is not None:
                 message, status = f"medft: error: {cause}", 2
             else:
                 message, status = f"{type(err).__name__}: {err}", 1
-        output_dir = OmegaConf.select(cfg, "paths.output_dir")
+        else:
+            if output_dir:
+                clear_error(Path(output_dir))  # one current state: this attempt finished
+            return result
         if output_dir:
-            write_text_atomic(Path(output_dir) / "error.txt", redact(f"{message}\n\nwhere:\n{where}"))
+            kept = record_error(Path(output_dir), redact(f"{message}\n\nwhere:\n{where}"), current=not finished)
         if status == 1:
             message = f"{message}\n\n{where}"
         print(message.splitlines()[0] if status == 2 else message, file=sys.stderr)
+        if output_dir and finished:
+            print(f"medft: the finished run in {output_dir} is unchanged; this attempt's error is in {kept}", file=sys.stderr)
         if _is_multirun():
             return None
         raise SystemExit(status)
 
     return wrapped
+
+
+ERROR_FILE, ERRORS_DIR = "error.txt", "errors"
+
+
+def run_state(run_dir: Path) -> str:
+    """``failed`` (error.txt: the last attempt failed), ``ok`` (metrics.json) or ``incomplete``."""
+    if (run_dir / ERROR_FILE).exists():
+        return "failed"
+    return "ok" if (run_dir / "metrics.json").exists() else "incomplete"
+
+
+def record_error(run_dir: Path, text: str, current: bool = True) -> Path:
+    """Keep ``text`` in ``errors/<UTC time>.txt`` (the history) and, if ``current``, as ``error.txt``
+    (the run's state: its last attempt failed). Returns the history file."""
+    from datetime import datetime, timezone
+
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H-%M-%S.%fZ")
+    kept = write_text_atomic(run_dir / ERRORS_DIR / f"{stamp}.txt", text)
+    if current:
+        write_text_atomic(run_dir / ERROR_FILE, text)
+    return kept
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> Path:
+    return write_atomic(path, lambda fh: fh.write(data), binary=True)
+
+
+def clear_error(run_dir: Path) -> None:
+    """A finished attempt: the run is no longer failed (its earlier errors stay in errors/)."""
+    (run_dir / ERROR_FILE).unlink(missing_ok=True)
 
 
 def _is_multirun() -> bool:
@@ -74,10 +131,28 @@ def _instantiate_dict(node: DictConfig | None) -> list[Any]:
     return [hydra.utils.instantiate(v) for v in node.values() if isinstance(v, DictConfig) and "_target_" in v]
 
 
+def check_epochs_left(cfg: DictConfig) -> None:
+    """Refuse to continue a checkpoint with ``trainer.max_epochs`` below the epochs it has done."""
+    from medft.checkpoint import load_checkpoint
+    from medft.errors import ConfigError
+
+    max_epochs = OmegaConf.select(cfg, "trainer.max_epochs", default=None)
+    if not cfg.get("ckpt_path") or max_epochs in (None, -1):
+        return
+    progress = load_checkpoint(cfg.ckpt_path).get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
+    done = int(progress.get("current", {}).get("processed", 0))
+    if max_epochs < done:
+        raise ConfigError(
+            f"trainer.max_epochs={max_epochs} is below the {done} epoch(s) {cfg.ckpt_path} has already trained: "
+            f"nothing to continue; give trainer.max_epochs > {done} to train longer"
+        )
+
+
 @task_wrapper
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment and return its final metrics (also written to ``metrics.json``)."""
     validate(cfg)  # before the heavy imports: a typo costs a second, not a model load
+    check_epochs_left(cfg)
     import lightning as L
 
     from medft.callbacks import StepTimer
@@ -173,11 +248,26 @@ def main(args: list[str] | None = None) -> None:
     """Entry point of ``medft train``. Rewrites ``+group=`` / ``group=`` as Hydra wants them, and
     points ``sys.argv[0]`` at this file so Lightning's DDP launcher re-runs the same training job."""
     register_resolvers()
-    args = normalize_overrides(resume_overrides(sys.argv[1:] if args is None else list(args)))
+    args = sys.argv[1:] if args is None else list(args)
+    run_dir = resumed_run_dir(args)
+    args = normalize_overrides(resume_overrides(args))
     require_tune(args)
     os.environ[SWEEP_ENV] = sweep_env(args)  # inherited by launcher workers: names their run dirs
     sys.argv = [str(Path(__file__).resolve()), *args]
-    _hydra_main()
+    if run_dir is None:
+        _hydra_main()
+        return
+    from medft.rundir import RunLock
+
+    with RunLock(run_dir):  # before Hydra rewrites the run's .hydra/ and train.log
+        hydra_dir = run_dir / ".hydra"
+        kept = {p: p.read_bytes() for p in hydra_dir.glob("*.yaml")} if run_state(run_dir) == "ok" else {}
+        try:
+            _hydra_main()
+        except SystemExit as exit_:
+            for path, data in kept.items() if exit_.code else ():  # a refused or failed resume leaves a finished run as it was
+                write_bytes_atomic(path, data)
+            raise
 
 
 if __name__ == "__main__":

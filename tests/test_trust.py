@@ -133,3 +133,102 @@ def test_replayed_overrides_are_plain(override, message):
     for damaged in ({"a": 1}, "text", [1, 2]):
         with pytest.raises(RunDirError, match="is not a list of overrides"):
             check_replayed_overrides(damaged, Path("o.yaml"))
+
+
+# -- one writer per run dir ------------------------------------------------------------------
+def test_a_live_lock_refuses_a_second_process_before_it_writes(cli, tmp_path):
+    import socket
+    import subprocess
+
+    run = fake_run(tmp_path / "run", {"name": "blip_tiny"}, overrides=["+tune=layernorm", *TINY])
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run / ".medft.lock").write_text(f'{{"host": "{socket.gethostname()}", "pid": {holder.pid}}}\n')
+        before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+        status, out, err, _ = cli(f"resume={run}")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert status == 2
+    assert [line for line in err.splitlines() if line.strip()] == [
+        f"medft: error: run dir {run} is in use by process {holder.pid} on {socket.gethostname()} ({run / '.medft.lock'}): "
+        "wait for it to finish, or delete the lock file if that process is gone"
+    ]
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before  # nothing written
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over_and_said(tmp_path, capsys):
+    import socket
+    import subprocess
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / ".medft.lock").write_text(f'{{"host": "{socket.gethostname()}", "pid": {dead.pid}}}\n')
+    with RunLock(tmp_path) as lock:
+        assert f'"pid": {os.getpid()}' in lock.path.read_text()
+        with RunLock(tmp_path):  # the same process again (medft train resume=: main, then the task): fine
+            pass
+        assert lock.path.exists()
+    assert not (tmp_path / ".medft.lock").exists()
+    assert f"taking over the stale lock {tmp_path / '.medft.lock'} of process {dead.pid}" in capsys.readouterr().err
+
+
+# -- one current state per run dir -----------------------------------------------------------
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, cache) -> Path:
+    """A finished 2-epoch run (its own copy per test: copy it)."""
+    from medft_testing import train_in_process
+
+    tmp = tmp_path_factory.mktemp("finished")
+    status = train_in_process(["+tune=layernorm", *TINY, "trainer.max_epochs=2", f"hydra.run.dir={tmp / 'run'}"], tmp, cache)
+    assert status == 0
+    return tmp / "run"
+
+
+def copy_run(run: Path, to: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(run, to, symlinks=True))
+
+
+def test_a_refused_resume_leaves_a_finished_run_finished(cli, finished_run, tmp_path):
+    run = copy_run(finished_run, tmp_path / "run")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "train.log"}
+    status, _, err, _ = cli(f"resume={run}", "trainer.max_epochs=1")
+    assert status == 2
+    assert "trainer.max_epochs=1 is below the 2 epoch(s)" in err and "Traceback" not in err
+    assert f"the finished run in {run} is unchanged" in err
+    assert not (run / "error.txt").exists()
+    history = list((run / "errors").iterdir())
+    assert len(history) == 1 and "trainer.max_epochs=1 is below" in history[0].read_text()
+    after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "train.log" and "errors" not in p.parts}
+    assert after == before  # config, overrides, metrics, checkpoints: as they were
+
+
+def test_a_successful_resume_clears_the_failed_state_and_keeps_the_history(cli, finished_run, tmp_path):
+    run = copy_run(finished_run, tmp_path / "run")
+    from medft.train import record_error, run_state
+
+    record_error(run, "medft: error: an earlier attempt failed\n")
+    assert run_state(run) == "failed"
+    status, _, err, _ = cli(f"resume={run}", "trainer.max_epochs=2")
+    assert status == 0, err
+    assert run_state(run) == "ok" and not (run / "error.txt").exists()
+    assert "an earlier attempt failed" in next((run / "errors").iterdir()).read_text()
+
+
+def test_best_checkpoint_and_score_travel_with_a_moved_run(cli, finished_run, tmp_path):
+    from medft.checkpoint import load_checkpoint
+
+    def best_state(path: Path) -> dict:
+        states = load_checkpoint(path)["callbacks"]
+        return next(v for k, v in states.items() if "'monitor': 'val/acc'" in k)
+
+    saved = best_state(finished_run / "checkpoints" / "last.ckpt")
+    run = copy_run(finished_run, tmp_path / "moved")
+    status, _, err, _ = cli(f"resume={run}", "trainer.max_epochs=3")
+    assert status == 0, err
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]  # no best-v1.ckpt
+    state = best_state(run / "checkpoints" / "last.ckpt")
+    assert state["best_model_path"] == str(run / "checkpoints" / "best.ckpt")
+    assert float(state["best_model_score"]) >= float(saved["best_model_score"])  # the score so far was kept
