@@ -18,12 +18,31 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _umask() -> int:
+    """This process's umask (Linux: read, not set; elsewhere: set and put back)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a new file gets from ``open()`` under this process's umask (0644 for umask 022)."""
+    return 0o666 & ~_umask()
+
+
 def write_atomic(path: str | Path, write: Callable[[IO], Any], binary: bool = False) -> Path:
     """Call ``write(fh)`` on a temp file beside ``path``, fsync it, then rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, file_mode())  # mkstemp's 0600 would hide results from the group (shared clusters)
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as fh:
             write(fh)
             fh.flush()

@@ -146,7 +146,10 @@ def check_replayed_overrides(overrides: Any, path: Path) -> list[str]:
         bad = next((r for r in RESERVED if r in override), None)
         if bad or "${" in override or bare.split(".")[0].split("/")[0] == "hydra":
             what = bad or ("an interpolation" if "${" in override else "a hydra setting")
-            raise RunDirError(f"{path}: {override!r} holds {what}: refused, {_DATA_ONLY}")
+            raise RunDirError(
+                f"{path}: {override!r} holds {what}: refused, {_DATA_ONLY} (if that run is your own, give the "
+                "override again after resume=)"
+            )
         if sep and bare in groups and value not in ("null", ""):
             if ".." in value or not (CONFIG_DIR / bare / f"{value}.yaml").is_file():
                 raise RunDirError(

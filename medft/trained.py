@@ -10,10 +10,12 @@ then :func:`load_trained_file` (its keys must be exactly the trainable ones).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medft.errors import ConfigError
+from medft.files import file_mode
 
 if TYPE_CHECKING:  # torch only where tensors are handled: `medft eval` resolves paths first
     import torch
@@ -41,6 +43,7 @@ def save_trained(path: str | Path, net: nn.Module, tune: dict[str, Any], **extra
     meta = {"model": getattr(net, "name", ""), "pretrained": getattr(net, "pretrained", None), "tune": tune, **extra}
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(trained_state(net.model), str(tmp), metadata={"format": "pt", "medft": json.dumps(meta, sort_keys=True)})
+    os.chmod(tmp, file_mode())  # safetensors creates it 0600: follow the umask like every other file
     tmp.replace(path)
     return path
 

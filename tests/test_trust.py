@@ -232,3 +232,49 @@ def test_best_checkpoint_and_score_travel_with_a_moved_run(cli, finished_run, tm
     state = best_state(run / "checkpoints" / "last.ckpt")
     assert state["best_model_path"] == str(run / "checkpoints" / "best.ckpt")
     assert float(state["best_model_score"]) >= float(saved["best_model_score"])  # the score so far was kept
+
+
+# -- results others can read; a report that one bad run does not break -----------------------
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_written_files_follow_the_umask(tmp_path, umask):
+    from torch import nn
+
+    from medft.checkpoint import AtomicCheckpointIO
+    from medft.files import write_json_atomic, write_jsonl_atomic, write_text_atomic
+    from medft.trained import save_trained
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = nn.Linear(2, 2)
+
+    old = os.umask(umask)
+    try:
+        files = [
+            write_json_atomic(tmp_path / "metrics.json", {"a": 1}),
+            write_jsonl_atomic(tmp_path / "predictions.jsonl", [{"a": 1}]),
+            write_text_atomic(tmp_path / "error.txt", "x"),
+            save_trained(tmp_path / "trained.safetensors", Net(), {"name": "full"}),
+        ]
+        AtomicCheckpointIO().save_checkpoint({"state_dict": {}}, tmp_path / "checkpoints" / "last.ckpt")
+        files.append(tmp_path / "checkpoints" / "last.ckpt")
+    finally:
+        os.umask(old)
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {p.name: oct(0o666 & ~umask) for p in files}
+
+
+def test_report_lists_a_damaged_run_as_unreadable_and_reports_the_rest(finished_run, tmp_path):
+    from medft.report import report
+
+    good = copy_run(finished_run, tmp_path / "sweep" / "good")
+    truncated = copy_run(finished_run, tmp_path / "sweep" / "truncated")
+    (truncated / "metrics.json").write_text((truncated / "metrics.json").read_text()[:40])
+    corrupt = copy_run(finished_run, tmp_path / "sweep" / "corrupt")
+    (corrupt / ".hydra" / "config.yaml").write_text("model: {name: [unclosed\n")
+    result = report([tmp_path / "sweep"])
+    rows = {Path(r["run"]).name: r for r in result["rows"]}
+    assert rows["good"]["status"] == "ok" and rows["good"]["tune"] == "layernorm"
+    assert rows["truncated"]["status"] == "unreadable" and rows["truncated"]["error"].startswith("metrics.json is damaged (")
+    assert rows["corrupt"]["status"] == "unreadable" and rows["corrupt"]["error"].startswith(".hydra/config.yaml is damaged (")
+    assert "| layernorm |" in result["markdown"] and result["md"].is_file()
+    assert good.exists()
