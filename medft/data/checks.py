@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from medft.data.images import load_rgb
+from medft.data.images import load_rgb, set_max_pixels
 from medft.errors import ConfigError, DataError
 
 Splits = dict[str, list[dict[str, Any]]]
@@ -35,7 +35,7 @@ def drop_missing_images(splits: Splits, skip: bool) -> tuple[Splits, dict[str, i
         for rec in records:
             for path in rec.get("views") or [rec["image"]]:
                 if path not in exists:
-                    exists[path] = Path(path).is_file()
+                    exists[path] = _present(path)
             if all(exists[p] for p in rec.get("views") or [rec["image"]]):
                 keep.append(rec)
         dropped[split] = len(records) - len(keep)
@@ -43,8 +43,9 @@ def drop_missing_images(splits: Splits, skip: bool) -> tuple[Splits, dict[str, i
     missing = sorted(p for p, ok in exists.items() if not ok)
     if missing and not skip:
         n = sum(dropped.values())
+        what = "is empty (0 bytes)" if Path(missing[0]).is_file() else "not found"
         raise DataError(
-            f"image {missing[0]} not found ({len(missing)} image(s) missing, used by {n} sample(s)): restore the "
+            f"image {missing[0]} {what} ({len(missing)} image(s) missing or empty, used by {n} sample(s)): restore the "
             "images, or set dataset.skip_bad_images=true to skip those samples"
         )
     for split in ("train", "test"):
@@ -96,6 +97,15 @@ def drop_outside_root(splits: Splits, roots: list[Path], file: Any = None) -> tu
     return out, n
 
 
+def _present(path: str) -> bool:
+    """The image file exists and is not empty (a 0-byte file is found here, before training)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return os.path.isfile(path) and st.st_size > 0
+
+
 def text_limits(net: Any) -> dict[str, int]:
     """Record field -> the model's maximum token length for it (what the collate truncates)."""
     limits = getattr(net, "text_limits", None)
@@ -140,7 +150,7 @@ def summarize(splits: Splits, decode: bool = True) -> dict[str, dict[str, int]]:
 
 
 def _exists(path: str) -> bool:
-    return Path(path).is_file()
+    return _present(path)
 
 
 def _readable(path: str) -> bool:
@@ -157,11 +167,12 @@ def _readable(path: str) -> bool:
 def prepare_splits(splits: Splits, dataset_cfg: Any) -> tuple[Splits, dict[str, int]]:
     """Missing images (error or skipped per ``dataset.skip_bad_images``); returns the data stats."""
     skip = bool(dataset_cfg.get("skip_bad_images", False))
+    set_max_pixels(dataset_cfg.get("max_image_pixels"))
     splits, outside = drop_outside_root(splits, allowed_roots(dataset_cfg))
     splits, dropped = drop_missing_images(splits, skip)
     n = sum(dropped.values())
     if n:
-        print(f"skipping {n} sample(s) whose image is missing (dataset.skip_bad_images=true)")
+        print(f"skipping {n} sample(s) whose image is missing or empty (dataset.skip_bad_images=true)")
     return splits, {"data/skipped_missing_images": n, "data/dropped/outside_root": outside}
 
 

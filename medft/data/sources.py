@@ -41,10 +41,11 @@ def vqa_rad(root: str, val_fraction: float = 0.1, split_seed: int = 0, train_fra
     """VQA-RAD in either published layout (auto-detected)."""
     stats: dict[str, Any] = {}
     splits = load_vqa_rad(Path(root).expanduser(), val_fraction=val_fraction, seed=split_seed, stats=stats)
-    if stats["skipped_empty"] or stats["skipped_no_image"]:
+    if stats["skipped_empty"] or stats["skipped_no_image"] or stats["skipped_wrong_type"]:
         log.warning(
-            f"dataset {root}: skipped {stats['skipped_empty']} record(s) with an empty question or answer "
-            f"and {stats['skipped_no_image']} without an image name"
+            f"dataset {root}: skipped {stats['skipped_empty']} record(s) with an empty question or answer, "
+            f"{stats['skipped_no_image']} without an image name and {stats['skipped_wrong_type']} whose question or "
+            "answer is not text (a list, mapping or true/false)"
         )
     return subsample_train(splits, train_fraction, split_seed)
 
