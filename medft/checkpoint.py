@@ -165,6 +165,11 @@ def check_compatible(
         if tuple(saved[k].shape) != tuple(expected[k])
     )
     if not (missing or unexpected or reshaped):
+        from medft.trained import weights_problem
+
+        problem = weights_problem(saved, expected)
+        if problem:
+            raise CheckpointError(f"checkpoint was not loaded: it holds {problem}; use an earlier checkpoint")
         return
     parts = [
         f"{len(items)} {label}, e.g. {items[:3]}"

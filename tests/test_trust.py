@@ -278,3 +278,54 @@ def test_report_lists_a_damaged_run_as_unreadable_and_reports_the_rest(finished_
     assert rows["corrupt"]["status"] == "unreadable" and rows["corrupt"]["error"].startswith(".hydra/config.yaml is damaged (")
     assert "| layernorm |" in result["markdown"] and result["md"].is_file()
     assert good.exists()
+
+
+# -- trained weights: shapes, dtypes, finiteness ---------------------------------------------
+class TinyNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.model = torch.nn.LayerNorm(64)
+
+
+@pytest.mark.parametrize("case, tensor, message", [
+    ("broadcast", torch.ones(1), r"1 tensor\(s\) of another shape \(file vs model\), e.g. \['weight \(1,\) vs \(64,\)'\]"),
+    ("other size", torch.ones(128), r"'weight \(128,\) vs \(64,\)'\] — a file of another model size"),
+    ("int8", torch.ones(64, dtype=torch.int8), r"not floating point, e.g. \['weight \(int8\)'\]"),
+    ("bool", torch.ones(64, dtype=torch.bool), r"not floating point, e.g. \['weight \(bool\)'\]"),
+    ("nan", torch.full((64,), float("nan")), r"NaN or infinite values, e.g. \['weight'\]"),
+])
+def test_trained_file_with_unusable_tensors_is_refused_in_one_line(tmp_path, case, tensor, message):
+    from safetensors.torch import save_file
+
+    from medft.errors import ConfigError
+    from medft.trained import load_trained_file
+
+    net = TinyNet()
+    path = tmp_path / "trained.safetensors"
+    save_file({"weight": tensor, "bias": torch.zeros(64)}, str(path), metadata={"medft": '{"tune": {"name": "layernorm"}}'})
+    before = net.model.weight.detach().clone()
+    with pytest.raises(ConfigError, match=f"trained.safetensors was not loaded: .*{message}"):
+        load_trained_file(net, path)
+    assert torch.equal(net.model.weight, before)  # nothing was copied
+
+
+def test_trained_file_with_bad_metadata_json_is_one_line(tmp_path):
+    from safetensors.torch import save_file
+
+    from medft.errors import ConfigError
+    from medft.trained import load_trained_file
+
+    path = tmp_path / "trained.safetensors"
+    save_file({"weight": torch.ones(64), "bias": torch.zeros(64)}, str(path), metadata={"medft": '{"tune": '})
+    with pytest.raises(ConfigError, match="its medft metadata is not valid JSON"):
+        load_trained_file(TinyNet(), path)
+
+
+def test_checkpoint_with_nan_weights_is_refused():
+    from medft.checkpoint import check_compatible
+    from medft.errors import CheckpointError
+
+    expected = {"w": torch.Size([3])}
+    check_compatible({"w": torch.ones(3)}, expected, "layernorm", "layernorm")
+    with pytest.raises(CheckpointError, match=r"checkpoint was not loaded: it holds 1 tensor\(s\) with NaN or infinite values"):
+        check_compatible({"w": torch.tensor([1.0, float("nan"), 2.0])}, expected, "layernorm", "layernorm")
