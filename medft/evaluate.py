@@ -19,7 +19,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from medft.config import CONFIG_DIR, normalize_overrides, register_resolvers
+from medft.config import CONFIG_DIR, check_values, normalize_overrides, register_resolvers
 from medft.errors import ConfigError
 from medft.files import write_json_atomic, write_jsonl_atomic
 from medft.trained import FILENAME as TRAINED_FILE
@@ -106,6 +106,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     if OmegaConf.is_missing(cfg, "ckpt"):
         raise ConfigError("no ckpt given: run `medft eval ckpt=RUN_DIR_OR_CKPT dataset=<name> [dataset.root=DIR]`")
+    check_values(cfg)
     if cfg.split not in ("train", "val", "test"):
         raise ConfigError(f"split={cfg.split!r} is not known; use test, val or train")
     run_dir, ckpt_file = resolve_run(cfg.ckpt)

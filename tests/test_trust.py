@@ -329,3 +329,35 @@ def test_checkpoint_with_nan_weights_is_refused():
     check_compatible({"w": torch.ones(3)}, expected, "layernorm", "layernorm")
     with pytest.raises(CheckpointError, match=r"checkpoint was not loaded: it holds 1 tensor\(s\) with NaN or infinite values"):
         check_compatible({"w": torch.tensor([1.0, float("nan"), 2.0])}, expected, "layernorm", "layernorm")
+
+
+# -- values that cannot be meant -------------------------------------------------------------
+@pytest.mark.parametrize("override, expected", [
+    ("trainer.max_epochs=0", "trainer.max_epochs=0 is out of range: it must be a number >= 1 (or -1: until max_steps)"),
+    ("optim.lr=1e9", "optim.lr=1000000000.0 cannot be meant: AdamW with a learning rate >= 10 diverges; use e.g. 1e-3"),
+    ("eval.generate.max_new_tokens=0", "eval.generate.max_new_tokens=0 is out of range: it must be an integer >= 1 (answers need at least one token)"),
+    ("seed=-1", "seed=-1 is out of range: it must be an integer in [0, 2**32 - 1]"),
+    ("dataset.max_image_pixels=0", "dataset.max_image_pixels=0 is out of range: it must be an integer >= 1"),
+])
+def test_values_that_cannot_be_meant_are_one_line_before_training(cli, override, expected):
+    status, out, err, _ = cli("+tune=layernorm", *TINY, override)
+    assert status == 2
+    assert [line for line in err.splitlines() if line.startswith("medft: error:")] == [f"medft: error: {expected}"]
+    assert "Traceback" not in err and "dataset demo:" not in out  # before any data or model
+
+
+def test_an_odd_learning_rate_is_a_warning(capsys):
+    from omegaconf import OmegaConf
+
+    from medft.config import check_values
+
+    check_values(OmegaConf.create({"optim": {"lr": 2.0}}))
+    assert "medft: warning: optim.lr=2.0 is unusually high" in capsys.readouterr().err
+    check_values(OmegaConf.create({"optim": {"lr": 0.1}}))
+    assert capsys.readouterr().err == ""
+
+
+def test_eval_refuses_max_new_tokens_0_before_loading(medft_eval, finished_run):
+    status, out, err = medft_eval(f"ckpt={finished_run}", "eval.generate.max_new_tokens=0")
+    assert status == 2 and "medft: error: eval.generate.max_new_tokens=0 is out of range" in err
+    assert "evaluating" not in out
