@@ -194,10 +194,10 @@ class RunLock:
     def acquire(self) -> "RunLock":
         if not is_rank_zero():
             return self
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         me = json.dumps({"host": socket.gethostname(), "pid": os.getpid()})
         for _ in range(2):
             try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             except FileExistsError:
                 holder = self._holder()
@@ -215,6 +215,11 @@ class RunLock:
                 )
                 self.path.unlink(missing_ok=True)
                 continue
+            except OSError as err:
+                raise RunDirError(
+                    f"run dir {self.path.parent} cannot be written ({err.strerror or err}): make it writable, "
+                    "or work on a copy of it"
+                ) from None
             with os.fdopen(fd, "w") as fh:
                 fh.write(me + "\n")
             self.held = True

@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from medft.config import CONFIG_DIR, SWEEP_ENV, normalize_overrides, register_resolvers, require_tune, sweep_env, validate
 from medft.errors import user_error
-from medft.files import write_atomic, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from medft.files import write_atomic, write_error, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from medft.redact import redact
 from medft.resume import resume_overrides, resumed_run_dir
 
@@ -39,14 +39,14 @@ def task_wrapper(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictCo
 
     @functools.wraps(fn)
     def wrapped(cfg: DictConfig) -> dict[str, Any] | None:
-        from medft.rundir import RunInUse, RunLock
+        from medft.rundir import RunDirError, RunLock
 
         output_dir = OmegaConf.select(cfg, "paths.output_dir")
         lock = RunLock(output_dir) if output_dir else None
         try:
             if lock:
                 lock.acquire()  # one writer per run dir; refused before anything is written
-        except RunInUse as err:
+        except RunDirError as err:  # in use by another process, or not writable: nothing is written there
             print(f"medft: error: {err}", file=sys.stderr)
             if _is_multirun():
                 return None
@@ -63,7 +63,7 @@ def task_wrapper(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictCo
         try:
             result = fn(cfg)
         except Exception as err:  # noqa: BLE001 - recorded, then re-raised or survived by the sweep
-            where, cause = traceback.format_exc(), user_error(err)  # a MedftError, maybe wrapped by instantiate
+            where, cause = traceback.format_exc(), user_error(err) or write_error(err)  # a MedftError, maybe wrapped by instantiate; a full disk
             if cause is not None:
                 message, status = f"medft: error: {cause}", 2
             else:
@@ -72,12 +72,16 @@ def task_wrapper(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictCo
             if output_dir:
                 clear_error(Path(output_dir))  # one current state: this attempt finished
             return result
+        kept = None
         if output_dir:
-            kept = record_error(Path(output_dir), redact(f"{message}\n\nwhere:\n{where}"), current=not finished)
+            try:
+                kept = record_error(Path(output_dir), redact(f"{message}\n\nwhere:\n{where}"), current=not finished)
+            except OSError as write_err:  # the disk is full or the run dir read-only: say it, don't hide the error
+                print(f"medft: could not record the error in {output_dir}: {write_err}", file=sys.stderr)
         if status == 1:
             message = f"{message}\n\n{where}"
         print(message.splitlines()[0] if status == 2 else message, file=sys.stderr)
-        if output_dir and finished:
+        if output_dir and finished and kept:
             print(f"medft: the finished run in {output_dir} is unchanged; this attempt's error is in {kept}", file=sys.stderr)
         if _is_multirun():
             return None

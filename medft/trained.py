@@ -9,13 +9,14 @@ then :func:`load_trained_file` (its keys must be exactly the trainable ones).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medft.errors import ConfigError
-from medft.files import file_mode
+from medft.files import file_mode, write_error
 
 if TYPE_CHECKING:  # torch only where tensors are handled: `medft eval` resolves paths first
     import torch
@@ -42,7 +43,12 @@ def save_trained(path: str | Path, net: nn.Module, tune: dict[str, Any], **extra
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"model": getattr(net, "name", ""), "pretrained": getattr(net, "pretrained", None), "tune": tune, **extra}
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file(trained_state(net.model), str(tmp), metadata={"format": "pt", "medft": json.dumps(meta, sort_keys=True)})
+    try:
+        save_file(trained_state(net.model), str(tmp), metadata={"format": "pt", "medft": json.dumps(meta, sort_keys=True)})
+    except Exception as err:  # safetensors reports I/O errors as SafetensorError("... (os error 28)")
+        tmp.unlink(missing_ok=True)
+        code = next((c for c in (errno.ENOSPC, errno.EROFS, errno.EACCES) if f"os error {c})" in str(err)), None)
+        raise (write_error(OSError(code, os.strerror(code)), path) if code else err) from None
     os.chmod(tmp, file_mode())  # safetensors creates it 0600: follow the umask like every other file
     tmp.replace(path)
     return path

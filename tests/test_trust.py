@@ -361,3 +361,78 @@ def test_eval_refuses_max_new_tokens_0_before_loading(medft_eval, finished_run):
     status, out, err = medft_eval(f"ckpt={finished_run}", "eval.generate.max_new_tokens=0")
     assert status == 2 and "medft: error: eval.generate.max_new_tokens=0 is out of range" in err
     assert "evaluating" not in out
+
+
+# -- a full disk, a read-only run dir, a cache dir that is a file: one line each ----------------
+@pytest.mark.parametrize("failure", [
+    RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 2070592 vs 2070480"),
+    RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file data/0: file write failed"),
+    OSError(28, "No space left on device"),
+])
+def test_a_full_disk_during_a_checkpoint_save_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch, failure):
+    from medft.checkpoint import AtomicCheckpointIO
+    from medft.files import WriteError
+
+    io, path = AtomicCheckpointIO(), tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}, "global_step": 1}, path)
+
+    def disk_full(obj, fh, *args, **kwargs):
+        fh.write(b"PK\x03\x04")
+        raise failure
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(WriteError, match=f"cannot write {path}: no space left on the device, .* MiB free there — free some space"):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "global_step": 2}, path)
+    monkeypatch.undo()
+    assert io.load_checkpoint(path)["global_step"] == 1 and sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
+
+
+def test_a_full_disk_during_training_is_one_line(cli, monkeypatch):
+    import medft.checkpoint
+
+    def disk_full(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 2070592 vs 2070480")
+
+    monkeypatch.setattr(medft.checkpoint.torch, "save", disk_full)
+    status, _, err, run_dir = cli("+tune=layernorm", *TINY, "trainer.max_epochs=1")
+    assert status == 2 and "Traceback" not in err
+    assert f"medft: error: cannot write {run_dir / 'checkpoints'}" in err and "no space left on the device" in err
+    assert "no space left" in (run_dir / "error.txt").read_text()
+
+
+def test_a_read_only_run_dir_is_one_line(cli, finished_run, tmp_path, monkeypatch):
+    run = copy_run(finished_run, tmp_path / "run")
+    real_open = os.open
+
+    def read_only(path, *args, **kwargs):
+        if str(path).endswith(".medft.lock"):
+            raise OSError(30, "Read-only file system", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)
+    status, _, err, _ = cli(f"resume={run}", "trainer.max_epochs=3")
+    assert status == 2
+    assert [line for line in err.splitlines() if line.strip()] == [
+        f"medft: error: run dir {run} cannot be written (Read-only file system): make it writable, or work on a copy of it"
+    ]
+
+
+def test_a_cache_dir_that_is_a_file_is_one_line(cli, tmp_path, monkeypatch):
+    blocker = tmp_path / "cache-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("MEDFT_CACHE_DIR", str(blocker))
+    status, _, err, _ = cli("+tune=layernorm", *TINY)
+    assert status == 2 and "Traceback" not in err
+    assert f"medft: error: the demo dataset's folder {blocker / 'demo'} cannot be created: {blocker} is a file, not a folder" in err
+
+
+@pytest.mark.parametrize("content, message", [
+    ("- +tune=layernorm\n- [unclosed\n", "overrides.yaml cannot be read ("),
+    ("tune: layernorm\n", "overrides.yaml is not a list of overrides (found a dict)"),
+])
+def test_a_damaged_overrides_file_on_resume_is_one_line(cli, tmp_path, content, message):
+    run = fake_run(tmp_path / "run", {"name": "blip_tiny"})
+    (run / ".hydra" / "overrides.yaml").write_text(content)
+    status, _, err, _ = cli(f"resume={run}")
+    assert status == 2 and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and message in err

@@ -14,9 +14,11 @@ from typing import Any
 from medft.data.demo import ensure_demo
 from medft.data.vqa_rad import load_vqa_rad
 from medft.errors import ConfigError
+from medft.files import ensure_dir
 
 Splits = dict[str, list[dict[str, Any]]]
 log = logging.getLogger(__name__)
+CACHE_FIX = "set MEDFT_CACHE_DIR (or paths.cache_dir) to a folder you can write"
 
 
 def subsample_train(splits: Splits, fraction: float, seed: int) -> Splits:
@@ -33,6 +35,7 @@ def subsample_train(splits: Splits, fraction: float, seed: int) -> Splits:
 
 def demo(root: str, val_fraction: float = 0.1, split_seed: int = 0, train_fraction: float = 1.0, **generator: Any) -> Splits:
     """The built-in synthetic VQA set: generated into ``root`` on first use, read as VQA-RAD."""
+    ensure_dir(root, "the demo dataset's folder", CACHE_FIX)
     ensure_demo(Path(root).expanduser(), **generator)
     return vqa_rad(root, val_fraction, split_seed, train_fraction)
 
@@ -62,6 +65,9 @@ def path_vqa(
 ) -> Splits:
     """PathVQA: the original pickles + images/, or the Parquet release (images cached in ``cache_dir``)."""
     from medft.data.path_vqa import load_path_vqa
+
+    if cache_dir:
+        ensure_dir(cache_dir, "the image cache (MEDFT_CACHE_DIR)", CACHE_FIX)
 
     return subsample_train(load_path_vqa(root, val_fraction, split_seed, cache_dir), train_fraction, split_seed)
 
