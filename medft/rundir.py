@@ -34,6 +34,8 @@ from medft.errors import ConfigError, MedftError
 RESERVED = ("_target_", "_args_", "_partial_", "_recursive_", "_convert_")
 _DATA_ONLY = "a run dir brings data only, never code"
 PLAIN = (str, int, float, bool, type(None))
+# transformers' built-in attention kernels (anything else names a hub repository of code)
+ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
 
 
 class RunDirError(MedftError):
@@ -103,6 +105,11 @@ def trusted_model_config(node: Any, source: str) -> dict[str, Any]:
     plain = {k: v for k, v in node.items() if k != "_target_"}
     _check_plain(plain, "model", source)
     _check_schema(plain, own, "model", source)
+    attn = plain.get("attn_implementation")
+    if attn is not None and attn not in ATTENTION:  # a hub kernel repo name would fetch and run its code
+        raise RunDirError(
+            f"{source}: model.attn_implementation={attn!r} is refused: a run dir may pick one of {', '.join(ATTENTION)}"
+        )
     if plain.get("trust_remote_code"):
         raise RunDirError(
             f"{source}: model.trust_remote_code=true is refused: a run dir cannot switch on code from a model "

@@ -143,7 +143,7 @@ def check_epochs_left(cfg: DictConfig) -> None:
     max_epochs = OmegaConf.select(cfg, "trainer.max_epochs", default=None)
     if not cfg.get("ckpt_path") or max_epochs in (None, -1):
         return
-    progress = load_checkpoint(cfg.ckpt_path).get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
+    progress = load_checkpoint(cfg.ckpt_path, mmap=True).get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
     done = int(progress.get("current", {}).get("processed", 0))
     if max_epochs < done:
         raise ConfigError(

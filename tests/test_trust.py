@@ -105,6 +105,8 @@ def test_model_is_chosen_by_name_and_brings_plain_values_only():
         "unknown key": ({"name": "blip_tiny", "command": "rm -rf /"}, "model.command is not a key of medft's model config"),
         "mapping for a value": ({"name": "blip_tiny", "image_size": {"x": 1}}, "model.image_size=.* should be a plain value"),
         "remote code": ({"name": "llava_tiny", "trust_remote_code": True}, "trust_remote_code=true is refused"),
+        "hub kernel": ({"name": "blip_tiny", "attn_implementation": "kernels-community/flash-attn"},
+                       "model.attn_implementation='kernels-community/flash-attn' is refused"),
     }
     for case, (node, message) in refused.items():
         with pytest.raises(RunDirError, match=message.replace("(", r"\(").replace("[", r"\[")):
