@@ -145,3 +145,19 @@ def test_medft_data_exits_1_when_the_train_split_ends_up_empty(tmp_path, capsys)
         main(["dataset=vqa_rad", f"dataset.root={root}"])
     assert exit_.value.code == 1
     assert "the train split of vqa_rad at" in capsys.readouterr().err
+
+
+def test_slake_questions_that_are_not_text_are_dropped_and_counted(tmp_path, caplog):
+    from medft.data.fixtures import make_slake
+    from medft.data.slake import load_slake
+
+    root = make_slake(tmp_path / "slake")
+    rows = json.loads((root / "train.json").read_text(encoding="utf-8"))
+    n = len([r for r in rows if r["q_lang"] == "en"])
+    rows[0] = {**rows[0], "q_lang": "en", "question": ["Is", "there"]}
+    rows[1] = {**rows[1], "q_lang": "en", "answer": False}
+    (root / "train.json").write_text(json.dumps(rows), encoding="utf-8")
+    train = load_slake(root, "en", 0.0, 0)["train"]
+    assert len(train) == n - 1  # row 0 (English) is dropped; row 1 (Chinese, made English) too
+    assert not any(r["question"].startswith("[") or r["answer"] in ("False", "false") for r in train)
+    assert "skipped 2 record(s)" in caplog.text
