@@ -49,13 +49,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return load_checkpoint(path, map_location)
 
 
-def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
     """``torch.load(path, weights_only=True)`` with one-line errors for missing or damaged files."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found: {_FIX}")
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap or None)
     except pickle.UnpicklingError as err:
         reason = " ".join(str(err).split())[:200]
         raise CheckpointError(
@@ -128,6 +128,30 @@ class StepCheckpoint(ModelCheckpoint):
         super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
 
 
+class BestCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint for ``best.ckpt`` whose best path and score travel with a moved or copied run dir.
+
+    Lightning forgets the best score when the checkpoint's dirpath differs from this run's (a run
+    dir resumed after ``mv`` or ``cp -r``) and then writes ``best-v1.ckpt`` beside the stale
+    ``best.ckpt``. Here the saved paths are re-rooted into this run's checkpoint folder first.
+    """
+
+    @property
+    def state_key(self) -> str:  # the same key as ModelCheckpoint: checkpoints written before still resume
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old = state_dict.get("dirpath")
+        if old and self.dirpath and old != self.dirpath:
+            def moved(path: Any) -> Any:
+                return str(Path(self.dirpath) / Path(path).name) if path and Path(path).parent == Path(old) else path
+
+            state_dict = {**state_dict, "dirpath": self.dirpath,
+                          **{k: moved(state_dict.get(k)) for k in ("best_model_path", "kth_best_model_path", "last_model_path")},
+                          "best_k_models": {moved(k): v for k, v in (state_dict.get("best_k_models") or {}).items()}}
+        super().load_state_dict(state_dict)
+
+
 # -- compatibility ---------------------------------------------------------------------------
 def check_compatible(
     saved: dict[str, torch.Tensor], expected: dict[str, torch.Size], saved_tune: str, run_tune: str
@@ -141,6 +165,11 @@ def check_compatible(
         if tuple(saved[k].shape) != tuple(expected[k])
     )
     if not (missing or unexpected or reshaped):
+        from medft.trained import weights_problem
+
+        problem = weights_problem(saved, expected)
+        if problem:
+            raise CheckpointError(f"checkpoint was not loaded: it holds {problem}; use an earlier checkpoint")
         return
     parts = [
         f"{len(items)} {label}, e.g. {items[:3]}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -139,11 +140,12 @@ def validate(cfg: DictConfig) -> None:
         ("data.eval_batch_size", OmegaConf.select(cfg, "data.eval_batch_size", default=1), lambda v: v >= 1, ">= 1"),
         ("dataset.train_fraction", OmegaConf.select(cfg, "dataset.train_fraction", default=1.0), lambda v: 0 < v <= 1, "in (0, 1]"),
         ("tune.r", OmegaConf.select(cfg, "tune.r", default=1), lambda v: v > 0, "> 0"),
-        ("trainer.max_epochs", OmegaConf.select(cfg, "trainer.max_epochs", default=1), lambda v: v >= 0 or v == -1, ">= 0"),
+        ("trainer.max_epochs", OmegaConf.select(cfg, "trainer.max_epochs", default=1), lambda v: v >= 1 or v == -1, ">= 1 (or -1: until max_steps)"),
         ("checkpoint.every_n_steps", OmegaConf.select(cfg, "checkpoint.every_n_steps", default=0), lambda v: v >= 0 and v == int(v), "(an integer) >= 0"),
     ]
     check_task(cfg)
     check_keys(cfg)
+    check_values(cfg)
     for key, value, ok, allowed in ranges:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
             raise ConfigError(f"{key}={value!r} is out of range: it must be a number {allowed}")
@@ -151,6 +153,26 @@ def validate(cfg: DictConfig) -> None:
     if ckpt_path and not Path(str(ckpt_path)).expanduser().is_file():
         raise CheckpointError(f"ckpt_path={ckpt_path}: no such checkpoint file; pass RUN_DIR/checkpoints/last.ckpt")
     check_trainer(cfg)  # imports Lightning: last, so the cheap checks answer first
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Values that cannot be meant (refused, one line) or are merely odd (a warning), for every command."""
+    ints = [
+        ("seed", OmegaConf.select(cfg, "seed", default=0), lambda v: 0 <= v < 2**32, "an integer in [0, 2**32 - 1]"),
+        ("eval.generate.max_new_tokens", OmegaConf.select(cfg, "eval.generate.max_new_tokens", default=1),
+         lambda v: v >= 1, "an integer >= 1 (answers need at least one token)"),
+        ("dataset.max_image_pixels", OmegaConf.select(cfg, "dataset.max_image_pixels", default=1), lambda v: v >= 1,
+         "an integer >= 1"),
+    ]
+    for key, value, ok, allowed in ints:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not ok(value)):
+            raise ConfigError(f"{key}={value!r} is out of range: it must be {allowed}")
+    lr = OmegaConf.select(cfg, "optim.lr", default=None)
+    if isinstance(lr, (int, float)) and not isinstance(lr, bool):
+        if lr >= 10:
+            raise ConfigError(f"optim.lr={lr!r} cannot be meant: AdamW with a learning rate >= 10 diverges; use e.g. 1e-3")
+        if lr > 1:
+            print(f"medft: warning: optim.lr={lr!r} is unusually high (the tune modes' defaults are 1e-3 to 1e-1)", file=sys.stderr)
 
 
 def check_task(cfg: DictConfig) -> None:

@@ -28,7 +28,8 @@ COLUMNS = ("n", "closed", "open", "images", "missing_images")
 
 def inspect(cfg: DictConfig) -> dict[str, Any]:
     """The JSON report for ``cfg.dataset``: ``{"dataset", "task", "root", "splits", "val_from_train"}``."""
-    from medft.data.checks import summarize
+    from medft.data.checks import allowed_roots, drop_outside_root, summarize
+    from medft.data.images import set_max_pixels
     from medft.data.sources import load_splits
 
     if cfg.format not in ("text", "json"):
@@ -36,11 +37,14 @@ def inspect(cfg: DictConfig) -> dict[str, Any]:
     splits = load_splits(cfg.dataset, val_fraction=0.0)  # as published: val not carved
     if not splits.get("val"):
         splits.pop("val", None)
+    set_max_pixels(cfg.dataset.get("max_image_pixels"))
+    splits, outside = drop_outside_root(splits, allowed_roots(cfg.dataset), file=sys.stderr)
     report: dict[str, Any] = {
         "dataset": cfg.dataset.name,
         "task": cfg.dataset.get("task", "vqa"),
         "root": str(cfg.dataset.root),
         "splits": summarize(splits, decode=bool(cfg.decode)),
+        "dropped": {"outside_root": outside},
     }
     if "val" not in splits:
         fraction = float(cfg.dataset.get("val_fraction", 0.0) or 0.0)
@@ -96,6 +100,13 @@ def main(args: list[str] | None = None) -> None:
         print(f"medft: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     print(json.dumps(report, indent=2) if cfg.format == "json" else format_text(report, cfg))
+    train = report["splits"].get("train", {})
+    if not train.get("n") or train.get("missing_images", 0) >= train.get("images", 0) > 0:
+        why = "no sample left after loading (the skipped records are counted above)" if not train.get("n") else \
+            "every one of its images is missing or unreadable"
+        print(f"medft data: the train split of {cfg.dataset.name} at {report['root']} is unusable: {why}; "
+              "medft train would refuse it", file=sys.stderr)
+        raise SystemExit(1)
     if any(row["missing_images"] for row in report["splits"].values()):
         raise SystemExit(1)
 

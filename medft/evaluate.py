@@ -20,7 +20,9 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from medft.config import CONFIG_DIR, check_keys, check_trainer, normalize_overrides, quote_paths, register_resolvers, run_hydra
+from medft.config import (
+    CONFIG_DIR, check_keys, check_trainer, check_values, normalize_overrides, quote_paths, register_resolvers, run_hydra,
+)
 from medft.errors import ConfigError
 from medft.files import write_json_atomic, write_jsonl_atomic
 from medft.runs import CLAIMS_ENV
@@ -59,13 +61,23 @@ def resolve_run(ckpt: str | Path) -> tuple[Path, Path]:
 
 
 def run_model_config(run_dir: Path, cfg: DictConfig) -> tuple[DictConfig, dict[str, Any]]:
-    """The run's model node (resolved against the run's config) and tune mode."""
-    run_cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    """The run's model node (resolved against the run's config) and tune mode, as data: the model is
+    medft's own config of that name with the run's plain values (medft.rundir); nothing from the run
+    dir is instantiated as given."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    from medft.rundir import RunDirError, read_run_config, trusted_model_config, trusted_tune_config
+
+    source = str(run_dir / ".hydra" / "config.yaml")
+    run_cfg = OmegaConf.create(read_run_config(run_dir))
     run_cfg.paths = cfg.paths  # the run's output_dir interpolates Hydra's runtime, valid only back then
     if run_cfg.get("tune") is None or run_cfg.get("model") is None:
         raise ConfigError(f"{run_dir}/.hydra/config.yaml has no model or tune: is it a medft train run?")
-    model = OmegaConf.create(OmegaConf.to_container(run_cfg.model, resolve=True))
-    return model, OmegaConf.to_container(run_cfg.tune, resolve=True)
+    try:
+        model, tune = (OmegaConf.to_container(run_cfg[k], resolve=True) for k in ("model", "tune"))
+    except OmegaConfBaseException as err:
+        raise RunDirError(f"{source}: {str(err).splitlines()[0]}: the run dir is damaged") from None
+    return OmegaConf.create(trusted_model_config(model, source)), trusted_tune_config(tune, source)
 
 
 def load_trained(module: Any, ckpt_file: Path) -> None:
@@ -107,6 +119,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if OmegaConf.is_missing(cfg, "ckpt"):
         raise ConfigError("no ckpt given: run `medft eval ckpt=RUN_DIR_OR_CKPT dataset=<name> [dataset.root=DIR]`")
     check_keys(cfg, "eval")
+    check_values(cfg)
     check_trainer(cfg)
     if cfg.split not in ("train", "val", "test"):
         raise ConfigError(f"split={cfg.split!r} is not known; use test, val or train")

@@ -2,12 +2,63 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable
+
+from medft.errors import MedftError
+
+
+NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+class WriteError(MedftError, OSError):
+    """A file of the run could not be written (disk full, read-only): one line, the earlier files stay whole."""
+
+
+def write_error(err: BaseException, path: str | Path | None = None) -> WriteError | None:
+    """The one-line error for a failed write (full disk, quota, read-only place), or None for other errors."""
+    code = getattr(err, "errno", None)
+    where = path or getattr(err, "filename", None) or "a file"
+    if code in NO_SPACE or (isinstance(err, RuntimeError) and any(
+            m in str(err) for m in ("unexpected pos", "PytorchStreamWriter failed", "file write failed"))):
+        free = ""
+        try:
+            free = f", {shutil.disk_usage(Path(where).parent).free / 2**20:.0f} MiB free there"
+        except (OSError, TypeError, ValueError):
+            pass
+        return WriteError(
+            f"cannot write {where}: no space left on the device{free} — free some space (or point MEDFT_LOG_DIR at "
+            "another disk) and resume=RUN_DIR; files saved before are whole"
+        )
+    if code in READ_ONLY:
+        return WriteError(
+            f"cannot write {where}: {getattr(err, 'strerror', None) or err} (read-only or not yours) — make it writable, "
+            "or work on a copy of the run dir"
+        )
+    return None
+
+
+def ensure_dir(path: str | Path, what: str, fix: str) -> Path:
+    """Create the folder ``path`` (and its parents) or say in one line why it cannot be: a file in the way,
+    no permission, a read-only disk. ``what`` names it for the user, ``fix`` says what to change."""
+    path = Path(path).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), path)
+        raise MedftError(f"{what} {path} cannot be created: {blocker} is a file, not a folder — {fix}") from None
+    except OSError as err:
+        raise MedftError(f"{what} {path} cannot be created ({err.strerror or err}) — {fix}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise MedftError(f"{what} {path} is not writable — {fix}")
+    return path
 
 
 def _jsonable(value: Any) -> Any:
@@ -18,19 +69,44 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _umask() -> int:
+    """This process's umask (Linux: read, not set; elsewhere: set and put back)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a new file gets from ``open()`` under this process's umask (0644 for umask 022)."""
+    return 0o666 & ~_umask()
+
+
 def write_atomic(path: str | Path, write: Callable[[IO], Any], binary: bool = False) -> Path:
     """Call ``write(fh)`` on a temp file beside ``path``, fsync it, then rename it over ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise (write_error(err, path) or err) from None
+    try:
+        os.fchmod(fd, file_mode())  # mkstemp's 0600 would hide results from the group (shared clusters)
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        one_line = write_error(err, path)
+        if one_line is not None:
+            raise one_line from None
         raise
     return path
 

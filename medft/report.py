@@ -70,11 +70,34 @@ def swept_keys(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def read_run(run: Path) -> dict[str, Any]:
+    """One row per run dir; a run whose files cannot be read is listed as ``unreadable``, with why."""
+    try:
+        return _read_run(run)
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError, yaml.YAMLError) as err:
+        where = getattr(err, "filename", None) or getattr(err, "source", None)
+        reason = " ".join(str(err).split())[:160] or type(err).__name__
+        row = {c: "" for c in BASE_COLUMNS}
+        return {**row, "status": "unreadable", "error": f"{Path(where).name + ': ' if where else ''}{reason}", "run": str(run)}
+
+
+def _load(path: Path, parse: Any) -> Any:
+    try:
+        return parse(path.read_text(encoding="utf-8"))
+    except (ValueError, yaml.YAMLError) as err:
+        raise ValueError(f"{path.relative_to(path.parent.parent) if path.parent.name == '.hydra' else path.name} "
+                         f"is damaged ({' '.join(str(err).split())[:120]})") from None
+
+
+def _read_run(run: Path) -> dict[str, Any]:
     """One row: the run's choices (from its config), test metrics and costs, and its status."""
-    cfg = yaml.safe_load((run / ".hydra" / "config.yaml").read_text()) or {}
+    cfg = _load(run / ".hydra" / "config.yaml", yaml.safe_load) or {}
+    if not isinstance(cfg, dict):
+        raise ValueError(".hydra/config.yaml is not a mapping")
     tune = cfg.get("tune") or {}
     metrics_file, error_file = run / "metrics.json", run / "error.txt"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+    metrics = _load(metrics_file, json.loads) if metrics_file.exists() else {}
+    if not isinstance(metrics, dict):
+        raise ValueError("metrics.json is not a JSON object")
     if error_file.exists():
         status, error = "failed", _first_line(error_file.read_text())
     elif metrics:

@@ -28,6 +28,23 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _read_overrides(saved: Path, given: set[str | None]) -> list[str]:
+    """The run's own overrides, as plain data (medft.rundir.check_replayed_overrides), or one line.
+    Those the command line gives again (``given`` keys) are the user's own and replace them unchecked."""
+    from medft.rundir import RunDirError, check_replayed_overrides
+
+    try:
+        original = yaml.safe_load(saved.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        reason = " ".join(str(err).split())[:160]
+        raise RunDirError(
+            f"{saved} cannot be read ({reason}): restore it, or start a new run with ckpt_path=RUN_DIR/checkpoints/last.ckpt"
+        ) from None
+    if isinstance(original, list):
+        original = [o for o in original if not (isinstance(o, str) and _key(o) in given)]
+    return check_replayed_overrides([] if original is None else original, saved)
+
+
 def resume_overrides(args: list[str]) -> list[str]:
     """Rewrite ``resume=RUN_DIR ...`` into the run's own overrides plus the new ones; else return ``args``."""
     run_dirs = [a.split("=", 1)[1] for a in args if _key(a) == RESUME_KEY]
@@ -48,8 +65,14 @@ def resume_overrides(args: list[str]) -> list[str]:
             f"resume={run_dirs[0]}: no checkpoint {last} (the run stopped before its first save); "
             "start it again without resume="
         )
-    original = yaml.safe_load(saved.read_text()) or []
     extra = [a for a in args if _key(a) not in _REPLACED]
     extra_keys = {_key(a) for a in extra}
-    kept = [a for a in original if _key(a) not in _REPLACED and _key(a) not in extra_keys]
+    kept = [a for a in _read_overrides(saved, extra_keys) if _key(a) not in _REPLACED and _key(a) not in extra_keys]
     return [*kept, *extra, f"ckpt_path={_quote(str(last))}", f"hydra.run.dir={_quote(str(run_dir))}"]
+
+
+
+def resumed_run_dir(args: list[str]) -> Path | None:
+    """The run dir of ``resume=RUN_DIR`` on a command line, if any."""
+    run_dirs = [a.split("=", 1)[1] for a in args if _key(a) == RESUME_KEY]
+    return Path(run_dirs[0]).expanduser().resolve() if len(run_dirs) == 1 else None

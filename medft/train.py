@@ -31,9 +31,9 @@ from medft.config import (
     CONFIG_DIR, SWEEP_ENV, normalize_overrides, quote_paths, register_resolvers, require_tune, run_hydra, sweep_env, validate,
 )
 from medft.errors import user_error
-from medft.files import write_json_atomic, write_jsonl_atomic, write_text_atomic
+from medft.files import write_atomic, write_error, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from medft.redact import redact
-from medft.resume import resume_overrides
+from medft.resume import resume_overrides, resumed_run_dir
 from medft.runs import CLAIMS_ENV, SweepStatus, sweep_failures
 
 
@@ -43,25 +43,86 @@ def task_wrapper(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictCo
 
     @functools.wraps(fn)
     def wrapped(cfg: DictConfig) -> dict[str, Any] | None:
+        from medft.rundir import RunDirError, RunLock
+
+        output_dir = OmegaConf.select(cfg, "paths.output_dir")
+        lock = RunLock(output_dir) if output_dir else None
         try:
-            return fn(cfg)
+            if lock:
+                lock.acquire()  # one writer per run dir; refused before anything is written
+        except RunDirError as err:  # in use by another process, or not writable: nothing is written there
+            print(f"medft: error: {err}", file=sys.stderr)
+            if _is_multirun():
+                return None
+            raise SystemExit(2) from None
+        try:
+            return run(cfg)
+        finally:
+            if lock:
+                lock.release()
+
+    def run(cfg: DictConfig) -> dict[str, Any] | None:
+        output_dir = OmegaConf.select(cfg, "paths.output_dir")
+        finished = bool(output_dir) and run_state(Path(output_dir)) == "ok"  # before this attempt
+        try:
+            result = fn(cfg)
         except Exception as err:  # noqa: BLE001 - recorded, then re-raised or survived by the sweep
-            where, cause = traceback.format_exc(), user_error(err)  # a MedftError, maybe wrapped by instantiate
+            where, cause = traceback.format_exc(), user_error(err) or write_error(err)  # a MedftError, maybe wrapped by instantiate; a full disk
             if cause is not None:
                 message, status = f"medft: error: {cause}", 2
             else:
                 message, status = f"{type(err).__name__}: {err}", 1
-        output_dir = OmegaConf.select(cfg, "paths.output_dir")
+        else:
+            if output_dir:
+                clear_error(Path(output_dir))  # one current state: this attempt finished
+            return result
+        kept = None
         if output_dir:
-            write_text_atomic(Path(output_dir) / "error.txt", redact(f"{message}\n\nwhere:\n{where}"))
+            try:
+                kept = record_error(Path(output_dir), redact(f"{message}\n\nwhere:\n{where}"), current=not finished)
+            except OSError as write_err:  # the disk is full or the run dir read-only: say it, don't hide the error
+                print(f"medft: could not record the error in {output_dir}: {write_err}", file=sys.stderr)
         if status == 1:
             message = f"{message}\n\n{where}"
         print(message.splitlines()[0] if status == 2 else message, file=sys.stderr)
+        if output_dir and finished and kept:
+            print(f"medft: the finished run in {output_dir} is unchanged; this attempt's error is in {kept}", file=sys.stderr)
         if _is_multirun():
             return None
         raise SystemExit(status)
 
     return wrapped
+
+
+ERROR_FILE, ERRORS_DIR = "error.txt", "errors"
+
+
+def run_state(run_dir: Path) -> str:
+    """``failed`` (error.txt: the last attempt failed), ``ok`` (metrics.json) or ``incomplete``."""
+    if (run_dir / ERROR_FILE).exists():
+        return "failed"
+    return "ok" if (run_dir / "metrics.json").exists() else "incomplete"
+
+
+def record_error(run_dir: Path, text: str, current: bool = True) -> Path:
+    """Keep ``text`` in ``errors/<UTC time>.txt`` (the history) and, if ``current``, as ``error.txt``
+    (the run's state: its last attempt failed). Returns the history file."""
+    from datetime import datetime, timezone
+
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H-%M-%S.%fZ")
+    kept = write_text_atomic(run_dir / ERRORS_DIR / f"{stamp}.txt", text)
+    if current:
+        write_text_atomic(run_dir / ERROR_FILE, text)
+    return kept
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> Path:
+    return write_atomic(path, lambda fh: fh.write(data), binary=True)
+
+
+def clear_error(run_dir: Path) -> None:
+    """A finished attempt: the run is no longer failed (its earlier errors stay in errors/)."""
+    (run_dir / ERROR_FILE).unlink(missing_ok=True)
 
 
 def _is_multirun() -> bool:
@@ -78,10 +139,28 @@ def _instantiate_dict(node: DictConfig | None) -> list[Any]:
     return [hydra.utils.instantiate(v) for v in node.values() if isinstance(v, DictConfig) and "_target_" in v]
 
 
+def check_epochs_left(cfg: DictConfig) -> None:
+    """Refuse to continue a checkpoint with ``trainer.max_epochs`` below the epochs it has done."""
+    from medft.checkpoint import load_checkpoint
+    from medft.errors import ConfigError
+
+    max_epochs = OmegaConf.select(cfg, "trainer.max_epochs", default=None)
+    if not cfg.get("ckpt_path") or max_epochs in (None, -1):
+        return
+    progress = load_checkpoint(cfg.ckpt_path, mmap=True).get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
+    done = int(progress.get("current", {}).get("processed", 0))
+    if max_epochs < done:
+        raise ConfigError(
+            f"trainer.max_epochs={max_epochs} is below the {done} epoch(s) {cfg.ckpt_path} has already trained: "
+            f"nothing to continue; give trainer.max_epochs > {done} to train longer"
+        )
+
+
 @task_wrapper
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment and return its final metrics (also written to ``metrics.json``)."""
     validate(cfg)  # before the heavy imports: a typo costs a second, not a model load
+    check_epochs_left(cfg)
     import lightning as L
 
     from medft.callbacks import StepTimer
@@ -204,13 +283,34 @@ def main(args: list[str] | None = None) -> None:
     points ``sys.argv[0]`` at this file so Lightning's DDP launcher re-runs the same training job."""
     register_resolvers()
     os.environ.pop(CLAIMS_ENV, None)  # a new command claims new dirs (its launcher's workers inherit them)
-    args = normalize_overrides(resume_overrides(quote_paths(sys.argv[1:] if args is None else list(args))))
+    args = sys.argv[1:] if args is None else list(args)
+    run_dir = resumed_run_dir(args)
+    args = normalize_overrides(resume_overrides(quote_paths(args)))
     require_tune(args)
     if "hydra/launcher=submitit_local" in args and not any("submitit_folder" in a for a in args):
         # the plugin's default folder ends in %j, which submitit's local runner creates literally
         args.append("hydra.launcher.submitit_folder=${hydra.sweep.dir}/.submitit")
     os.environ[SWEEP_ENV] = sweep_env(args)  # inherited by launcher workers: names their run dirs
     sys.argv = [str(Path(__file__).resolve()), *args]
+    if run_dir is None:
+        _run_jobs()
+        return
+    from medft.rundir import RunLock
+
+    with RunLock(run_dir):  # before Hydra rewrites the run's .hydra/ and train.log
+        hydra_dir = run_dir / ".hydra"
+        kept = {p: p.read_bytes() for p in hydra_dir.glob("*.yaml")} if run_state(run_dir) == "ok" else {}
+        try:
+            _run_jobs()
+        except BaseException as exit_:  # a refused or failed resume leaves a finished run as it was
+            if not isinstance(exit_, SystemExit) or exit_.code:
+                for path, data in kept.items():
+                    write_bytes_atomic(path, data)
+            raise
+
+
+def _run_jobs() -> None:
+    """Run the Hydra app (one job or a sweep); a sweep with failed jobs exits 1 once all have run."""
     SweepStatus.failed = []
     run_hydra(_hydra_main)
     failed, jobs, root = sweep_failures()

@@ -9,11 +9,14 @@ then :func:`load_trained_file` (its keys must be exactly the trainable ones).
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medft.errors import ConfigError
+from medft.files import file_mode, write_error
 
 if TYPE_CHECKING:  # torch only where tensors are handled: `medft eval` resolves paths first
     import torch
@@ -40,7 +43,13 @@ def save_trained(path: str | Path, net: nn.Module, tune: dict[str, Any], **extra
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"model": getattr(net, "name", ""), "pretrained": getattr(net, "pretrained", None), "tune": tune, **extra}
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file(trained_state(net.model), str(tmp), metadata={"format": "pt", "medft": json.dumps(meta, sort_keys=True)})
+    try:
+        save_file(trained_state(net.model), str(tmp), metadata={"format": "pt", "medft": json.dumps(meta, sort_keys=True)})
+    except Exception as err:  # safetensors reports I/O errors as SafetensorError("... (os error 28)")
+        tmp.unlink(missing_ok=True)
+        code = next((c for c in (errno.ENOSPC, errno.EROFS, errno.EACCES) if f"os error {c})" in str(err)), None)
+        raise (write_error(OSError(code, os.strerror(code)), path) if code else err) from None
+    os.chmod(tmp, file_mode())  # safetensors creates it 0600: follow the umask like every other file
     tmp.replace(path)
     return path
 
@@ -54,7 +63,35 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
             meta = fh.metadata() or {}
     except Exception as err:  # noqa: BLE001 - safetensors raises several types for a bad file
         raise ConfigError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
-    return json.loads(meta.get("medft", "{}"))
+    try:
+        out = json.loads(meta.get("medft", "{}"))
+    except ValueError as err:
+        raise ConfigError(f"{path}: its medft metadata is not valid JSON ({err}): the file is damaged") from None
+    if not isinstance(out, dict):
+        raise ConfigError(f"{path}: its medft metadata is not a JSON object: the file is damaged")
+    return out
+
+
+def weights_problem(state: dict[str, Any], shapes: dict[str, Any]) -> str | None:
+    """Why ``state`` cannot be loaded into parameters of ``shapes`` (same keys assumed), or None.
+
+    Shapes must match exactly (a (1,) tensor would broadcast into a (64,) parameter), dtypes be
+    floating point, values finite.
+    """
+    import torch
+
+    reshaped = sorted(f"{k} {tuple(v.shape)} vs {tuple(shapes[k])}" for k, v in state.items()
+                      if k in shapes and tuple(v.shape) != tuple(shapes[k]))
+    if reshaped:
+        return f"{len(reshaped)} tensor(s) of another shape (file vs model), e.g. {reshaped[:3]} — a file of another model size?"
+    not_float = sorted(f"{k} ({str(v.dtype).removeprefix('torch.')})" for k, v in state.items()
+                       if isinstance(v, torch.Tensor) and not v.is_floating_point())
+    if not_float:
+        return f"{len(not_float)} tensor(s) that are not floating point, e.g. {not_float[:3]}"
+    bad = sorted(k for k, v in state.items() if isinstance(v, torch.Tensor) and not bool(torch.isfinite(v).all()))
+    if bad:
+        return f"{len(bad)} tensor(s) with NaN or infinite values, e.g. {bad[:3]} — trained weights that diverged"
+    return None
 
 
 def load_trained_file(net: nn.Module, path: str | Path) -> dict[str, Any]:
@@ -76,8 +113,11 @@ def load_trained_file(net: nn.Module, path: str | Path) -> dict[str, Any]:
             f"{path} does not match this model (file tune={tune!r}): {len(missing)} trained key(s) missing, "
             f"e.g. {missing[:3]}; {len(unexpected)} unexpected, e.g. {unexpected[:3]} — use the same model and tune mode"
         )
+    params = dict(net.model.named_parameters())
+    problem = weights_problem(state, {n: params[n].shape for n in state})
+    if problem:
+        raise ConfigError(f"{path} was not loaded: {problem}")
     with torch.no_grad():
-        params = dict(net.model.named_parameters())
         for name, tensor in state.items():
             params[name].copy_(tensor.to(params[name].dtype))
     return meta

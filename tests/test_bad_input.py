@@ -192,7 +192,8 @@ def test_empty_records_skipped_with_a_count_and_int_answers_cast(odd_run):
 
 
 # -- the loss becomes NaN -> stop with the step and a hint, keep the last good checkpoint -----
-def test_nan_loss_stops_with_step_and_hint_and_keeps_checkpoint(cli):
+def test_nan_loss_stops_with_step_and_hint_and_keeps_checkpoint(cli, monkeypatch):
+    monkeypatch.setattr("medft.config.check_values", lambda cfg: None)  # optim.lr >= 10 is refused before training
     status, _, err, run_dir = cli("+tune=layernorm", *TINY, "optim.lr=1e30", "checkpoint.every_n_steps=1")
     assert status == 2
     line = one_error_line(err)
@@ -253,7 +254,7 @@ def test_damaged_checkpoint_is_one_line(cli, tmp_path):
 # -- a failed job leaves error.txt; a multirun goes on, then exits 1 ----------------------------
 def test_failed_job_leaves_error_txt_and_the_sweep_goes_on(cli, tmp_path):
     sweep = tmp_path / "sweep"
-    status, _, err, _ = cli("-m", "+tune=layernorm", *TINY, "trainer.max_epochs=0", "test=false",
+    status, _, err, _ = cli("-m", "+tune=layernorm", *TINY, "trainer.max_epochs=1", "+trainer.limit_train_batches=1", "test=false",
                             "optim.lr=-1,0.001", f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=${hydra.job.num}")
     assert status == 1, err[-3000:]
     assert f"medft: 1 of 2 jobs failed (error.txt in each): 0 — `medft report {sweep}` lists them" in err

@@ -115,11 +115,13 @@ def test_killed_twice_and_resumed_matches_uninterrupted(uninterrupted, tmp_path)
     run_dir, env = tmp_path / "killed", env_for(uninterrupted.parent)
     last = run_until_killed([*RUN, f"hydra.run.dir={run_dir}"], env, run_dir, pause_at=6)
     assert (last["global_step"], last["epoch"]) == (5, 0)  # saved after epoch 1's validation
-    last = run_until_killed([f"resume={run_dir}"], env, run_dir, pause_at=9)
+    # a run dir brings data only: the test's own callback is given again (it is ours), not replayed from it
+    pause = next(a for a in RUN if a.startswith("+callbacks.pause._target_="))
+    last = run_until_killed([f"resume={run_dir}", pause], env, run_dir, pause_at=9)
     assert (last["global_step"], last["epoch"]) == (8, 1)  # mid-way through epoch 2
     assert last["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"] == 2
 
-    resumed = medft_train([f"resume={run_dir}"], env)
+    resumed = medft_train([f"resume={run_dir}", pause], env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     assert f"Restoring states from the checkpoint path at {ckpt}" in resumed.stdout + resumed.stderr

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from medft.data.images import load_rgb
+from medft.data.images import load_rgb, set_max_pixels
 from medft.errors import ConfigError, DataError
 
 Splits = dict[str, list[dict[str, Any]]]
@@ -35,7 +35,7 @@ def drop_missing_images(splits: Splits, skip: bool) -> tuple[Splits, dict[str, i
         for rec in records:
             for path in rec.get("views") or [rec["image"]]:
                 if path not in exists:
-                    exists[path] = Path(path).is_file()
+                    exists[path] = _present(path)
             if all(exists[p] for p in rec.get("views") or [rec["image"]]):
                 keep.append(rec)
         dropped[split] = len(records) - len(keep)
@@ -43,14 +43,67 @@ def drop_missing_images(splits: Splits, skip: bool) -> tuple[Splits, dict[str, i
     missing = sorted(p for p, ok in exists.items() if not ok)
     if missing and not skip:
         n = sum(dropped.values())
+        what = "is empty (0 bytes)" if Path(missing[0]).is_file() else "not found"
         raise DataError(
-            f"image {missing[0]} not found ({len(missing)} image(s) missing, used by {n} sample(s)): restore the "
+            f"image {missing[0]} {what} ({len(missing)} image(s) missing or empty, used by {n} sample(s)): restore the "
             "images, or set dataset.skip_bad_images=true to skip those samples"
         )
     for split in ("train", "test"):
         if split in out and splits.get(split) and not out[split]:
             raise DataError(f"every image of the {split} split is missing: check dataset.root")
     return out, dropped
+
+
+def allowed_roots(dataset_cfg: Any) -> list[Path]:
+    """Where a dataset's images may lie: ``dataset.root`` (and the Parquet image cache), symlinks resolved."""
+    roots = [dataset_cfg.get("root")]
+    load = dataset_cfg.get("load") or {}
+    if load.get("cache_dir"):
+        roots.append(load.get("cache_dir"))
+    return [Path(os.path.realpath(Path(str(r)).expanduser())) for r in roots if r]
+
+
+def drop_outside_root(splits: Splits, roots: list[Path], file: Any = None) -> tuple[Splits, int]:
+    """Drop (and count) the records whose image path, symlinks resolved, leaves every one of ``roots``.
+
+    Image paths come from annotation files, which are data: ``../../x.png``, an absolute path or a
+    symlink out of the dataset folder is never read. Says how many and one example on stdout.
+    """
+    inside: dict[str, bool] = {}
+
+    def ok(path: str) -> bool:
+        if path not in inside:
+            real = Path(os.path.realpath(path))
+            inside[path] = any(real == r or real.is_relative_to(r) for r in roots)
+        return inside[path]
+
+    out = {split: [r for r in records if all(ok(p) for p in r.get("views") or r.get("images") or [r["image"]])]
+           for split, records in splits.items()}
+    n = sum(len(splits[k]) - len(out[k]) for k in splits)
+    for split in ("train", "test"):
+        if splits.get(split) and not out.get(split):
+            example = next(p for p, good in inside.items() if not good)
+            raise DataError(
+                f"every image of the {split} split lies outside dataset.root {roots[0]} (e.g. {example}): "
+                "annotation files may only name images inside the dataset root"
+            )
+    if n:
+        example = next(p for p, good in inside.items() if not good)
+        print(
+            f"dropped {n} sample(s) whose image path leaves dataset.root {roots[0]} (e.g. {example} -> "
+            f"{os.path.realpath(example)}): annotation files may only name images inside the dataset root",
+            file=file,
+        )
+    return out, n
+
+
+def _present(path: str) -> bool:
+    """The image file exists and is not empty (a 0-byte file is found here, before training)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return os.path.isfile(path) and st.st_size > 0
 
 
 def text_limits(net: Any) -> dict[str, int]:
@@ -99,7 +152,7 @@ def summarize(splits: Splits, decode: bool = True) -> dict[str, dict[str, int]]:
 
 
 def _exists(path: str) -> bool:
-    return Path(path).is_file()
+    return _present(path)
 
 
 def _readable(path: str) -> bool:
@@ -116,11 +169,13 @@ def _readable(path: str) -> bool:
 def prepare_splits(splits: Splits, dataset_cfg: Any) -> tuple[Splits, dict[str, int]]:
     """Missing images (error or skipped per ``dataset.skip_bad_images``); returns the data stats."""
     skip = bool(dataset_cfg.get("skip_bad_images", False))
+    set_max_pixels(dataset_cfg.get("max_image_pixels"))
+    splits, outside = drop_outside_root(splits, allowed_roots(dataset_cfg))
     splits, dropped = drop_missing_images(splits, skip)
     n = sum(dropped.values())
     if n:
-        print(f"skipping {n} sample(s) whose image is missing (dataset.skip_bad_images=true)")
-    return splits, {"data/skipped_missing_images": n}
+        print(f"skipping {n} sample(s) whose image is missing or empty (dataset.skip_bad_images=true)")
+    return splits, {"data/skipped_missing_images": n, "data/dropped/outside_root": outside}
 
 
 def check_model_fits(net: Any, dataset_cfg: Any, splits: Splits) -> dict[str, int]:

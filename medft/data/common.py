@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from medft.data.vqa_rad import _make_ids_unique, _text, carve_val
+from medft.data.vqa_rad import _make_ids_unique, _text, carve_val, is_text
 from medft.errors import ConfigError, DataError
 
 Splits = dict[str, list[dict[str, Any]]]
@@ -34,8 +34,10 @@ def check_root(root: str | Path, expected: str) -> Path:
 def read_json(path: Path) -> Any:
     """Parse a JSON annotation file; one-line DataError when it is unreadable."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # a byte-order mark (Windows editors) is read, not refused
             return json.load(f)
+    except RecursionError:
+        raise DataError(f"annotation file {path} is nested too deeply to be an annotation file: restore the original file") from None
     except json.JSONDecodeError as exc:
         raise DataError(
             f"annotation file {path} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}): "
@@ -66,7 +68,9 @@ def vqa_record(
     id: str, image: Path, image_name: str, question: Any, answer: Any, kind: Any = None,
     question_type: Any = "", organ: Any = "",
 ) -> dict[str, str] | None:
-    """A VQA record, or None when the question or answer is empty."""
+    """A VQA record, or None when the question or answer is empty or not text (a list, dict or bool)."""
+    if not (is_text(question) and is_text(answer)):
+        return None
     q, a = text(question), text(answer)
     if not q or not a:
         return None

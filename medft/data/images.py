@@ -21,6 +21,17 @@ _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 
 _FIX = "re-download or replace the file, or remove its records from the annotations"
 
+# dataset.max_image_pixels: larger images are refused before they are decoded (Pillow's own
+# decompression-bomb check is replaced by this one, whose limit the user sets and the message names).
+DEFAULT_MAX_PIXELS = 100_000_000
+_limit = {"pixels": DEFAULT_MAX_PIXELS}
+Image.MAX_IMAGE_PIXELS = None
+
+
+def set_max_pixels(limit: int | None) -> None:
+    """Set the pixel limit of :func:`load_rgb` (``dataset.max_image_pixels``; None: the default)."""
+    _limit["pixels"] = DEFAULT_MAX_PIXELS if limit is None else int(limit)
+
 
 def load_rgb(path: str | Path) -> Image.Image:
     """Open ``path`` and return it as an 8-bit ``'RGB'`` image of the same size.
@@ -30,7 +41,13 @@ def load_rgb(path: str | Path) -> Image.Image:
     """
     path = Path(path)
     try:
-        with Image.open(path) as img:
+        with Image.open(path) as img:  # reads the header only
+            width, height = img.size
+            if width * height > _limit["pixels"]:
+                raise DataError(
+                    f"cannot read image {path}: too large ({width} x {height} = {width * height:,} pixels, above "
+                    f"dataset.max_image_pixels={_limit['pixels']:,}): downscale it, or raise dataset.max_image_pixels"
+                )
             img.load()  # decode now so that truncated files fail here, inside the try
             return to_rgb(img)
     except FileNotFoundError:

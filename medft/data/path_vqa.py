@@ -23,7 +23,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-from medft.data.common import Splits, check_root, closed_if_yes_no, finish, text, vqa_record
+from medft.data.common import Splits, check_root, closed_if_yes_no, finish, is_text, text, vqa_record
 from medft.errors import DataError
 
 PKL_SPLITS = {"train": "train", "val": "val", "test": "test"}
@@ -48,6 +48,8 @@ def load_path_vqa(root: str | Path, val_fraction: float = 0.1, seed: int = 0, ca
 
 
 def _record(id: str, image: Path, question: Any, answer: Any, name: str = "") -> dict | None:
+    if not (is_text(question) and is_text(answer)):  # a list, mapping or bool is no text: dropped
+        return None
     answer = text(answer)
     return vqa_record(id, image, name or image.name, question, answer, closed_if_yes_no(answer))
 

@@ -14,6 +14,7 @@ English questions (``en``, the usual benchmark: 4,919 / 1,053 / 1,061), the Chin
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from medft.data.common import Splits, check_root, finish, read_json, text, vqa_record
@@ -37,6 +38,7 @@ def load_slake(root: str | Path, lang: str = "en", val_fraction: float = 0.1, se
     if not (root / IMAGE_DIR).is_dir():
         raise DataError(f"found SLAKE annotations in {root} but no image folder {root / IMAGE_DIR}: expected {EXPECTED}")
     splits = {}
+    skipped = 0
     for split, path in files.items():
         if path is None:
             continue
@@ -54,5 +56,12 @@ def load_slake(root: str | Path, lang: str = "en", val_fraction: float = 0.1, se
             )
             if rec is not None and name:
                 records.append(rec)
+            else:
+                skipped += 1
         splits[split] = records
+    if skipped:
+        logging.getLogger(__name__).warning(
+            f"dataset {root}: skipped {skipped} record(s) with an empty question, answer or image name, or a "
+            "question or answer that is not text (a list, mapping or true/false)"
+        )
     return finish(splits, val_fraction, seed, f"SLAKE ({root}, lang={lang})")

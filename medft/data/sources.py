@@ -14,9 +14,11 @@ from typing import Any
 from medft.data.demo import ensure_demo
 from medft.data.vqa_rad import load_vqa_rad
 from medft.errors import ConfigError
+from medft.files import ensure_dir
 
 Splits = dict[str, list[dict[str, Any]]]
 log = logging.getLogger(__name__)
+CACHE_FIX = "set MEDFT_CACHE_DIR (or paths.cache_dir) to a folder you can write"
 
 
 def subsample_train(splits: Splits, fraction: float, seed: int) -> Splits:
@@ -33,6 +35,7 @@ def subsample_train(splits: Splits, fraction: float, seed: int) -> Splits:
 
 def demo(root: str, val_fraction: float = 0.1, split_seed: int = 0, train_fraction: float = 1.0, **generator: Any) -> Splits:
     """The built-in synthetic VQA set: generated into ``root`` on first use, read as VQA-RAD."""
+    ensure_dir(root, "the demo dataset's folder", CACHE_FIX)
     ensure_demo(Path(root).expanduser(), **generator)
     return vqa_rad(root, val_fraction, split_seed, train_fraction)
 
@@ -41,10 +44,11 @@ def vqa_rad(root: str, val_fraction: float = 0.1, split_seed: int = 0, train_fra
     """VQA-RAD in either published layout (auto-detected)."""
     stats: dict[str, Any] = {}
     splits = load_vqa_rad(Path(root).expanduser(), val_fraction=val_fraction, seed=split_seed, stats=stats)
-    if stats["skipped_empty"] or stats["skipped_no_image"]:
+    if stats["skipped_empty"] or stats["skipped_no_image"] or stats["skipped_wrong_type"]:
         log.warning(
-            f"dataset {root}: skipped {stats['skipped_empty']} record(s) with an empty question or answer "
-            f"and {stats['skipped_no_image']} without an image name"
+            f"dataset {root}: skipped {stats['skipped_empty']} record(s) with an empty question or answer, "
+            f"{stats['skipped_no_image']} without an image name and {stats['skipped_wrong_type']} whose question or "
+            "answer is not text (a list, mapping or true/false)"
         )
     return subsample_train(splits, train_fraction, split_seed)
 
@@ -61,6 +65,9 @@ def path_vqa(
 ) -> Splits:
     """PathVQA: the original pickles + images/, or the Parquet release (images cached in ``cache_dir``)."""
     from medft.data.path_vqa import load_path_vqa
+
+    if cache_dir:
+        ensure_dir(cache_dir, "the image cache (MEDFT_CACHE_DIR)", CACHE_FIX)
 
     return subsample_train(load_path_vqa(root, val_fraction, split_seed, cache_dir), train_fraction, split_seed)
 

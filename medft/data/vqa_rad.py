@@ -69,7 +69,7 @@ def load_vqa_rad(
         raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
     root = _check_root(root)
     layout = detect_layout(root)
-    counts = {"skipped_empty": 0, "skipped_no_image": 0}
+    counts = {"skipped_empty": 0, "skipped_no_image": 0, "skipped_wrong_type": 0}
 
     if layout == "osf":
         image_dir = root / OSF_IMAGES
@@ -155,8 +155,10 @@ def _check_image_dir(image_dir: Path, annotations: Path) -> None:
 def _read_annotations(path: Path) -> list[dict]:
     """Read a VQA-RAD annotation file: a JSON list of objects."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # a byte-order mark (Windows editors) is read, not refused
             data = json.load(f)
+    except RecursionError:
+        raise DataError(f"annotation file {path} is nested too deeply to be a list of questions: restore the original file") from None
     except json.JSONDecodeError as exc:
         raise DataError(
             f"annotation file {path} is not valid JSON ({exc.msg} at line {exc.lineno} "
@@ -173,6 +175,11 @@ def _read_annotations(path: Path) -> list[dict]:
     return data
 
 
+def is_text(value: Any) -> bool:
+    """Whether a question / answer field holds text: a string, a number (VQA-RAD has int answers) or null."""
+    return value is None or (isinstance(value, (str, int, float)) and not isinstance(value, bool))
+
+
 def _text(value: Any) -> str:
     """A field value as a stripped string; ``None`` and the "NULL" placeholder become ""."""
     if value is None:
@@ -183,6 +190,9 @@ def _text(value: Any) -> str:
 
 def _make_record(raw: dict, image_dir: Path, fallback_id: str, counts: dict) -> dict | None:
     """Turn one raw annotation into a clean record, or ``None`` (counted) if it is unusable."""
+    if not (is_text(raw.get("question")) and is_text(raw.get("answer"))):  # a list, dict or bool is no text
+        counts["skipped_wrong_type"] = counts.get("skipped_wrong_type", 0) + 1
+        return None
     question = _text(raw.get("question"))
     answer = _text(raw.get("answer"))  # some answers are ints in the release
     if not question or not answer:

@@ -1,0 +1,271 @@
+"""Run directories as data: what medft reads back from a run dir, and who may write into one.
+
+A run dir (``.hydra/config.yaml``, ``.hydra/overrides.yaml``, checkpoints) may come from someone
+else: a colleague's cluster, a paper's download. Nothing in it is instantiated or imported as
+given:
+
+* :func:`trusted_model_config` — the run's ``model`` node selects one of medft's own model configs
+  (``configs/model/<name>.yaml``) by its name and brings only plain values for that config's keys;
+  the ``_target_`` that runs is always medft's own. Any other ``_target_`` (or ``_args_``,
+  ``_partial_``, ...) is refused in one line.
+* :func:`trusted_tune_config` — the same for the ``tune`` node and ``configs/tune/<name>.yaml``.
+* :func:`check_replayed_overrides` — ``resume=RUN_DIR`` replays ``.hydra/overrides.yaml``: each
+  entry must be a plain ``key=value`` (no ``_target_``, no interpolation, no ``hydra.*``), and a
+  config-group choice must name one of medft's own configs.
+* :class:`RunLock` — one process at a time writes into a run dir (``.medft.lock`` with the
+  holder's host and pid; a stale lock of a dead process is taken over, and said so).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medft.config import CONFIG_DIR, available
+from medft.errors import ConfigError, MedftError
+
+# Hydra's instantiation keys: a run dir may never bring one.
+RESERVED = ("_target_", "_args_", "_partial_", "_recursive_", "_convert_")
+_DATA_ONLY = "a run dir brings data only, never code"
+PLAIN = (str, int, float, bool, type(None))
+# transformers' built-in attention kernels (anything else names a hub repository of code)
+ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
+
+
+class RunDirError(MedftError):
+    """A run dir holds something medft refuses to use (code, a corrupt file, another process's lock)."""
+
+
+class RunInUse(RunDirError):
+    """Another live process holds the run dir's lock: nothing may be written there."""
+
+
+def _check_plain(value: Any, key: str, source: str) -> None:
+    """No Hydra instantiation key anywhere in ``value``; every leaf a plain value."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if str(k) in RESERVED:
+                raise RunDirError(f"{source}: {key}.{k}={v!r} is refused: {_DATA_ONLY}")
+            _check_plain(v, f"{key}.{k}", source)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_plain(v, f"{key}[{i}]", source)
+    elif not isinstance(value, PLAIN):
+        raise RunDirError(f"{source}: {key} holds a {type(value).__name__}, not a plain value: {_DATA_ONLY}")
+
+
+def _own_config(group: str, name: Any, source: str) -> dict[str, Any]:
+    """medft's own ``configs/<group>/<name>.yaml`` (unresolved), or a one-line refusal."""
+    names = available(group)
+    if not isinstance(name, str) or name not in names:
+        raise RunDirError(
+            f"{source}: {group}.name={name!r} is not one of medft's own {group} configs ({', '.join(names)}); "
+            f"{_DATA_ONLY}"
+        )
+    return yaml.safe_load((CONFIG_DIR / group / f"{name}.yaml").read_text()) or {}
+
+
+def _check_schema(node: dict[str, Any], own: dict[str, Any], group: str, source: str) -> None:
+    """``node``'s keys are keys of medft's own config, each of the same kind (scalar, list, mapping)."""
+    for key, value in node.items():
+        if key not in own:
+            raise RunDirError(
+                f"{source}: {group}.{key} is not a key of medft's {group} config {own.get('name')} "
+                f"(configs/{group}/{own.get('name')}.yaml); {_DATA_ONLY}"
+            )
+        default = own[key]
+        for kind, label in ((dict, "a mapping"), (list, "a list")):
+            if isinstance(default, kind) != isinstance(value, kind) and default is not None and value is not None:
+                raise RunDirError(
+                    f"{source}: {group}.{key}={value!r} should be {label if isinstance(default, kind) else 'a plain value'} "
+                    f"as in configs/{group}/{own.get('name')}.yaml"
+                )
+
+
+def trusted_model_config(node: Any, source: str) -> dict[str, Any]:
+    """A run's resolved ``model`` node as a builder config whose ``_target_`` is medft's own.
+
+    ``node`` (from a run dir) names the model; its other keys must be keys of medft's own config of
+    that name and hold plain values. The returned dict is what :func:`medft.models.build_model` takes.
+    """
+    if not isinstance(node, dict):
+        raise RunDirError(f"{source}: model is not a mapping: is it a medft train run?")
+    target = node.get("_target_")
+    own = _own_config("model", node.get("name"), source) if node.get("name") in available("model") else {}
+    if target is not None and target != own.get("_target_"):
+        built_by = f"model {node['name']} is built by {own['_target_']}" if own else "it names no medft model"
+        raise RunDirError(f"{source}: model._target_={target!r} is not medft's own ({built_by}): refused, {_DATA_ONLY}")
+    own = own or _own_config("model", node.get("name"), source)
+    plain = {k: v for k, v in node.items() if k != "_target_"}
+    _check_plain(plain, "model", source)
+    _check_schema(plain, own, "model", source)
+    attn = plain.get("attn_implementation")
+    if attn is not None and attn not in ATTENTION:  # a hub kernel repo name would fetch and run its code
+        raise RunDirError(
+            f"{source}: model.attn_implementation={attn!r} is refused: a run dir may pick one of {', '.join(ATTENTION)}"
+        )
+    if plain.get("trust_remote_code"):
+        raise RunDirError(
+            f"{source}: model.trust_remote_code=true is refused: a run dir cannot switch on code from a model "
+            "repository; train or evaluate from your own config"
+        )
+    return {"_target_": own["_target_"], **plain}
+
+
+def trusted_tune_config(node: Any, source: str) -> dict[str, Any]:
+    """A run's resolved ``tune`` node checked against medft's own tune config of that name."""
+    if not isinstance(node, dict):
+        raise RunDirError(f"{source}: tune is not a mapping: is it a medft train run?")
+    own = _own_config("tune", node.get("name"), source)
+    _check_plain(node, "tune", source)
+    _check_schema(node, own, "tune", source)
+    if node.get("select", own.get("select")) != own.get("select"):
+        raise RunDirError(
+            f"{source}: tune.select={node.get('select')!r} is not what tune {node['name']} selects "
+            f"({own.get('select')!r}, configs/tune/{node['name']}.yaml)"
+        )
+    return dict(node)
+
+
+# -- resume: the run's own command line, replayed ----------------------------------------------
+def _group_dirs() -> set[str]:
+    return {str(p.relative_to(CONFIG_DIR)) for p in CONFIG_DIR.rglob("*") if p.is_dir()}
+
+
+def check_replayed_overrides(overrides: Any, path: Path) -> list[str]:
+    """``.hydra/overrides.yaml`` of a run dir as a list of plain overrides, or a one-line refusal."""
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        kind = type(overrides).__name__
+        raise RunDirError(
+            f"{path} is not a list of overrides (found a {kind}): it is damaged or not written by medft train; "
+            "restore it, or start a new run with ckpt_path=RUN_DIR/checkpoints/last.ckpt"
+        )
+    groups = _group_dirs()
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        bare = key.lstrip("+~")
+        bad = next((r for r in RESERVED if r in override), None)
+        if bad or "${" in override or bare.split(".")[0].split("/")[0] == "hydra":
+            what = bad or ("an interpolation" if "${" in override else "a hydra setting")
+            raise RunDirError(
+                f"{path}: {override!r} holds {what}: refused, {_DATA_ONLY} (if that run is your own, give the "
+                "override again after resume=)"
+            )
+        if sep and bare in groups and value not in ("null", ""):
+            if ".." in value or not (CONFIG_DIR / bare / f"{value}.yaml").is_file():
+                raise RunDirError(
+                    f"{path}: {override!r} does not name one of medft's own {bare} configs "
+                    f"({', '.join(available(bare))}); {_DATA_ONLY}"
+                )
+    return overrides
+
+
+# -- one writer per run dir ------------------------------------------------------------------
+LOCK_FILE = ".medft.lock"
+
+
+def is_rank_zero() -> bool:
+    """False in the extra processes of a multi-device run (they share the run dir with rank 0)."""
+    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "NODE_RANK"))
+
+
+def _alive(host: str, pid: int) -> bool:
+    if host != socket.gethostname():
+        return True  # another machine's process: cannot tell, so it holds the lock
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunLock:
+    """An exclusive lock file in a run dir, holding ``{"host", "pid"}`` of the process that writes it.
+
+    ``acquire`` creates it with O_EXCL; a lock left by a dead process on this host is taken over
+    (and said so on stderr); a live holder is a one-line RunDirError before anything is written.
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / LOCK_FILE
+        self.held = False
+
+    def acquire(self) -> "RunLock":
+        if not is_rank_zero():
+            return self
+        me = json.dumps({"host": socket.gethostname(), "pid": os.getpid()})
+        for _ in range(2):
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is not None and holder["pid"] == os.getpid() and holder["host"] == socket.gethostname():
+                    return self  # this process holds it already (medft train resume=: main, then the task)
+                if holder is None or _alive(holder["host"], holder["pid"]):
+                    who = f"process {holder['pid']} on {holder['host']}" if holder else "another process"
+                    raise RunInUse(
+                        f"run dir {self.path.parent} is in use by {who} ({self.path}): wait for it to finish, "
+                        "or delete the lock file if that process is gone"
+                    ) from None
+                print(
+                    f"taking over the stale lock {self.path} of process {holder['pid']} on {holder['host']} (no longer running)",
+                    file=sys.stderr,
+                )
+                self.path.unlink(missing_ok=True)
+                continue
+            except OSError as err:
+                raise RunDirError(
+                    f"run dir {self.path.parent} cannot be written ({err.strerror or err}): make it writable, "
+                    "or work on a copy of it"
+                ) from None
+            with os.fdopen(fd, "w") as fh:
+                fh.write(me + "\n")
+            self.held = True
+            return self
+        raise RunDirError(f"run dir {self.path.parent}: could not take the lock {self.path}; try again")
+
+    def _holder(self) -> dict[str, Any] | None:
+        try:
+            holder = json.loads(self.path.read_text())
+            return {"host": str(holder["host"]), "pid": int(holder["pid"])}
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # being written, or damaged: treated as held
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def read_run_config(run_dir: Path) -> dict[str, Any]:
+    """A run's ``.hydra/config.yaml`` as a plain dict (never instantiated), or a one-line error."""
+    path = run_dir / ".hydra" / "config.yaml"
+    try:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        reason = " ".join(str(err).split())[:160]
+        raise RunDirError(f"{path} cannot be read ({reason}): the run dir is damaged") from None
+    if not isinstance(cfg, dict):
+        raise RunDirError(f"{path} is not a mapping: the run dir is damaged or not written by medft train")
+    return cfg
+
+
+__all__ = [
+    "ConfigError", "RunDirError", "RunLock", "check_replayed_overrides", "read_run_config",
+    "trusted_model_config", "trusted_tune_config",
+]
