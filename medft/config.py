@@ -139,12 +139,23 @@ def validate(cfg: DictConfig) -> None:
         ("checkpoint.every_n_steps", OmegaConf.select(cfg, "checkpoint.every_n_steps", default=0), lambda v: v >= 0 and v == int(v), "(an integer) >= 0"),
     ]
     check_task(cfg)
+    check_tune_fits(cfg)
     for key, value, ok, allowed in ranges:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
             raise ConfigError(f"{key}={value!r} is out of range: it must be a number {allowed}")
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(str(ckpt_path)).expanduser().is_file():
         raise CheckpointError(f"ckpt_path={ckpt_path}: no such checkpoint file; pass RUN_DIR/checkpoints/last.ckpt")
+
+
+def check_tune_fits(cfg: DictConfig) -> None:
+    """The tune mode must be one the model can take (``tune=prefix`` on BLIP is refused here, not after the model loads)."""
+    from medft.tuning import check_tune
+
+    tune = OmegaConf.to_container(cfg.tune, resolve=True)
+    arch = OmegaConf.to_container(cfg.model.arch, resolve=True) if OmegaConf.select(cfg, "model.arch") else {}
+    check_tune(tune, arch, str(OmegaConf.select(cfg, "model.name", default="") or ""),
+               bool(OmegaConf.select(cfg, "model.gradient_checkpointing", default=False)))
 
 
 def check_task(cfg: DictConfig) -> None:
