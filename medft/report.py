@@ -22,7 +22,7 @@ import yaml
 from medft.errors import MedftError
 from medft.files import write_text_atomic
 
-MODE_ORDER = ["frozen", "layernorm", "bitfit", "lora", "attention", "ffn", "full"]
+MODE_ORDER = ["frozen", "layernorm", "bitfit", "ia3", "prefix", "lora", "dora", "attention", "ffn", "full"]
 # The metric a dataset is judged by in the pivot and the plot: the first one present.
 MAIN_METRICS = ["test/acc", "test/bleu_4", "test/cider"]
 PIVOT_METRICS = ["test/acc_closed", "test/acc_open", "test/acc", "test/bleu_4", "test/rouge_l", "test/cider"]
@@ -55,7 +55,7 @@ def read_run(run: Path) -> dict[str, Any]:
     row: dict[str, Any] = {
         "model": (cfg.get("model") or {}).get("name", ""),
         "dataset": (cfg.get("dataset") or {}).get("name", ""),
-        "tune": tune.get("name", ""),
+        "tune": tune_label(tune),
         "components": ",".join(tune.get("components") or []) or "all",
         "trainable": metrics.get("params/trainable"),
         "trainable_pct": metrics.get("params/trainable_pct"),
@@ -68,6 +68,12 @@ def read_run(run: Path) -> dict[str, Any]:
     }
     row.update({k: v for k, v in metrics.items() if k.startswith("test/")})
     return row
+
+
+def tune_label(tune: dict[str, Any]) -> str:
+    """The mode's name, with the half of the norms it trains when not both (``layernorm:weight``)."""
+    half = tune.get("norm_params") or "both"
+    return tune.get("name", "") + ("" if half == "both" else f":{half}")
 
 
 def _first_line(text: str) -> str:
@@ -96,7 +102,8 @@ def markdown(rows: list[dict[str, Any]], cols: list[str]) -> str:
 
 
 def _mode_key(mode: str) -> tuple[int, str]:
-    return (MODE_ORDER.index(mode) if mode in MODE_ORDER else len(MODE_ORDER), mode)
+    base = mode.split(":", 1)[0]  # layernorm:weight sorts with layernorm
+    return (MODE_ORDER.index(base) if base in MODE_ORDER else len(MODE_ORDER), mode)
 
 
 def pivot(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -131,7 +138,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
     datasets = sorted({r["dataset"] for r in ok})
     if not datasets:
         return None
-    markers = dict(zip(MODE_ORDER, "os^DvPX"))
+    markers = dict(zip(MODE_ORDER, "os^<>DhvPX"))
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.8), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         runs = [r for r in ok if r["dataset"] == dataset]
@@ -140,7 +147,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
             pts = [(r["trainable_pct"], r[metric]) for r in runs if r["tune"] == mode and metric and r.get(metric) is not None]
             if pts:
                 xs, ys = zip(*pts)
-                ax.scatter(xs, ys, label=mode, marker=markers.get(mode, "*"), s=60)
+                ax.scatter(xs, ys, label=mode, marker=markers.get(mode.split(":", 1)[0], "*"), s=60)
         ax.set_xscale("log")
         ax.set_xlabel("trainable parameters (%)")
         ax.set_ylabel(metric.removeprefix("test/") if metric else "")

@@ -266,7 +266,7 @@ def lora_target_names(
 def _wrap_lora(
     model: nn.Module, tune: dict[str, Any], arch: dict[str, Any], wanted: list[str] | None, skip: list[str]
 ) -> nn.Module:
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
 
     r = int(tune.get("r", 8))
     if r <= 0:
@@ -287,6 +287,13 @@ def _wrap_lora(
         bias="none",
         use_dora=bool(tune.get("use_dora", False)),
     )
+    return _peft(model, config)
+
+
+def _peft(model: nn.Module, config: Any) -> nn.Module:
+    """``get_peft_model``: peft freezes the base model and marks its own parameters trainable."""
+    from peft import get_peft_model
+
     wrapped = get_peft_model(model, config)
     # peft hooks the input embeddings to require grad when checkpointing is on (for *reentrant*
     # checkpointing; medft's is non-reentrant). Frozen embeddings then become leaves that require
@@ -298,7 +305,7 @@ def _wrap_lora(
 def _wrap_ia3(
     model: nn.Module, tune: dict[str, Any], arch: dict[str, Any], wanted: list[str] | None, skip: list[str]
 ) -> nn.Module:
-    from peft import IA3Config, get_peft_model
+    from peft import IA3Config
 
     targets = tune.get("target_modules") or arch.get("ia3_targets") or []
     names = lora_target_names(model, targets, arch, wanted, skip)
@@ -312,16 +319,16 @@ def _wrap_ia3(
     feedforward = tune.get("feedforward_modules") or arch.get("ia3_feedforward") or []
     ff_names = set(lora_target_names(model, feedforward, arch, wanted, skip)) & set(names)
     config = IA3Config(target_modules=names, feedforward_modules=sorted(ff_names))
-    return get_peft_model(model, config)
+    return _peft(model, config)
 
 
 def _wrap_prefix(
     model: nn.Module, tune: dict[str, Any], arch: dict[str, Any], wanted: list[str] | None, skip: list[str]
 ) -> nn.Module:
-    from peft import PrefixTuningConfig, TaskType, get_peft_model
+    from peft import PrefixTuningConfig, TaskType
 
     config = PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=int(tune["num_virtual_tokens"]))
-    return get_peft_model(model, config)  # the layer count, KV heads and head size come from the text config
+    return _peft(model, config)  # the layer count, KV heads and head size come from the text config
 
 
 def _checkpointing(model: nn.Module) -> bool:
