@@ -169,3 +169,45 @@ def test_medft_eval_reproduces_the_runs_predictions(tmp_path, model, mode):
     evaluated = json.loads((out / "metrics.json").read_text())
     assert evaluated["eval/tune"] == mode and evaluated["eval/ckpt"].endswith("trained.safetensors")
     assert (out / "predictions.jsonl").read_text() == (run / "predictions.jsonl").read_text()
+
+
+def test_prefix_trains_under_bf16_autocast():
+    """What trainer.precision=bf16-mixed does on CPU (prefix cannot use gradient checkpointing: refused above)."""
+    net = build("llava_tiny")
+    apply_tuning(net, tune_cfg("prefix"))
+    net.model.train()
+    batch = net.collate(llava_records())
+    (param,) = [p for p in net.model.parameters() if p.requires_grad]
+    before = param.detach().clone()
+    opt = torch.optim.AdamW([param], lr=1e-2)
+    for _ in range(2):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = net.loss(batch)
+        loss.backward()
+        assert param.grad is not None and torch.isfinite(param.grad).all() and param.grad.abs().sum() > 0
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    assert torch.isfinite(loss) and not torch.equal(before, param)
+
+
+def test_report_keeps_norm_halves_apart_and_orders_the_new_modes(tmp_path):
+    """`medft report`: layernorm with tune.norm_params=weight is its own row, never averaged with both."""
+    import yaml
+
+    from medft.report import report
+
+    runs = [("full", "both", 0.5), ("layernorm", "weight", 0.3), ("ia3", None, 0.2), ("layernorm", "both", 0.4),
+            ("dora", None, 0.25), ("prefix", None, 0.1), ("layernorm", "bias", 0.35)]
+    for i, (mode, half, acc) in enumerate(runs):
+        run = tmp_path / f"run{i}"
+        (run / ".hydra").mkdir(parents=True)
+        tune = {"name": mode, **({"norm_params": half} if mode == "layernorm" else {})}
+        cfg = {"model": {"name": "blip_tiny"}, "dataset": {"name": "demo"}, "tune": tune}
+        (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
+        (run / "metrics.json").write_text(json.dumps({"test/acc": acc, "params/trainable": 10 + i, "params/trainable_pct": 0.1 + i}))
+    result = report([tmp_path])
+    assert [r["tune"] for r in result["rows"]] == [
+        "layernorm", "layernorm:bias", "layernorm:weight", "ia3", "prefix", "dora", "full"]
+    pivot = result["markdown"].split("## Tune modes x datasets")[1]
+    assert "| layernorm | 3.1 | 0.4 |" in pivot and "| layernorm:weight | 1.1 | 0.3 |" in pivot
+    assert result["png"].stat().st_size > 5000
