@@ -185,7 +185,7 @@ def check_tune(tune: dict[str, Any], arch: dict[str, Any], model_name: str = "",
 
 
 def apply_tuning(adapter: nn.Module, tune: dict[str, Any]) -> TuneReport:
-    """Freeze everything, then unfreeze (or add, for LoRA) exactly what ``tune`` selects.
+    """Freeze everything, then unfreeze (or add, for peft's methods) exactly what ``tune`` selects.
 
     ``adapter`` exposes ``.model`` (the Hugging Face model; replaced by a peft model for LoRA) and
     ``.arch`` (component prefixes and module types from the model config). Raises ConfigError when
@@ -383,12 +383,19 @@ def summary_line(counts: dict[str, Any]) -> str:
     return f"trainable params: {counts['trainable']:,} || all params: {counts['total']:,} || trainable%: {pct:.4f}"
 
 
+PEFT_SCALES = ("ia3_l", "lora_magnitude_vector")  # peft's learned scales: IA3 vectors (start at 1), DoRA magnitudes
+
+
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Trainable parameters only, split so norm weights and biases get no weight decay."""
+    """Trainable parameters only, split so norm weights and biases get no weight decay, nor do peft's
+    learned scales (IA3 vectors, DoRA magnitudes): like norm gains, decay would pull them to 0."""
     no_decay: set[int] = set()
     for module in model.modules():
         if norm_kind(module):
             no_decay.update(id(p) for p in module.parameters(recurse=False))
+    for name, param in model.named_parameters():
+        if any(f".{scale}." in name for scale in PEFT_SCALES):
+            no_decay.add(id(param))
     decay, plain = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:

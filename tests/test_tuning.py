@@ -193,3 +193,14 @@ def test_prefix_on_blip_is_refused_naming_why_and_what_instead():
 
     with pytest.raises(UnsupportedMode, match=r"tune=prefix: .*past_key_values.*blip_tiny.*use lora, dora, ia3 or layernorm instead"):
         tuned("prefix")
+
+
+@pytest.mark.parametrize(("mode", "scale"), [("ia3", ".ia3_l."), ("dora", ".lora_magnitude_vector.")])
+def test_peft_scales_get_no_weight_decay(mode, scale):
+    """IA3 vectors (start at 1) and DoRA magnitudes scale like norm gains: no decay toward 0."""
+    net, _ = tuned(mode)
+    groups = param_groups(net.model, weight_decay=0.05)
+    plain = {id(p) for g in groups if g["weight_decay"] == 0.0 for p in g["params"]}
+    for name, param in trainable(net).items():
+        assert (id(param) in plain) == (scale in name), name
+    assert sum(len(g["params"]) for g in groups) == len(trainable(net))
