@@ -31,9 +31,10 @@ train: install ## Train the embedded default: tiny BLIP on the demo set, norm la
 test: install ## Run the test suite
 	$(BIN)/python -m pytest -q $(ARGS)
 
-sweep: install ## Every tune mode on the demo set with the tiny model, then the report table and plot
-	@# the report is written even when jobs failed; then the target fails with the sweep's status
-	status=0; $(BIN)/medft train -m tune=frozen,layernorm,bitfit,lora,attention,ffn,full hydra.sweep.dir=$(LOGS)/sweeps/$(NOW) $(ARGS) || status=$$?; \
+sweep: install ## Every tune mode on the demo set with the tiny BLIP (prefix: tiny LLaVA, beside its layernorm and lora), then the report
+	@# the report is written even when jobs failed; then the target fails with the sweeps' status
+	status=0; $(BIN)/medft train -m tune=frozen,layernorm,bitfit,ia3,lora,dora,attention,ffn,full hydra.sweep.dir=$(LOGS)/sweeps/$(NOW) $(ARGS) || status=$$?; \
+	$(BIN)/medft train -m model=llava_tiny tune=layernorm,prefix,lora hydra.sweep.dir=$(LOGS)/sweeps/$(NOW) $(ARGS) || status=$$?; \
 	$(BIN)/medft report $(LOGS)/sweeps/$(NOW); exit $$status
 
 paper: install ## The study's grid (configs/experiment/paper/): GPUs, data roots and checkpoints in configs/local/default.yaml

@@ -146,6 +146,7 @@ def validate(cfg: DictConfig) -> None:
     check_task(cfg)
     check_keys(cfg)
     check_values(cfg)
+    check_tune_fits(cfg)
     for key, value, ok, allowed in ranges:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
             raise ConfigError(f"{key}={value!r} is out of range: it must be a number {allowed}")
@@ -173,6 +174,16 @@ def check_values(cfg: DictConfig) -> None:
             raise ConfigError(f"optim.lr={lr!r} cannot be meant: AdamW with a learning rate >= 10 diverges; use e.g. 1e-3")
         if lr > 1:
             print(f"medft: warning: optim.lr={lr!r} is unusually high (the tune modes' defaults are 1e-3 to 1e-1)", file=sys.stderr)
+
+
+def check_tune_fits(cfg: DictConfig) -> None:
+    """The tune mode must be one the model can take (``tune=prefix`` on BLIP is refused here, not after the model loads)."""
+    from medft.tuning import check_tune
+
+    tune = OmegaConf.to_container(cfg.tune, resolve=True)
+    arch = OmegaConf.to_container(cfg.model.arch, resolve=True) if OmegaConf.select(cfg, "model.arch") else {}
+    check_tune(tune, arch, str(OmegaConf.select(cfg, "model.name", default="") or ""),
+               bool(OmegaConf.select(cfg, "model.gradient_checkpointing", default=False)))
 
 
 def check_task(cfg: DictConfig) -> None:

@@ -4,6 +4,7 @@
     medft params model=blip_vqa format=json
     medft params model=llava_med model.pretrained=/ckpt/llava-med-hf   # that checkpoint's config.json
     medft params model=llava_med modes=[layernorm,lora] lora_r=16 components=[language]
+    medft params model=blip_vqa modes=[layernorm] norm_params=weight      # the norms' gains only
 
 Full-size models (``model.pretrained`` set) are built on the meta device from their architecture
 config: no weights are read or allocated and nothing is downloaded (``medft.models.loading.
@@ -25,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from medft.config import CONFIG_DIR, available, normalize_overrides, register_resolvers
 from medft.errors import ConfigError, MedftError, user_error
 
-STUDY_ORDER = ("layernorm", "ffn", "attention", "lora", "bitfit", "full", "frozen")
+STUDY_ORDER = ("layernorm", "ffn", "attention", "lora", "dora", "ia3", "prefix", "bitfit", "full", "frozen")
 
 
 def mode_names(requested: list[str] | None) -> list[str]:
@@ -39,12 +40,16 @@ def mode_names(requested: list[str] | None) -> list[str]:
     return [m for m in STUDY_ORDER if m in shipped] + [m for m in shipped if m not in STUDY_ORDER]
 
 
-def tune_config(mode: str, components: list[str] | None, lora_r: int | None) -> dict[str, Any]:
+def tune_config(
+    mode: str, components: list[str] | None, lora_r: int | None, norm_params: str | None = None
+) -> dict[str, Any]:
     tune = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "tune" / f"{mode}.yaml"), resolve=True)
     if components:
         tune["components"] = list(components)
     if lora_r is not None and tune.get("select") == "lora":
         tune["r"] = int(lora_r)
+    if norm_params is not None and tune.get("select") == "norm":
+        tune["norm_params"] = str(norm_params)
     return tune
 
 
@@ -59,12 +64,16 @@ def skeleton_factory(model_cfg: DictConfig):
     if not pretrained:
         return lambda: build_model(model_cfg)
     config = arch_config(str(pretrained), bool(model_cfg.get("trust_remote_code", False)))
-    return lambda: SimpleNamespace(model=build_on_meta(config), arch=arch)
+    return lambda: SimpleNamespace(model=build_on_meta(config), arch=arch, name=model_cfg.get("name"))
 
 
-def count_modes(model_cfg: DictConfig, modes: list[str], components: list[str] | None = None, lora_r: int | None = None) -> dict[str, Any]:
-    """``{"model", "pretrained", "total", "modes", "components", "unused"}`` for ``model_cfg``."""
-    from medft.tuning import apply_tuning, count_parameters, param_metrics, unused_modules
+def count_modes(
+    model_cfg: DictConfig, modes: list[str], components: list[str] | None = None, lora_r: int | None = None,
+    norm_params: str | None = None,
+) -> dict[str, Any]:
+    """``{"model", "pretrained", "total", "modes", "components", "unused"}`` for ``model_cfg``. A mode
+    the model cannot have (``prefix`` on BLIP) gets ``{"trainable": None, "unsupported": why}``."""
+    from medft.tuning import UnsupportedMode, apply_tuning, count_parameters, param_metrics, unused_modules
 
     make = skeleton_factory(model_cfg)
     base = make()
@@ -80,7 +89,13 @@ def count_modes(model_cfg: DictConfig, modes: list[str], components: list[str] |
     }
     for mode in modes:
         net = make()
-        report = apply_tuning(net, tune_config(mode, components, lora_r))
+        try:
+            report = apply_tuning(net, tune_config(mode, components, lora_r, norm_params))
+        except UnsupportedMode as err:
+            result["modes"][mode] = {"trainable": None, "pct": None, "unsupported": str(err)}
+            for comp in result["components"]:
+                result["components"][comp]["trainable"][mode] = None
+            continue
         counts = count_parameters(net.model, comps)
         entry = {"trainable": counts["trainable"], "pct": param_metrics(counts)["params/trainable_pct"]}
         if report.modules:
@@ -99,6 +114,9 @@ def format_table(result: dict[str, Any]) -> str:
     header = ["mode", "trainable", "%"] + comps
     rows = [header, ["", "", ""] + [f"{result['components'][c]['total']:,}" for c in comps]]
     for mode, entry in result["modes"].items():
+        if entry["trainable"] is None:  # the model cannot have this mode
+            rows.append([mode, "-", "-"] + ["-" for _ in comps])
+            continue
         per = [f"{result['components'][c]['trainable'][mode]:,}" for c in comps]
         rows.append([mode, f"{entry['trainable']:,}", f"{entry['pct']:.4f}"] + per)
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
@@ -111,6 +129,8 @@ def format_table(result: dict[str, Any]) -> str:
         if entry.get("modules"):
             kinds = ", ".join(f"{n} {kind}" for kind, n in entry["modules"].items())
             lines.append(f"{mode}: trains {kinds} layers")
+        if entry.get("unsupported"):
+            lines.append(f"{mode}: not available: {entry['unsupported'].removeprefix(f'tune={mode}: ')}")
     if result["unused"]:
         lines.append("frozen in every mode (the forward pass never uses them): " + ", ".join(result["unused"]))
     return "\n".join(lines)
@@ -123,7 +143,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"format={fmt!r} is not known; use table or json")
     modes = mode_names(list(cfg.modes) if cfg.get("modes") else None)
     components = list(cfg.components) if cfg.get("components") else None
-    result = count_modes(cfg.model, modes, components, cfg.get("lora_r"))
+    result = count_modes(cfg.model, modes, components, cfg.get("lora_r"), cfg.get("norm_params"))
     print(json.dumps(result, indent=2) if fmt == "json" else format_table(result))
     return result
 

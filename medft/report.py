@@ -22,7 +22,7 @@ import yaml
 from medft.errors import MedftError
 from medft.files import write_text_atomic
 
-MODE_ORDER = ["frozen", "layernorm", "bitfit", "lora", "attention", "ffn", "full"]
+MODE_ORDER = ["frozen", "layernorm", "bitfit", "ia3", "prefix", "lora", "dora", "attention", "ffn", "full"]
 # The metric a dataset is judged by in the pivot and the plot: the first one present.
 MAIN_METRICS = ["test/acc", "test/bleu_4", "test/cider"]
 PIVOT_METRICS = ["test/acc_closed", "test/acc_open", "test/acc", "test/bleu_4", "test/rouge_l", "test/cider"]
@@ -107,7 +107,7 @@ def _read_run(run: Path) -> dict[str, Any]:
     row: dict[str, Any] = {
         "model": (cfg.get("model") or {}).get("name", ""),
         "dataset": (cfg.get("dataset") or {}).get("name", ""),
-        "tune": tune.get("name", ""),
+        "tune": tune_label(tune),
         "components": ",".join(tune.get("components") or []) or "all",
         "trainable": metrics.get("params/trainable"),
         "trainable_pct": metrics.get("params/trainable_pct"),
@@ -121,6 +121,12 @@ def _read_run(run: Path) -> dict[str, Any]:
     }
     row.update({k: v for k, v in metrics.items() if k.startswith("test/")})
     return row
+
+
+def tune_label(tune: dict[str, Any]) -> str:
+    """The mode's name, with the half of the norms it trains when not both (``layernorm:weight``)."""
+    half = tune.get("norm_params") or "both"
+    return tune.get("name", "") + ("" if half == "both" else f":{half}")
 
 
 def _first_line(text: str) -> str:
@@ -159,7 +165,8 @@ def markdown(rows: list[dict[str, Any]], cols: list[str]) -> str:
 
 
 def _mode_key(mode: str) -> tuple[int, str]:
-    return (MODE_ORDER.index(mode) if mode in MODE_ORDER else len(MODE_ORDER), mode)
+    base = mode.split(":", 1)[0]  # layernorm:weight sorts with layernorm
+    return (MODE_ORDER.index(base) if base in MODE_ORDER else len(MODE_ORDER), mode)
 
 
 def pivot(rows: list[dict[str, Any]], swept: list[str] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
@@ -222,7 +229,7 @@ def figure(rows: list[dict[str, Any]]) -> Any:
                 pts = [(r["trainable_pct"], r[metric]) for r in runs if r["model"] == model and r["tune"] == mode
                        and metric and r.get(metric) is not None and r["trainable_pct"] is not None]
                 label = mode if len(models) == 1 else f"{mode} ({model})"
-                color = colors.get(mode, "k")
+                color = colors.get(mode.split(":", 1)[0], "k")
                 frozen = [y for x, y in pts if not x]  # nothing trained: no x on a log axis
                 if frozen:
                     ax.axhline(statistics.mean(frozen), color=color, linestyle=styles.get(model, "--"), linewidth=1.2,

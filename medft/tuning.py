@@ -7,12 +7,21 @@ inside ``attention.output`` and ``output``, and neither ``ffn`` nor ``attention`
 
     select      trains
     all         every parameter (``full``)
-    norm        weight and bias of every normalization layer (LayerNorm, RMSNorm-style, ...)
+    norm        weight and bias of every normalization layer (LayerNorm, RMSNorm-style, ...);
+                ``norm_params``: ``both`` (default), ``weight`` (the gains only) or ``bias`` (the shifts)
     ffn         the Linear layers of feed-forward blocks (model config ``arch.ffn`` types)
     attention   the Linear q/k/v/output projections of self- and cross-attention (``arch.attention``)
     bias        every bias (BitFit)
     lora        peft LoRA adapters on ``target_modules`` (default ``arch.lora_targets``: a list of
-                Linear names, or ``{component: [names]}`` to place them in some components only)
+                Linear names, or ``{component: [names]}`` to place them in some components only);
+                ``use_dora: true`` makes them DoRA (``tune=dora``)
+    ia3         peft (IA)^3 vectors on ``target_modules`` (default ``arch.ia3_targets``): each scales
+                its Linear's output, or its input for the ``feedforward_modules`` among them (default
+                ``arch.ia3_feedforward``). A target name is a Linear's last name part (``k_proj``)
+                or ``ParentClass.name`` (``BlipTextOutput.dense``: the FFN's, not attention's, dense)
+    prefix      peft prefix tuning: ``num_virtual_tokens`` learned keys and values in front of every
+                layer of the language model named by ``arch.prefix`` (the component they belong
+                to); a model without it (BLIP) is refused
     none        nothing (zero-shot evaluation)
 
 Parameters the forward pass never uses (``unused_modules``: LLaVA's vision layers after
@@ -29,7 +38,8 @@ from torch import nn
 
 from medft.errors import ConfigError
 
-SELECTORS = ("all", "norm", "ffn", "attention", "bias", "lora", "none")
+SELECTORS = ("all", "norm", "ffn", "attention", "bias", "lora", "ia3", "prefix", "none")
+NORM_PARAMS = ("both", "weight", "bias")
 PEFT_PREFIX = "base_model.model."  # what peft puts in front of the wrapped model's names
 
 
@@ -134,27 +144,69 @@ def _check_components(arch: dict[str, Any], wanted: list[str] | None) -> None:
         )
 
 
+class UnsupportedMode(ConfigError):
+    """A tune mode this model cannot have at all (``medft params`` lists it as unsupported)."""
+
+
+PREFIX_INSTEAD = "use lora, dora, ia3 or layernorm instead"
+
+
+def check_tune(tune: dict[str, Any], arch: dict[str, Any], model_name: str = "", gradient_checkpointing: bool = False) -> None:
+    """Refuse, in one line and before any model is built, a tune config this model cannot take."""
+    select = tune.get("select")
+    if select not in SELECTORS:
+        raise ConfigError(f"tune.select={select!r} is not known; use one of {list(SELECTORS)}")
+    if select == "norm" and tune.get("norm_params", "both") not in NORM_PARAMS:
+        raise ConfigError(f"tune.norm_params={tune.get('norm_params')!r} is not known; use one of {list(NORM_PARAMS)}")
+    if select != "prefix":
+        return
+    model = model_name or "this model"
+    component = arch.get("prefix")
+    if not component:
+        raise UnsupportedMode(
+            f"tune=prefix: peft's prefix tuning needs a decoder-only language model that takes past_key_values, "
+            f"and {model} has none (BLIP's question encoder and answer decoder are BERT stacks its VQA/captioning "
+            f"forward calls internally); {PREFIX_INSTEAD}"
+        )
+    wanted = tune.get("components")
+    if wanted and component not in wanted:
+        raise ConfigError(
+            f"tune=prefix adds learned keys and values to the {component} component only, "
+            f"not to tune.components={list(wanted)}: leave tune.components out or include {component}"
+        )
+    n = tune.get("num_virtual_tokens")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"tune.num_virtual_tokens={n!r} is out of range: it must be an integer >= 1")
+    if gradient_checkpointing:
+        raise ConfigError(
+            "tune=prefix cannot run with model.gradient_checkpointing=true (peft keeps the prefix in the KV cache "
+            "and refuses checkpointing): add model.gradient_checkpointing=false"
+        )
+
+
 def apply_tuning(adapter: nn.Module, tune: dict[str, Any]) -> TuneReport:
-    """Freeze everything, then unfreeze (or add, for LoRA) exactly what ``tune`` selects.
+    """Freeze everything, then unfreeze (or add, for peft's methods) exactly what ``tune`` selects.
 
     ``adapter`` exposes ``.model`` (the Hugging Face model; replaced by a peft model for LoRA) and
     ``.arch`` (component prefixes and module types from the model config). Raises ConfigError when
     the mode or component matches nothing.
     """
     mode, select = tune["name"], tune["select"]
-    if select not in SELECTORS:
-        raise ConfigError(f"tune.select={select!r} is not known; use one of {list(SELECTORS)}")
-    wanted = list(tune["components"]) if tune.get("components") else None
     arch = adapter.arch
+    check_tune(tune, arch, getattr(adapter, "name", ""), _checkpointing(adapter.model))
+    wanted = list(tune["components"]) if tune.get("components") else None
     _check_components(arch, wanted)
     report = TuneReport(mode, unused=unused_modules(adapter.model, arch))
 
     adapter.model.requires_grad_(False)
-    if select == "lora":
-        adapter.model = _wrap_lora(adapter.model, tune, arch, wanted, report.unused)  # peft marks its adapters trainable
+    if select in ("lora", "ia3", "prefix"):  # peft marks its adapters (and only them) trainable
+        wrap = {"lora": _wrap_lora, "ia3": _wrap_ia3, "prefix": _wrap_prefix}[select]
+        adapter.model = wrap(adapter.model, tune, arch, wanted, report.unused)
     elif select != "none":
+        norm_params = tune.get("norm_params", "both") if select == "norm" else "both"
         for name, param in _params_to_train(adapter.model, select, arch, wanted):
-            param.requires_grad_(not under(name, report.unused))
+            if norm_params == "both" or name.rsplit(".", 1)[-1] == norm_params:  # weight = gain, bias = shift
+                param.requires_grad_(not under(name, report.unused))
     if select == "norm":
         report.modules = {"layernorm": 0, "rmsnorm": 0}
         for name, module in adapter.model.named_modules():
@@ -188,25 +240,33 @@ def lora_target_names(
     wanted: list[str] | None,
     skip: Iterable[str] = (),
 ) -> list[str]:
-    """Full names of the Linear layers whose last name part is in ``targets``, within ``wanted``,
-    outside the ``skip`` modules. ``targets`` may map components to names (``{language: [q_proj]}``):
+    """Full names of the Linear layers named by ``targets``, within ``wanted``, outside the ``skip``
+    modules. A target is a Linear's last name part (``query``) or ``ParentClass.name`` (the Linear
+    ``name`` directly inside a module of class ``ParentClass``: ``BlipTextOutput.dense`` is the FFN's
+    dense, not attention's). ``targets`` may map components to names (``{language: [q_proj]}``):
     then each name list applies inside its own component only."""
     if isinstance(targets, dict):
         return [
             n for comp, names in targets.items() if wanted is None or comp in wanted
             for n in lora_target_names(model, list(names), arch, [comp], skip)
         ]
+    modules = dict(model.named_modules())
+
+    def named(name: str) -> bool:
+        parent, _, last = name.rpartition(".")
+        return last in targets or f"{type(modules.get(parent)).__name__}.{last}" in targets
+
+    targets = set(targets)
     return [
-        n for n, m in model.named_modules()
-        if isinstance(m, nn.Linear) and n.rsplit(".", 1)[-1] in set(targets)
-        and _in_components(n, arch, wanted) and not under(n, skip)
+        n for n, m in modules.items()
+        if isinstance(m, nn.Linear) and named(n) and _in_components(n, arch, wanted) and not under(n, skip)
     ]
 
 
 def _wrap_lora(
     model: nn.Module, tune: dict[str, Any], arch: dict[str, Any], wanted: list[str] | None, skip: list[str]
 ) -> nn.Module:
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
 
     r = int(tune.get("r", 8))
     if r <= 0:
@@ -227,6 +287,13 @@ def _wrap_lora(
         bias="none",
         use_dora=bool(tune.get("use_dora", False)),
     )
+    return _peft(model, config)
+
+
+def _peft(model: nn.Module, config: Any) -> nn.Module:
+    """``get_peft_model``: peft freezes the base model and marks its own parameters trainable."""
+    from peft import get_peft_model
+
     wrapped = get_peft_model(model, config)
     # peft hooks the input embeddings to require grad when checkpointing is on (for *reentrant*
     # checkpointing; medft's is non-reentrant). Frozen embeddings then become leaves that require
@@ -235,11 +302,61 @@ def _wrap_lora(
     return wrapped
 
 
+def _wrap_ia3(
+    model: nn.Module, tune: dict[str, Any], arch: dict[str, Any], wanted: list[str] | None, skip: list[str]
+) -> nn.Module:
+    from peft import IA3Config
+
+    targets = tune.get("target_modules") or arch.get("ia3_targets") or []
+    names = lora_target_names(model, targets, arch, wanted, skip)
+    if not names:
+        raise ConfigError(
+            f"tune=ia3: target_modules={targets} matched no Linear layer"
+            + (f" in components {wanted}" if wanted else "")
+            + "; set tune.target_modules (and tune.feedforward_modules) to Linear layers of this model"
+            + ("" if targets else ", or arch.ia3_targets in the model config")
+        )
+    feedforward = tune.get("feedforward_modules") or arch.get("ia3_feedforward") or []
+    ff_names = set(lora_target_names(model, feedforward, arch, wanted, skip)) & set(names)
+    config = IA3Config(target_modules=names, feedforward_modules=sorted(ff_names))
+    return _peft(model, config)
+
+
+def _wrap_prefix(
+    model: nn.Module, tune: dict[str, Any], arch: dict[str, Any], wanted: list[str] | None, skip: list[str]
+) -> nn.Module:
+    from peft import PrefixTuningConfig, TaskType
+
+    config = PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=int(tune["num_virtual_tokens"]))
+    return _peft(model, config)  # the layer count, KV heads and head size come from the text config
+
+
+def _checkpointing(model: nn.Module) -> bool:
+    return any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+
+
+def _component_params(model: nn.Module):
+    """``(name, parameter)`` with the names of the unwrapped model, for per-component counts. peft's
+    prompt learning (``prefix``) keeps the base model as ``base_model`` (not ``base_model.model``) and
+    its prompt encoder beside it; the prefix extends the language model, so its parameters are counted
+    where that model's input embeddings are."""
+    config = getattr(model, "active_peft_config", None)
+    if config is None or not config.is_prompt_learning:
+        yield from model.named_parameters()
+        return
+    base = model.get_base_model()
+    embeddings = base.get_input_embeddings()
+    where = next(n for n, m in base.named_modules() if m is embeddings)
+    yield from base.named_parameters()
+    for name, param in model.prompt_encoder.named_parameters():
+        yield f"{where}.prompt_encoder.{name}", param
+
+
 def count_parameters(model: nn.Module, components: dict[str, str]) -> dict[str, Any]:
     """Total and trainable parameter counts, overall and per component (tied weights counted once)."""
     total = trainable = 0
     per: dict[str, dict[str, int]] = {c: {"total": 0, "trainable": 0} for c in components}
-    for name, param in model.named_parameters():
+    for name, param in _component_params(model):
         n = param.numel()
         total += n
         trainable += n if param.requires_grad else 0
@@ -266,12 +383,19 @@ def summary_line(counts: dict[str, Any]) -> str:
     return f"trainable params: {counts['trainable']:,} || all params: {counts['total']:,} || trainable%: {pct:.4f}"
 
 
+PEFT_SCALES = ("ia3_l", "lora_magnitude_vector")  # peft's learned scales: IA3 vectors (start at 1), DoRA magnitudes
+
+
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Trainable parameters only, split so norm weights and biases get no weight decay."""
+    """Trainable parameters only, split so norm weights and biases get no weight decay, nor do peft's
+    learned scales (IA3 vectors, DoRA magnitudes): like norm gains, decay would pull them to 0."""
     no_decay: set[int] = set()
     for module in model.modules():
         if norm_kind(module):
             no_decay.update(id(p) for p in module.parameters(recurse=False))
+    for name, param in model.named_parameters():
+        if any(f".{scale}." in name for scale in PEFT_SCALES):
+            no_decay.add(id(param))
     decay, plain = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:

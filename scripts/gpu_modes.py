@@ -1,7 +1,7 @@
 """Full-size architectures (random weights) on one GPU: every tune mode through the medft adapters.
 
 Per (model, mode): trainable count, peak GPU memory and time of a training step (batch 4,
-gradient checkpointing), the gradient check (every trainable parameter gets a non-zero gradient),
+gradient checkpointing but for prefix, which peft runs without), the gradient check (every trainable parameter gets a non-zero gradient),
 and a short generation. Run (GPU, transformers 5.23 + peft 0.21.2): PYTHONPATH=. python3 scripts/gpu_modes.py OUT_DIR
 """
 
@@ -19,10 +19,10 @@ from transformers import BlipForQuestionAnswering, LlavaForConditionalGeneration
 from medft.models import blip as blip_mod
 from medft.models import llava as llava_mod
 from medft.models.loading import arch_config, enable_gradient_checkpointing
-from medft.tuning import apply_tuning, count_parameters
+from medft.tuning import UnsupportedMode, apply_tuning, count_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
-MODES = ["layernorm", "ffn", "attention", "lora", "bitfit", "full", "frozen"]
+MODES = ["layernorm", "ffn", "attention", "lora", "dora", "ia3", "prefix", "bitfit", "full", "frozen"]
 
 
 def tune(mode):
@@ -42,7 +42,7 @@ def records(n=4, size=336):
             for i, (q, a) in enumerate(qa[:n])]
 
 
-def build_llava():
+def build_llava(checkpointing=True):
     config = arch_config("chaoyinshe/llava-med-v1.5-mistral-7b-hf")
     processor = llava_mod.tiny_processor(336, 14, 4096)  # offline tokenizer: its ids index the real vocab
     config.image_token_index = processor.tokenizer.convert_tokens_to_ids("<image>")
@@ -50,16 +50,18 @@ def build_llava():
     with torch.device("cuda"):
         model = LlavaForConditionalGeneration(config)
     torch.set_default_dtype(torch.float32)
-    enable_gradient_checkpointing(model)
+    if checkpointing:
+        enable_gradient_checkpointing(model)
     return llava_mod.LlavaVQA(model, processor, arch("llava_med"), max_answer_len=8)
 
 
-def build_blip():
+def build_blip(checkpointing=True):
     config = arch_config("Salesforce/blip-vqa-base")
     processor = blip_mod.tiny_processor(384, 32)
     with torch.device("cuda"):
         model = BlipForQuestionAnswering(config)
-    enable_gradient_checkpointing(model)
+    if checkpointing:
+        enable_gradient_checkpointing(model)
     return blip_mod.BlipVQA(model, processor, arch("blip_vqa"))
 
 
@@ -71,7 +73,7 @@ def run_mode(build, mode, steps=3):
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    net = build()
+    net = build(checkpointing=mode != "prefix")  # peft's prefix tuning refuses gradient checkpointing
     report = apply_tuning(net, tune(mode))
     built_s = time.perf_counter() - t0
     counts = count_parameters(net.model, net.arch["components"])
@@ -115,6 +117,8 @@ def main(out_dir):
                 r = run_mode(build, mode)
             except torch.OutOfMemoryError as err:
                 r = {"mode": mode, "error": "OOM: " + str(err).splitlines()[0][:200]}
+            except UnsupportedMode as err:  # prefix on BLIP
+                r = {"mode": mode, "unsupported": str(err)}
             results[name].append(r)
             print(name, json.dumps(r), flush=True)
             (out_dir / "gpu_modes.json").write_text(json.dumps(results, indent=1))

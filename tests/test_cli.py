@@ -35,7 +35,7 @@ def test_no_tune_lists_the_modes(run_cli, tmp_path):
     out = run_cli("train")
     assert out.returncode == 2
     assert "no tune mode given" in out.stderr
-    for mode in ("layernorm", "ffn", "attention", "lora", "full", "bitfit", "frozen"):
+    for mode in ("layernorm", "ffn", "attention", "lora", "dora", "ia3", "prefix", "full", "bitfit", "frozen"):
         assert mode in out.stderr
     assert not (tmp_path / "logs").exists()  # refused before any run dir was made
 

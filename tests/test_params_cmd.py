@@ -28,7 +28,9 @@ def params_cfg(*overrides: str):
 
 
 def counts(model: str, *overrides: str) -> dict:
-    return count_modes(params_cfg(f"model={model}", *overrides).model, mode_names(None))
+    cfg = params_cfg(f"model={model}", *overrides)
+    modes = mode_names(list(cfg.modes) if cfg.modes else None)
+    return count_modes(cfg.model, modes, cfg.components, cfg.lora_r, cfg.norm_params)
 
 
 def test_llava_med_counts_follow_from_the_published_architecture():
@@ -136,3 +138,67 @@ def test_training_run_logs_the_same_counts(tmp_path):
     assert "test/acc" in metrics
     predictions = (run_dirs[0].parent / "predictions.jsonl").read_text().splitlines()
     assert predictions and {"id", "question", "answer", "prediction"} <= set(json.loads(predictions[0]))
+
+
+def peft_trainable(hub_id: str, config) -> int:
+    """peft's own count for ``config`` on the shipped architecture, on the meta device (medft not involved)."""
+    from peft import get_peft_model
+
+    from medft.models.loading import arch_config, build_on_meta
+
+    return get_peft_model(build_on_meta(arch_config(hub_id, False)), config).get_nb_trainable_parameters()[0]
+
+
+def test_new_modes_on_llava_med_match_peft_on_the_meta_device():
+    from peft import IA3Config, LoraConfig, PrefixTuningConfig
+
+    hub, result = "chaoyinshe/llava-med-v1.5-mistral-7b-hf", counts("llava_med", "modes=[ia3,dora,prefix]")
+    modes, layers, hidden, kv, inter = result["modes"], 32, 4096, 1024, 14336
+    lm = r".*language_model\..*\."
+    assert modes["ia3"]["trainable"] == peft_trainable(hub, IA3Config(
+        target_modules=lm + "(k_proj|v_proj|down_proj)", feedforward_modules=r".*\.down_proj")) \
+        == layers * (kv + kv + inter) == 524_288  # k, v scale their outputs; down_proj its input
+    assert modes["dora"]["trainable"] == peft_trainable(hub, LoraConfig(
+        r=8, lora_alpha=32, target_modules=lm + "(q_proj|k_proj|v_proj|o_proj)", use_dora=True)) \
+        == 7_143_424
+    assert modes["dora"]["trainable"] == 6_815_744 + layers * (hidden + kv + kv + hidden)  # lora + a magnitude per output
+    assert modes["prefix"]["trainable"] == peft_trainable(hub, PrefixTuningConfig(
+        task_type="CAUSAL_LM", num_virtual_tokens=20)) == 20 * layers * 2 * kv == 1_310_720  # 8 KV heads x 128
+    for mode in ("ia3", "dora", "prefix"):
+        assert result["components"]["language"]["trainable"][mode] == modes[mode]["trainable"]
+
+
+def test_new_modes_on_blip_vqa_match_peft_on_the_meta_device():
+    from peft import IA3Config, LoraConfig
+
+    hub, result = "Salesforce/blip-vqa-base", counts("blip_vqa", "modes=[ia3,dora,prefix]")
+    modes, ffn = result["modes"], r".*\.mlp\.fc2|.*\.layer\.\d+\.output\.dense"  # the FFN's output dense, not attention's
+    assert modes["ia3"]["trainable"] == peft_trainable(hub, IA3Config(
+        target_modules=r"text_(encoder|decoder)\..*\.self\.(key|value)|" + ffn, feedforward_modules=ffn)) \
+        == 12 * (3072 + 2 * (2 * 2 * 768 + 3072)) == 184_320  # vision fc2 in; text self+cross k, v out, FFN in
+    assert result["components"]["vision"]["trainable"]["ia3"] == 12 * 3072
+    assert modes["dora"]["trainable"] == peft_trainable(hub, LoraConfig(
+        r=8, lora_alpha=32, target_modules=["query", "value"], use_dora=True)) == 1_179_648 + 2 * 12 * 4 * 768
+    assert modes["prefix"]["trainable"] is None and "use lora, dora, ia3 or layernorm instead" in modes["prefix"]["unsupported"]
+    assert all(c["trainable"]["prefix"] is None for c in result["components"].values())
+
+
+@pytest.mark.parametrize(("model", "weight", "bias"), [
+    ("llava_med", 47 * 1024 + 65 * 4096, 47 * 1024),  # CLIP LayerNorms have both; Mistral's RMSNorms a gain only
+    ("blip_vqa", 153_600 // 2, 153_600 // 2),
+])
+def test_norm_params_counts_each_half(model, weight, bias):
+    for half, n in (("weight", weight), ("bias", bias), ("both", weight + bias)):
+        assert counts(model, "modes=[layernorm]", f"norm_params={half}")["modes"]["layernorm"]["trainable"] == n
+
+
+def test_cli_table_for_blip_vqa_lists_every_mode_and_why_prefix_is_not(tmp_path):
+    env = {**os.environ, **ONE_THREAD, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    proc = subprocess.run([sys.executable, "-m", "medft.cli", "params", "model=blip_vqa"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines()[4:] if line.split()}
+    assert rows["ia3"][1:3] == ["184,320", "0.0510"] and rows["dora"][1] == "1,253,376"
+    assert rows["prefix"][1:] == ["-"] * 5
+    assert [m for m in rows if m in mode_names(None)] == mode_names(None)
+    assert "prefix: not available: peft's prefix tuning needs a decoder-only language model" in proc.stdout

@@ -22,7 +22,7 @@ from tests.test_models import build, image
 
 REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
-MODES = ["layernorm", "bitfit", "attention", "ffn", "lora", "full"]
+MODES = ["layernorm", "bitfit", "attention", "ffn", "lora", "dora", "ia3", "full"]
 
 
 def records(n: int = 4) -> list[dict]:

@@ -87,7 +87,7 @@ def test_collate_masks_prompt_and_padding():
     assert len(texts) == 2 and all(isinstance(t, str) and not t.startswith("findings") for t in texts)
 
 
-@pytest.mark.parametrize("mode", ["layernorm", "ffn", "attention", "lora", "bitfit", "full", "frozen"])
+@pytest.mark.parametrize("mode", ["layernorm", "ffn", "attention", "lora", "dora", "ia3", "bitfit", "full", "frozen"])
 def test_every_tune_mode_trains_the_report_model(mode):
     net = build()
     tune = yaml.safe_load((CONFIG_DIR / "tune" / f"{mode}.yaml").read_text())

@@ -10,7 +10,7 @@ import torch
 
 from medft.train import train
 
-MODES = ["layernorm", "ffn", "attention", "lora", "bitfit", "full", "frozen"]
+MODES = ["layernorm", "ffn", "attention", "lora", "dora", "ia3", "bitfit", "full", "frozen"]  # prefix (LLaVA only): tests/test_peft_modes.py
 
 
 @pytest.mark.parametrize("mode", MODES)

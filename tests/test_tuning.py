@@ -11,7 +11,7 @@ from medft.models.blip import build_blip_vqa
 from medft.tuning import apply_tuning, count_parameters, norm_kind, param_groups, summary_line
 from tests.conftest import model_cfg, tune_cfg
 
-MODES = ["layernorm", "ffn", "attention", "lora", "bitfit", "full", "frozen"]
+MODES = ["layernorm", "ffn", "attention", "lora", "dora", "ia3", "bitfit", "full", "frozen"]
 
 
 def tuned(mode: str, **tune_overrides):
@@ -144,7 +144,63 @@ def test_gradient_checkpointing_backpropagates_in_every_mode(mode):
     loss = net.loss(net.collate(records))
     loss.backward()
     graded = {n for n, p in trainable(net).items() if p.grad is not None and p.grad.abs().sum() > 0}
-    if mode == "lora":  # B starts at zero, so only B gets a gradient in the first step
-        assert graded == {n for n in trainable(net) if "lora_B" in n}
+    if mode in ("lora", "dora"):  # B starts at zero, so A gets no gradient in the first step (DoRA's magnitude does)
+        assert graded == {n for n in trainable(net) if "lora_A" not in n}
     else:
         assert graded == set(trainable(net))
+
+
+def test_ia3_scales_text_keys_values_and_the_ffn_outputs_input():
+    """(IA)^3 on BLIP: key/value of the text towers' self- and cross-attention scale their output; the
+    FFN output projections (vision mlp.fc2, text output.dense) their input. Not attention's output.dense."""
+    net, report = tuned("ia3")
+    names = set(trainable(net))
+    assert names == set(report.trainable) and all(".ia3_l." in n for n in names)
+    layers = {n.removeprefix("base_model.model.").split(".ia3_l.")[0]: p for n, p in trainable(net).items()}
+    kv = {n for n in layers if n.endswith((".self.key", ".self.value"))}
+    ffn = {n for n in layers if n.endswith(".mlp.fc2") or (n.endswith(".output.dense") and ".attention." not in n and ".crossattention." not in n)}
+    assert kv | ffn == set(layers) and kv and ffn
+    assert any(n.startswith("vision_model.") for n in ffn) and not any(n.startswith("vision_model.") for n in kv)
+    assert any(".crossattention.self.key" in n for n in kv)
+    modules = dict(net.model.named_modules())
+    for name, vector in layers.items():
+        layer = modules["base_model.model." + name]
+        assert layer.is_feedforward == (name in ffn)
+        assert vector.numel() == (layer.in_features if name in ffn else layer.out_features)
+
+
+def test_dora_is_lora_with_a_magnitude_per_output():
+    lora, _ = tuned("lora")
+    dora, _ = tuned("dora")
+    lora_names = set(trainable(lora))
+    magnitudes = {n for n in trainable(dora) if "lora_magnitude_vector" in n}
+    assert set(trainable(dora)) - magnitudes == lora_names and magnitudes
+    n_out = sum(p.numel() for n, p in trainable(lora).items() if "lora_B" in n) // 8  # r = 8
+    assert sum(trainable(dora)[n].numel() for n in magnitudes) == n_out
+
+
+@pytest.mark.parametrize("half", ["weight", "bias"])
+def test_norm_params_trains_one_half_of_every_norm(half):
+    both = set(trainable(tuned("layernorm")[0]))
+    net, report = tuned("layernorm", norm_params=half)
+    names = set(trainable(net))
+    assert names == {n for n in both if n.endswith("." + half)} and names
+    assert report.modules == {"layernorm": 20, "rmsnorm": 0}
+
+
+def test_prefix_on_blip_is_refused_naming_why_and_what_instead():
+    from medft.tuning import UnsupportedMode
+
+    with pytest.raises(UnsupportedMode, match=r"tune=prefix: .*past_key_values.*blip_tiny.*use lora, dora, ia3 or layernorm instead"):
+        tuned("prefix")
+
+
+@pytest.mark.parametrize(("mode", "scale"), [("ia3", ".ia3_l."), ("dora", ".lora_magnitude_vector.")])
+def test_peft_scales_get_no_weight_decay(mode, scale):
+    """IA3 vectors (start at 1) and DoRA magnitudes scale like norm gains: no decay toward 0."""
+    net, _ = tuned(mode)
+    groups = param_groups(net.model, weight_decay=0.05)
+    plain = {id(p) for g in groups if g["weight_decay"] == 0.0 for p in g["params"]}
+    for name, param in trainable(net).items():
+        assert (id(param) in plain) == (scale in name), name
+    assert sum(len(g["params"]) for g in groups) == len(trainable(net))
