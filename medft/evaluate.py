@@ -101,11 +101,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     run_dir, ckpt_file = resolve_run(cfg.ckpt)
     model_cfg, tune = run_model_config(run_dir, cfg)
     check_run_task(run_dir, model_cfg, cfg.dataset)
+    from medft.metrics.protocols import apply_protocol, dataset_candidates, resolve_protocol, write_candidates
+
+    vqa = cfg.dataset.get("task", "vqa") == "vqa"
+    protocol = resolve_protocol(OmegaConf.select(cfg, "eval.protocol"), model_cfg) if vqa else None
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(int(model_cfg.get("seed", 0) or 0), workers=True, verbose=False)
 
-    records = load_splits(cfg.dataset).get(cfg.split)
+    all_splits = load_splits(cfg.dataset)
+    records = all_splits.get(cfg.split)
     if not records:
         raise ConfigError(f"split={cfg.split} of dataset {cfg.dataset.name} is empty: pick another split")
     splits, data_stats = prepare_splits({cfg.split: records}, cfg.dataset)  # only this split's images
@@ -129,6 +134,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     prefix = f"{cfg.split}/"
     metrics: dict[str, Any] = {prefix + k.removeprefix("test/"): v for k, v in trainer.callback_metrics.items()
                                if k.startswith("test/")}
+    if protocol:  # eval.protocol: exact match, or LLaVA-Med's scoring (candidates: every answer of the dataset)
+        candidates = dataset_candidates(all_splits)
+        write_candidates(output_dir, candidates, f"dataset {cfg.dataset.name}: answers of {', '.join(all_splits)}")
+        apply_protocol(metrics, module.predictions, protocol, candidates, cfg.split)
     print(scores_line(net.task, metrics, cfg.split))
     metrics.update(finish_data_stats(data_stats, datamodule))
     metrics.update({"eval/run_dir": str(run_dir), "eval/ckpt": str(ckpt_file), "eval/tune": report.mode,
@@ -146,8 +155,14 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``medft eval``."""
+    args = sys.argv[1:] if args is None else list(args)
+    if any(a.startswith("rescore=") for a in args):  # from predictions.jsonl alone: no model, no dataset
+        from medft.rescore import rescore_main
+
+        rescore_main(args)
+        return
     register_resolvers()
-    args = normalize_overrides(sys.argv[1:] if args is None else list(args), config_name="eval")
+    args = normalize_overrides(args, config_name="eval")
     sys.argv = [str(Path(__file__).resolve()), *args]
     _hydra_main()
 
