@@ -72,6 +72,36 @@ def load_trained(module: Any, ckpt_file: Path) -> None:
     module.load_state_dict(checkpoint["state_dict"], strict=False)
 
 
+def load_run_model(ckpt: str | Path, paths: Any = None, keep_original: bool = False) -> dict[str, Any]:
+    """A trained run's model, rebuilt the way ``medft eval`` rebuilds it (``resolve_run`` ->
+    ``run_model_config`` -> ``build_model`` -> ``apply_tuning`` -> ``load_trained``), for ``medft export``,
+    ``medft ask`` and the like. Returns ``{"net", "report", "run_dir", "ckpt_file", "model_cfg", "tune"}``,
+    plus ``"original"`` (the trainable parameters' values before loading) with ``keep_original``."""
+    import lightning as L
+
+    from medft.models import build_model
+    from medft.module import MedVLMModule
+    from medft.trained import trained_state
+    from medft.tuning import apply_tuning
+
+    run_dir, ckpt_file = resolve_run(ckpt)
+    if paths is None:
+        import os
+
+        cache = os.environ.get("MEDFT_CACHE_DIR") or str(Path("~/.cache/medft").expanduser())
+        paths = {"log_dir": os.environ.get("MEDFT_LOG_DIR", "logs"), "cache_dir": cache, "output_dir": str(run_dir)}
+    model_cfg, tune = run_model_config(run_dir, OmegaConf.create({"paths": paths}))
+    L.seed_everything(int(model_cfg.get("seed", 0) or 0), workers=True, verbose=False)
+    net = build_model(model_cfg)
+    report = apply_tuning(net, tune)
+    original = {k: v.clone() for k, v in trained_state(net.model).items()} if keep_original else None
+    module = MedVLMModule(net, optim=None, tune_name=report.mode)
+    load_trained(module, ckpt_file)
+    net.eval()
+    return {"net": net, "report": report, "run_dir": run_dir, "ckpt_file": ckpt_file, "model_cfg": model_cfg,
+            "tune": tune, "original": original}
+
+
 def check_run_task(run_dir: Path, model_cfg: DictConfig, dataset_cfg: DictConfig) -> None:
     """The run's model must do the dataset's task (before any model is built)."""
     task = dataset_cfg.get("task", "vqa")
