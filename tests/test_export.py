@@ -112,3 +112,23 @@ def test_export_refuses_bad_arguments(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["export", str(tmp_path), "fromat=hf"])
     assert "takes RUN_DIR and format=, out=" in capsys.readouterr().err
+
+
+def test_peft_adapter_names_the_checkpoint_the_run_started_from(cli, tmp_path):
+    """A run from a checkpoint directory (here: an exported medft model): adapter_config.json names it."""
+    from peft import PeftModel
+    from transformers import BlipForQuestionAnswering
+
+    status, out, err, first = cli("+tune=layernorm", *TRAIN, run_dir=tmp_path / "first")
+    assert status == 0, err
+    checkpoint = export(first, "hf", tmp_path / "ckpt")
+    status, out, err, run = cli("+tune=lora", f"model.pretrained={checkpoint}", *TRAIN, run_dir=tmp_path / "second")
+    assert status == 0, err
+    adapter = export(run, "peft", tmp_path / "adapter")
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(checkpoint.resolve()) and not (adapter / "base").exists()
+    medft = load_run_model(run)["net"]
+    batch = medft.collate(records())
+    tuned = PeftModel.from_pretrained(BlipForQuestionAnswering.from_pretrained(config["base_model_name_or_path"]), adapter)
+    assert torch.allclose(blip_logits(tuned.eval(), batch), blip_logits(medft.model, batch), atol=1e-5)
+    assert str(checkpoint.resolve()) in (adapter / "README.md").read_text()
