@@ -89,11 +89,17 @@ def protocol_metrics(rows: Sequence[Mapping[str, Any]], protocol: str, candidate
 
 def apply_protocol(metrics: dict[str, Any], rows: Sequence[Mapping[str, Any]], protocol: str,
                    candidates: Sequence[str] | None, split: str = "test") -> dict[str, Any]:
-    """Replace ``metrics``' per-type accuracies of ``split`` by ``protocol``'s metrics (in place; returned)."""
-    for key in ("acc_closed", "acc_open", "exact_acc_closed", "exact_acc_open", "recall_open", "f1_open",
-                "open_candidate_acc"):
-        metrics.pop(f"{split}/{key}", None)
-    metrics.update(protocol_metrics(rows, protocol, candidates, split))
+    """Record ``protocol`` in ``metrics`` (in place; returned). The exact-match values already there
+    (computed by the evaluator, synced across devices) stay; with ``llava_med`` the per-type ones move
+    to ``<split>/exact_acc_*`` and LLaVA-Med's metrics of ``rows`` are added."""
+    metrics["eval/protocol"] = protocol
+    if protocol == "llava_med":
+        from medft.metrics.llava_med import llava_med_scores
+
+        for key in ("acc_closed", "acc_open"):
+            if f"{split}/{key}" in metrics:
+                metrics[f"{split}/exact_{key}"] = metrics.pop(f"{split}/{key}")
+        metrics.update({f"{split}/{k}": v for k, v in llava_med_scores(rows, candidates or []).items()})
     return metrics
 
 
