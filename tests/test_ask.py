@@ -63,3 +63,19 @@ def test_ask_about_a_real_vqa_rad_image(cli):
     image = sorted((VQA_RAD / "images").iterdir())[0]
     [result] = ask(run, [{"image": str(image), "question": "is there a fracture?"}])
     assert isinstance(result["answer"], str) and result["image"] == str(image)
+
+
+def test_a_report_run_writes_the_report_from_the_image_alone(cli, tmp_path, capsys):
+    from medft.cli import main
+    from medft.data.fixtures import make_iu_xray
+
+    root = make_iu_xray(tmp_path / "iu", sizes=(8, 2, 3))
+    status, out, err, run = cli("dataset=iu_xray", f"dataset.root={root}", "+tune=layernorm", "trainer.max_epochs=1",
+                                "data.batch_size=4", "dataset.max_new_tokens=6", "test=false",
+                                "callbacks.progress_bar.refresh_rate=0")
+    assert status == 0, err
+    image = next((root / "images").rglob("*.png"))
+    main(["ask", str(run), f"image={image}"])
+    report = capsys.readouterr().out.strip().splitlines()[-1]
+    [again] = ask(run, [{"image": str(image), "question": ""}])
+    assert again["report"] == report and "answer" not in again
