@@ -14,6 +14,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "params": ("medft.params_cmd", "trainable parameters of every tune mode, per component (no weights loaded)"),
     "data": ("medft.data_cmd", "check a dataset root: samples, CLOSED/OPEN, images, missing images per split"),
     "eval": ("medft.evaluate", "evaluate a trained run (ckpt=RUN_DIR) on a dataset; writes its own run dir"),
+    "export": ("medft.export", "export a run as a Hugging Face model (format=hf) or a peft adapter (format=peft)"),
+    "ask": ("medft.ask", "answer questions about an image with a trained run (image=PATH question=...)"),
 }
 
 USAGE = """usage: medft <command> [overrides...]
@@ -31,6 +33,9 @@ examples:
   medft params model=llava_med                      the #Params table of every tune mode
   medft data dataset=slake dataset.root=/data/Slake1.0 format=json
   medft eval ckpt=logs/runs/layernorm_vqa_rad_blip_tiny/<time> dataset=slake dataset.root=/data/Slake1.0
+  medft eval rescore=logs/runs/lora_vqa_rad_llava_tiny/<time> eval.protocol=llava_med
+  medft export logs/runs/lora_vqa_rad_blip_tiny/<time> format=peft out=adapter
+  medft ask logs/runs/lora_vqa_rad_blip_tiny/<time> image=chest.png question="is there a lesion?"
 """
 
 

@@ -94,6 +94,36 @@ def load_trained(module: Any, ckpt_file: Path) -> None:
     module.load_state_dict(checkpoint["state_dict"], strict=False)
 
 
+def load_run_model(ckpt: str | Path, paths: Any = None, keep_original: bool = False) -> dict[str, Any]:
+    """A trained run's model, rebuilt the way ``medft eval`` rebuilds it (``resolve_run`` ->
+    ``run_model_config`` -> ``build_model`` -> ``apply_tuning`` -> ``load_trained``), for ``medft export``,
+    ``medft ask`` and the like. Returns ``{"net", "report", "run_dir", "ckpt_file", "model_cfg", "tune"}``,
+    plus ``"original"`` (the trainable parameters' values before loading) with ``keep_original``."""
+    import lightning as L
+
+    from medft.models import build_model
+    from medft.module import MedVLMModule
+    from medft.trained import trained_state
+    from medft.tuning import apply_tuning
+
+    run_dir, ckpt_file = resolve_run(ckpt)
+    if paths is None:
+        import os
+
+        cache = os.environ.get("MEDFT_CACHE_DIR") or str(Path("~/.cache/medft").expanduser())
+        paths = {"log_dir": os.environ.get("MEDFT_LOG_DIR", "logs"), "cache_dir": cache, "output_dir": str(run_dir)}
+    model_cfg, tune = run_model_config(run_dir, OmegaConf.create({"paths": paths}))
+    L.seed_everything(int(model_cfg.get("seed", 0) or 0), workers=True, verbose=False)
+    net = build_model(model_cfg)
+    report = apply_tuning(net, tune)
+    original = {k: v.clone() for k, v in trained_state(net.model).items()} if keep_original else None
+    module = MedVLMModule(net, optim=None, tune_name=report.mode)
+    load_trained(module, ckpt_file)
+    net.eval()
+    return {"net": net, "report": report, "run_dir": run_dir, "ckpt_file": ckpt_file, "model_cfg": model_cfg,
+            "tune": tune, "original": original}
+
+
 def check_run_task(run_dir: Path, model_cfg: DictConfig, dataset_cfg: DictConfig) -> None:
     """The run's model must do the dataset's task (before any model is built)."""
     task = dataset_cfg.get("task", "vqa")
@@ -126,6 +156,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     run_dir, ckpt_file = resolve_run(cfg.ckpt)
     model_cfg, tune = run_model_config(run_dir, cfg)
     check_run_task(run_dir, model_cfg, cfg.dataset)
+    from medft.metrics.protocols import apply_protocol, dataset_candidates, resolve_protocol, write_candidates
+
+    vqa = cfg.dataset.get("task", "vqa") == "vqa"
+    protocol = resolve_protocol(OmegaConf.select(cfg, "eval.protocol"), model_cfg) if vqa else None
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     from medft.quiet import install as quiet_libraries
@@ -135,7 +169,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     quiet_libraries()
     L.seed_everything(int(model_cfg.get("seed", 0) or 0), workers=True, verbose=False)
 
-    records = load_splits(cfg.dataset).get(cfg.split)
+    all_splits = load_splits(cfg.dataset)
+    records = all_splits.get(cfg.split)
     if not records:
         raise ConfigError(f"split={cfg.split} of dataset {cfg.dataset.name} is empty: pick another split")
     splits, data_stats = prepare_splits({cfg.split: records}, cfg.dataset)  # only this split's images
@@ -159,6 +194,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     prefix = f"{cfg.split}/"
     metrics: dict[str, Any] = {prefix + k.removeprefix("test/"): v for k, v in trainer.callback_metrics.items()
                                if k.startswith("test/")}
+    if protocol:  # eval.protocol: exact match, or LLaVA-Med's scoring (candidates: every answer of the dataset)
+        candidates = dataset_candidates(all_splits)
+        write_candidates(output_dir, candidates, f"dataset {cfg.dataset.name}: answers of {', '.join(all_splits)}")
+        apply_protocol(metrics, module.predictions, protocol, candidates, cfg.split)
     print(scores_line(net.task, metrics, cfg.split))
     metrics.update(finish_data_stats(data_stats, datamodule))
     metrics.update({"eval/run_dir": str(run_dir), "eval/ckpt": str(ckpt_file), "eval/tune": report.mode,
@@ -176,6 +215,12 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``medft eval``."""
+    args = sys.argv[1:] if args is None else list(args)
+    if any(a.startswith("rescore=") for a in args):  # from predictions.jsonl alone: no model, no dataset
+        from medft.rescore import rescore_main
+
+        rescore_main(args)
+        return
     register_resolvers()
     os.environ.pop(CLAIMS_ENV, None)  # a new command claims new dirs (its launcher's workers inherit them)
     args = sys.argv[1:] if args is None else list(args)

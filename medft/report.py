@@ -1,4 +1,4 @@
-"""``medft report DIR... [out=DIR]``: one table of every run under some run / multirun dirs.
+"""``medft report DIR... [out=DIR] [reference=MODE]``: one table of every run under some run / multirun dirs.
 
 Writes ``results.csv``, ``results.md`` (all runs, then a pivot like the study's: rows = tune
 modes, columns = dataset metrics) and ``accuracy_vs_params.png`` (main metric against trainable %,
@@ -273,8 +273,11 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
     return path
 
 
-def report(dirs: list[Path], out: Path | None = None) -> dict[str, Any]:
-    """Build the tables and plot for every run under ``dirs``; returns paths and rows."""
+def report(dirs: list[Path], out: Path | None = None, reference: str = "full") -> dict[str, Any]:
+    """Build the tables and plot for every run under ``dirs``; returns paths and rows. ``reference``:
+    the tune mode every other run is compared with (paired tests, :mod:`medft.metrics.stats`)."""
+    from medft.metrics.stats import add_statistics, is_stat_column, statistics_markdown
+
     runs = find_runs(dirs)
     if not runs:
         raise MedftError(f"no runs found under {', '.join(map(str, dirs))} (a run dir holds .hydra/config.yaml)")
@@ -284,7 +287,8 @@ def report(dirs: list[Path], out: Path | None = None) -> dict[str, Any]:
     swept = swept_keys(rows)
     for r in rows:
         r.update({k: r["overrides"].get(k, "") for k in swept})
-    cols = columns(rows, swept)
+    add_statistics(rows, reference)  # <metric>_ci_low/_ci_high, <metric>_delta_vs_ref/_p_vs_ref
+    cols = columns(rows, swept) + (["reference_run"] if any("reference_run" in r for r in rows) else [])
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
     writer.writeheader()
@@ -292,7 +296,9 @@ def report(dirs: list[Path], out: Path | None = None) -> dict[str, Any]:
     csv_path = write_text_atomic(out / "results.csv", buf.getvalue())
     table, pcols = pivot(rows, swept)
     md = f"## Runs ({len(rows)}: {sum(r['status'] == 'ok' for r in rows)} ok, {sum(r['status'] != 'ok' for r in rows)} not)\n\n"
-    md += markdown(rows, [c for c in cols if c != "run"])
+    md += markdown(rows, [c for c in cols if c not in ("run", "reference_run") and not is_stat_column(c)])
+    stats_md = statistics_markdown(rows, reference)
+    md += ("\n" + stats_md) if stats_md else ""
     md += "\n## Tune modes x datasets (one row per configuration; mean over its n runs, e.g. seeds)\n\n" + markdown(table, pcols)
     md_path = write_text_atomic(out / "results.md", md)
     png = plot(rows, out / "accuracy_vs_params.png")
@@ -302,17 +308,20 @@ def report(dirs: list[Path], out: Path | None = None) -> dict[str, Any]:
 def main(args: list[str] | None = None) -> None:
     args = sys.argv[1:] if args is None else list(args)
     out = None
+    reference = "full"
     dirs = []
     for arg in args:
         if arg.startswith("out="):
             out = Path(arg.split("=", 1)[1])
+        elif arg.startswith("reference="):
+            reference = arg.split("=", 1)[1]
         elif arg in ("-h", "--help"):
             print(__doc__)
             return
         else:
             dirs.append(Path(arg))
     if not dirs:
-        raise MedftError("give one or more run / multirun dirs: medft report logs/multiruns/<time> [out=DIR]")
-    result = report(dirs, out)
+        raise MedftError("give one or more run / multirun dirs: medft report logs/multiruns/<time> [out=DIR] [reference=full]")
+    result = report(dirs, out, reference)
     print(result["markdown"])
     print(f"wrote {result['csv']}, {result['md']}" + (f", {result['png']}" if result["png"] else ""))

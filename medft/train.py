@@ -161,6 +161,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment and return its final metrics (also written to ``metrics.json``)."""
     validate(cfg)  # before the heavy imports: a typo costs a second, not a model load
     check_epochs_left(cfg)
+    from medft.metrics.protocols import apply_protocol, dataset_candidates, resolve_protocol, write_candidates
+
+    vqa = OmegaConf.select(cfg, "model.task", default="vqa") == "vqa"
+    protocol = resolve_protocol(OmegaConf.select(cfg, "eval.protocol"), cfg.model) if vqa else None
     import lightning as L
 
     from medft.callbacks import StepTimer
@@ -227,6 +231,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
         metrics.update({k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
         write_jsonl_atomic(output_dir / "predictions.jsonl", module.predictions)
+        if protocol:  # eval.protocol: exact match, or LLaVA-Med's scoring (candidates: every answer of the splits)
+            candidates = dataset_candidates(splits)
+            write_candidates(output_dir, candidates, f"dataset {cfg.dataset.name}: answers of {', '.join(splits)}")
+            apply_protocol(metrics, module.predictions, protocol, candidates)
         print(scores_line(net.task, metrics))
     metrics.update(tested_val_metrics(trainer, best))
 

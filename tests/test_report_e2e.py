@@ -57,7 +57,8 @@ def test_eval_reproduces_the_runs_own_test_predictions(tmp_path):
     proc = medft(tmp_path, "train", "+tune=lora", "optim.lr=0.05", *fast)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = only_run_dir(tmp_path / "logs" / "runs" / "lora_demo_blip_tiny" / "*")
-    proc = medft(tmp_path, "eval", f"ckpt={run}", "dataset=demo", "+trainer.limit_test_batches=2", fast[1])
+    proc = medft(tmp_path, "eval", f"ckpt={run}", "dataset=demo", "+trainer.limit_test_batches=2", fast[1],
+                 "eval.protocol=llava_med")  # BLIP defaults to exact; the key re-scores the LLaVA-Med way
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = only_run_dir(tmp_path / "logs" / "evals" / "demo" / "*")
     trained = json.loads((run / "metrics.json").read_text())
@@ -65,6 +66,9 @@ def test_eval_reproduces_the_runs_own_test_predictions(tmp_path):
     assert evaluated["test/acc"] == pytest.approx(trained["test/acc"])
     assert evaluated["eval/tune"] == "lora" and evaluated["eval/ckpt"].endswith("trained.safetensors")
     assert (out / "predictions.jsonl").read_text() == (run / "predictions.jsonl").read_text()
+    assert trained["eval/protocol"] == "exact" and evaluated["eval/protocol"] == "llava_med"
+    assert "test/recall_open" in evaluated and evaluated["test/exact_acc_closed"] == pytest.approx(trained["test/acc_closed"])
+    assert "test llava_med: closed" in proc.stdout and (out / "candidates.json").is_file()
     # the same run on a report dataset: refused before any model is built
     from medft.evaluate import check_run_task, resolve_run, run_model_config
 

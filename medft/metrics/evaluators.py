@@ -89,8 +89,14 @@ def scores_line(task: str, metrics: dict[str, Any], split: str = "test") -> str:
     if task != "vqa":
         return report_scores_line(metrics, split)
 
+    from medft.metrics.protocols import protocol_line
+
+    exact = "exact_" if f"{split}/exact_acc_closed" in metrics or f"{split}/exact_acc_open" in metrics else ""
+
     def fmt(key: str) -> str:
         value = metrics.get(f"{split}/{key}")
         return "n/a" if value is None else f"{float(value):.3f}"
 
-    return f"{split} accuracy: closed {fmt('acc_closed')} | open {fmt('acc_open')} | overall {fmt('acc')}"
+    line = f"{split} accuracy: closed {fmt(exact + 'acc_closed')} | open {fmt(exact + 'acc_open')} | overall {fmt('acc')}"
+    llava = protocol_line(metrics, split)  # eval.protocol=llava_med: LLaVA-Med's scores on a second line
+    return line if llava is None else f"{line}\n{llava}"

@@ -7,8 +7,9 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-# Model-config keys that other configs read (optim.lr = tune.lr * model.lr_scale), not the builder.
-NOT_BUILDER_ARGS = ("lr_scale",)
+# Model-config keys that other configs read (optim.lr = tune.lr * model.lr_scale; eval.protocol's
+# default), not the builder.
+NOT_BUILDER_ARGS = ("lr_scale", "eval_protocol")
 
 
 def build_model(cfg: DictConfig) -> Any:
