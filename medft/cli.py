@@ -10,6 +10,7 @@ from medft.errors import MedftError
 # subcommand -> (module with a main(args), one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("medft.train", "train and test a model with a tune mode (Hydra overrides; -m for sweeps)"),
+    "pretrain": ("medft.pretrain", "pretrain a small Med-VLM offline on the demo source domain; writes a HF checkpoint dir"),
     "report": ("medft.report", "tabulate and plot every run under run / multirun dirs (results.csv/.md/.png)"),
     "params": ("medft.params_cmd", "trainable parameters of every tune mode, per component (no weights loaded)"),
     "data": ("medft.data_cmd", "check a dataset root: samples, CLOSED/OPEN, images, missing images per split"),

@@ -8,7 +8,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 # Model-config keys that other configs read (optim.lr = tune.lr * model.lr_scale), not the builder.
-NOT_BUILDER_ARGS = ("lr_scale",)
+NOT_BUILDER_ARGS = ("lr_scale", "lr_key")
 
 
 def build_model(cfg: DictConfig) -> Any:
