@@ -11,7 +11,7 @@ comma  := ,
 cells   = $(subst $(eval) ,$(comma),$(addprefix $(1)/,$(PAPER_CELLS)))
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test sweep paper paper-tiny bench clean
+.PHONY: help install train test sweep study paper paper-tiny bench clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -25,8 +25,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-train: install ## Train the embedded default: tiny BLIP on the demo set, norm layers only
-	$(BIN)/medft train +tune=layernorm $(ARGS)
+train: install ## Fine-tune the embedded pretrained Med-VLM (blip_med, built on first use) on a shifted target domain, norm layers only
+	$(BIN)/medft train +tune=layernorm model=blip_med dataset=demo_ct $(ARGS)
 
 test: install ## Run the test suite
 	$(BIN)/python -m pytest -q $(ARGS)
@@ -34,6 +34,12 @@ test: install ## Run the test suite
 sweep: install ## Every tune mode on the demo set with the tiny model, then the report table and plot
 	$(BIN)/medft train -m tune=frozen,layernorm,bitfit,lora,attention,ffn,full hydra.sweep.dir=$(LOGS)/sweeps/$(NOW) $(ARGS)
 	$(BIN)/medft report $(LOGS)/sweeps/$(NOW)
+
+study: install ## The study in miniature: every tune mode x 3 seeds x 2 data fractions on demo_ct (+ random-init control), then the report (~30 min)
+	$(BIN)/medft train -m experiment=study hydra.sweep.dir=$(LOGS)/study/$(NOW) $(ARGS)
+	$(BIN)/medft train -m experiment=study_random hydra.sweep.dir=$(LOGS)/study/$(NOW) $(ARGS)
+	$(BIN)/medft report $(LOGS)/study/$(NOW)
+	@echo "study: $(LOGS)/study/$(NOW)"
 
 paper: install ## The study's grid (configs/experiment/paper/): GPUs, data roots and checkpoints in configs/local/default.yaml
 	$(BIN)/medft train -m experiment=$(call cells,paper) tune=$(MODES) hydra.sweep.dir=$(LOGS)/paper/$(NOW) $(ARGS)

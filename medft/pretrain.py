@@ -196,7 +196,11 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="pretrain")
 def _hydra_main(cfg: DictConfig) -> None:
-    pretrain(cfg)
+    try:
+        pretrain(cfg)
+    except MedftError as err:  # a mistake the user can fix: one line, no traceback
+        print(f"medft: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def main(args: list[str] | None = None) -> None:

@@ -54,7 +54,7 @@ from PIL import Image
 
 from medft.errors import ConfigError, DataError
 
-DEMO_VERSION = 1
+DEMO_VERSION = 2  # 2: domains (source, ct, findings)
 META_FILE = "demo_meta.json"
 IMAGE_DIR = "images"
 SPLIT_FILES = {"train": "trainset.json", "test": "testset.json"}
@@ -87,14 +87,15 @@ _FINDINGS_TEMPLATES = {
     "side_open": ("Which half holds the nodule?", "In which half is the nodule?"),
 }
 
-# domain -> organs, question wording, side answers, lesion radius range, image profile
+# domain -> organs, question wording, side answers, lesion radius range, image profile, and the
+# random stream of its scenes (source: the original demo's, so `dataset=demo` keeps its bytes)
 DOMAINS: dict[str, dict] = {
     "source": {"organs": ORGANS, "templates": _TEMPLATES, "side_answer": "{side}", "radius": (0.055, 0.08),
-               "profile": "radiograph"},
+               "profile": "radiograph", "stream": ()},
     "ct": {"organs": ORGANS, "templates": _TEMPLATES, "side_answer": "{side}", "radius": (0.055, 0.08),
-           "profile": "ct"},
+           "profile": "ct", "stream": (1,)},
     "findings": {"organs": ("chest", "pelvis", "neck"), "templates": _FINDINGS_TEMPLATES,
-                 "side_answer": "{side} side", "radius": (0.04, 0.055), "profile": "radiograph"},
+                 "side_answer": "{side} side", "radius": (0.04, 0.055), "profile": "radiograph", "stream": (2,)},
 }
 
 
@@ -139,7 +140,7 @@ def generate_demo(
     (out_dir / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
     next_qid = 1
     for split_index, (split, n_images) in enumerate((("train", n_train_images), ("test", n_test_images))):
-        rng = np.random.default_rng([seed, split_index])
+        rng = np.random.default_rng([seed, split_index, *spec["stream"]])
         records = []
         for i, scene in enumerate(_make_scenes(rng, n_images, spec)):
             image_name = f"{split}_{i:04d}.png"
