@@ -91,6 +91,8 @@ def ensure_embedded(cache_dir: str | Path) -> Path:
             "to see why, or set model.pretrained to a checkpoint directory"
         )
     shutil.move(str(tmp / "run"), str(tmp / "model" / "run"))  # the pretraining run's logs travel with it
+    info = json.loads((tmp / "model" / INFO_FILE).read_text())
+    write_json_atomic(tmp / "model" / INFO_FILE, {**info, "run_dir": "run"})  # relative: inside the checkpoint
     try:
         os.replace(tmp / "model", target)
     except OSError:  # another process finished first: use its copy
