@@ -200,3 +200,29 @@ def test_shrunken_study_runs_end_to_end(pretrained_tiny, run_cli, tmp_path):
     assert "mean ± std over seeds" in rep.stdout and "±" in (sweep / "results.md").read_text()
     for png in ("study_acc_vs_params.png", "study_gain_vs_kept.png"):
         assert (sweep / png).stat().st_size > 1000
+
+
+@pytest.mark.parametrize("overrides, lr", [
+    (["model=blip_med", "tune=layernorm"], 1e-2),                       # pretrained: the mode's lr_pretrained
+    (["model=blip_med", "tune=full"], 1e-3),
+    (["model=blip_med", "model.pretrained=null", "tune=layernorm"], 1e-1),  # random weights: tune.lr
+    (["model=blip_tiny", "tune=layernorm"], 1e-1),                      # no lr_key: tune.lr x lr_scale
+    (["model=blip_vqa", "tune=layernorm"], 1e-3),
+    (["model=blip_med", "tune=layernorm", "optim.lr=0.5"], 0.5),
+])
+def test_default_learning_rate_follows_the_init(make_cfg, overrides, lr):
+    cfg = make_cfg(*overrides)
+    assert cfg.optim.lr == pytest.approx(lr)
+
+
+def test_also_test_names_an_unknown_dataset_in_one_line(make_cfg):
+    from omegaconf import open_dict
+
+    from medft.errors import ConfigError
+    from medft.train import test_on
+
+    cfg = make_cfg()
+    with open_dict(cfg):
+        cfg.also_test = {"source": "no_such_set"}
+    with pytest.raises(ConfigError, match="also_test.source=no_such_set"):
+        test_on(cfg, "source", "no_such_set", None, None, None, Path("."))
