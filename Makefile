@@ -6,6 +6,9 @@ STAMP  := $(VENV)/.installed
 LOGS   ?= $(or $(MEDFT_LOG_DIR),logs)
 NOW    := $(shell date +%Y-%m-%d_%H-%M-%S)
 MODES  ?= layernorm,ffn,attention,lora,full
+# make study: STUDY_JOBS jobs at a time, one thread each (2 on a 2-core machine)
+STUDY_JOBS ?= 2
+STUDY_LAUNCH = hydra/launcher=joblib hydra.launcher.n_jobs=$(STUDY_JOBS)
 PAPER_CELLS := blip_vqa_rad blip_slake blip_path_vqa llava_vqa_rad llava_slake llava_path_vqa llava_mimic_cxr
 comma  := ,
 cells   = $(subst $(eval) ,$(comma),$(addprefix $(1)/,$(PAPER_CELLS)))
@@ -35,9 +38,9 @@ sweep: install ## Every tune mode on the demo set with the tiny model, then the 
 	$(BIN)/medft train -m tune=frozen,layernorm,bitfit,lora,attention,ffn,full hydra.sweep.dir=$(LOGS)/sweeps/$(NOW) $(ARGS)
 	$(BIN)/medft report $(LOGS)/sweeps/$(NOW)
 
-study: install ## The study in miniature: every tune mode x 3 seeds x 2 data fractions on demo_ct (+ random-init control), then the report (~30 min)
-	$(BIN)/medft train -m experiment=study hydra.sweep.dir=$(LOGS)/study/$(NOW) $(ARGS)
-	$(BIN)/medft train -m experiment=study_random hydra.sweep.dir=$(LOGS)/study/$(NOW) $(ARGS)
+study: install ## The study in miniature: every tune mode x 3 seeds x 2 data fractions on demo_ct (+ random-init control), then the report (~10 min)
+	OMP_NUM_THREADS=1 $(BIN)/medft train -m experiment=study $(STUDY_LAUNCH) hydra.sweep.dir=$(LOGS)/study/$(NOW) $(ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/medft train -m experiment=study_random $(STUDY_LAUNCH) hydra.sweep.dir=$(LOGS)/study/$(NOW) $(ARGS)
 	$(BIN)/medft report $(LOGS)/study/$(NOW)
 	@echo "study: $(LOGS)/study/$(NOW)"
 
