@@ -77,7 +77,7 @@ def ensure_embedded(cache_dir: str | Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     print(
         f"medft: building the embedded pretrained model {EMBEDDED_NAME} (first use, recipe v{version}): "
-        f"pretraining it on the demo source domain into {target}; about 2-3 minutes on 2 CPU cores, once",
+        f"pretraining it on the demo source domain into {target}; about 4 minutes on 2 CPU cores, once",
         flush=True,
     )
     started = time.perf_counter()
