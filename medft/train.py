@@ -78,6 +78,8 @@ def _instantiate_dict(node: DictConfig | None) -> list[Any]:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment and return its final metrics (also written to ``metrics.json``)."""
     validate(cfg)  # before the heavy imports: a typo costs a second, not a model load
+    for name, dataset_name in (cfg.get("also_test") or {}).items():
+        also_test_config(str(name), str(dataset_name))
     import lightning as L
 
     from medft.callbacks import StepTimer
@@ -164,6 +166,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
+def also_test_config(name: str, dataset_name: str) -> Path:
+    """The dataset config file that ``also_test.NAME=DATASET`` names (checked before any training)."""
+    from medft.config import available
+
+    path = CONFIG_DIR / "dataset" / f"{dataset_name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"also_test.{name}={dataset_name}: no such dataset; choose one of {', '.join(available('dataset'))}")
+    return path
+
+
 def test_on(cfg: DictConfig, name: str, dataset_name: str, trainer: Any, module: Any, net: Any, output_dir: Path) -> dict[str, Any]:
     """``also_test.NAME=DATASET``: test the model as it is now (the run's tested weights) on the test
     split of ``configs/dataset/DATASET.yaml``; metrics ``NAME/acc``, ... and ``predictions_NAME.jsonl``."""
@@ -172,12 +184,9 @@ def test_on(cfg: DictConfig, name: str, dataset_name: str, trainer: Any, module:
     from medft.data.sources import load_splits
     from medft.metrics.evaluators import scores_line
 
-    path = CONFIG_DIR / "dataset" / f"{dataset_name}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"also_test.{name}={dataset_name}: no configs/dataset/{dataset_name}.yaml")
     root = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))  # the run's paths.* resolve the same
     with open_dict(root):
-        root.dataset = OmegaConf.load(path)
+        root.dataset = OmegaConf.load(also_test_config(name, dataset_name))
     splits = load_splits(root.dataset)
     test, _ = prepare_splits({"train": splits["test"], "test": splits["test"]}, root.dataset)
     datamodule = MedDataModule(test, net.collate, cfg.data.batch_size, cfg.data.eval_batch_size, cfg.data.num_workers)

@@ -74,15 +74,13 @@ def test_unknown_domain_is_one_line(tmp_path):
 # --- medft pretrain ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def pretrained_tiny(tmp_path_factory, cache_dir):
-    """`medft pretrain` of blip_tiny for two steps on the small demo source set -> checkpoint dir."""
-    from tests.medft_testing import env_for
+def run_pretrain(tmp: Path, cache_dir: Path, out: Path) -> None:
+    """`medft pretrain` of blip_tiny for two steps on the demo source set, in a subprocess."""
     import subprocess
     import sys
 
-    tmp = tmp_path_factory.mktemp("pretrain")
-    out = tmp / "ckpt"
+    from tests.medft_testing import env_for
+
     env = env_for(tmp, MEDFT_CACHE_DIR=str(cache_dir))
     proc = subprocess.run(
         [sys.executable, "-m", "medft.cli", "pretrain", "model=blip_tiny", "dataset=demo", f"out={out}", *FEW_STEPS],
@@ -90,7 +88,20 @@ def pretrained_tiny(tmp_path_factory, cache_dir):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"checkpoint: {out}" in proc.stdout
-    return out
+
+
+@pytest.fixture(scope="module")
+def pretrained_tiny(tmp_path_factory, cache_dir):
+    """A blip_tiny checkpoint dir made by `medft pretrain` (two steps)."""
+    tmp = tmp_path_factory.mktemp("pretrain")
+    run_pretrain(tmp, cache_dir, tmp / "ckpt")
+    return tmp / "ckpt"
+
+
+def test_pretrain_is_deterministic_given_its_seed(pretrained_tiny, tmp_path, cache_dir):
+    run_pretrain(tmp_path, cache_dir, tmp_path / "again")
+    again = (tmp_path / "again" / "model.safetensors").read_bytes()
+    assert again == (pretrained_tiny / "model.safetensors").read_bytes()
 
 
 def test_pretrain_writes_a_checkpoint_that_loads_back_with_identical_logits(pretrained_tiny):
@@ -215,14 +226,8 @@ def test_default_learning_rate_follows_the_init(make_cfg, overrides, lr):
     assert cfg.optim.lr == pytest.approx(lr)
 
 
-def test_also_test_names_an_unknown_dataset_in_one_line(make_cfg):
-    from omegaconf import open_dict
-
-    from medft.errors import ConfigError
-    from medft.train import test_on
-
-    cfg = make_cfg()
-    with open_dict(cfg):
-        cfg.also_test = {"source": "no_such_set"}
-    with pytest.raises(ConfigError, match="also_test.source=no_such_set"):
-        test_on(cfg, "source", "no_such_set", None, None, None, Path("."))
+def test_also_test_names_an_unknown_dataset_in_one_line_before_training(run_cli, tmp_path):
+    out = run_cli("train", "+tune=layernorm", "+also_test.source=no_such_set")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1].startswith("medft: error: also_test.source=no_such_set: no such dataset")
+    assert "Epoch" not in out.stderr and not list((tmp_path / "logs").rglob("metrics.json"))
