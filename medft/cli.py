@@ -29,6 +29,7 @@ examples:
   medft train -m tune=layernorm,ffn,attention,lora,full
   medft train +tune=lora dataset=vqa_rad dataset.root=/data/vqa_rad
   medft train --help                                Hydra's help: config groups and options
+  medft pretrain out=/ckpt/blip_med                 pretrain the embedded Med-VLM recipe into a checkpoint dir
   medft params model=llava_med                      the #Params table of every tune mode
   medft data dataset=slake dataset.root=/data/Slake1.0 format=json
   medft eval ckpt=logs/runs/layernorm_vqa_rad_blip_tiny/<time> dataset=slake dataset.root=/data/Slake1.0
