@@ -6,12 +6,15 @@ STAMP  := $(VENV)/.installed
 LOGS   ?= $(or $(MEDFT_LOG_DIR),logs)
 NOW    := $(shell date +%Y-%m-%d_%H-%M-%S)
 MODES  ?= layernorm,ffn,attention,lora,full
+# make study: STUDY_JOBS jobs at a time, one thread each (2 on a 2-core machine)
+STUDY_JOBS ?= 2
+STUDY_LAUNCH = hydra/launcher=joblib hydra.launcher.n_jobs=$(STUDY_JOBS)
 PAPER_CELLS := blip_vqa_rad blip_slake blip_path_vqa llava_vqa_rad llava_slake llava_path_vqa llava_mimic_cxr
 comma  := ,
 cells   = $(subst $(eval) ,$(comma),$(addprefix $(1)/,$(PAPER_CELLS)))
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test sweep paper paper-tiny bench clean
+.PHONY: help install train test sweep study paper paper-tiny bench clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -25,8 +28,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-train: install ## Train the embedded default: tiny BLIP on the demo set, norm layers only
-	$(BIN)/medft train +tune=layernorm $(ARGS)
+train: install ## Fine-tune the embedded pretrained Med-VLM (blip_med, built on first use) on a shifted target domain, norm layers only
+	$(BIN)/medft train +tune=layernorm model=blip_med dataset=demo_ct $(ARGS)
 
 test: install ## Run the test suite
 	$(BIN)/python -m pytest -q $(ARGS)
@@ -36,6 +39,12 @@ sweep: install ## Every tune mode on the demo set with the tiny BLIP (prefix: ti
 	status=0; $(BIN)/medft train -m tune=frozen,layernorm,bitfit,ia3,lora,dora,attention,ffn,full hydra.sweep.dir=$(LOGS)/sweeps/$(NOW) $(ARGS) || status=$$?; \
 	$(BIN)/medft train -m model=llava_tiny tune=layernorm,prefix,lora hydra.sweep.dir=$(LOGS)/sweeps/$(NOW) $(ARGS) || status=$$?; \
 	$(BIN)/medft report $(LOGS)/sweeps/$(NOW); exit $$status
+
+study: install ## The study in miniature: every tune mode x 3 seeds x 2 data fractions on demo_ct (+ random-init control), then the report (~10 min)
+	OMP_NUM_THREADS=1 $(BIN)/medft train -m experiment=study $(STUDY_LAUNCH) hydra.sweep.dir=$(LOGS)/study/$(NOW) $(ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/medft train -m experiment=study_random $(STUDY_LAUNCH) hydra.sweep.dir=$(LOGS)/study/$(NOW) $(ARGS)
+	$(BIN)/medft report $(LOGS)/study/$(NOW)
+	@echo "study: $(LOGS)/study/$(NOW)"
 
 paper: install ## The study's grid (configs/experiment/paper/): GPUs, data roots and checkpoints in configs/local/default.yaml
 	@# the report is written even when jobs failed; then the target fails with the sweep's status

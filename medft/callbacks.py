@@ -20,6 +20,13 @@ class StepTimer(L.Callback):
         self.durations: list[float] = []
         self._start = 0.0
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Start the peak-memory count at this run (once: its first fit or test), so that the runs of a
+        multirun sharing one process each report their own peak RSS, not the process's so far."""
+        if not getattr(self, "_reset", False):
+            self._reset = True
+            _reset_peak_rss()
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
@@ -38,9 +45,8 @@ class StepTimer(L.Callback):
             out["time/step_s"] = statistics.median(timed)
         if torch.cuda.is_available():
             out["memory/peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
-        else:  # peak resident set size of this process (kilobytes on Linux, bytes on macOS)
-            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            out["memory/peak_mb"] = rss / (2**20 if sys.platform == "darwin" else 2**10)
+        else:  # peak resident set size of this process (since this run started, on Linux)
+            out["memory/peak_mb"] = _peak_rss_mb()
         return out
 
 
@@ -74,3 +80,25 @@ class ValHistory(L.Callback):
         known = {(h["epoch"], h["step"]) for h in self.history}
         merged = self.history + [h for h in state_dict.get("history", []) if (h["epoch"], h["step"]) not in known]
         self.history = sorted(merged, key=lambda h: h["step"])
+
+
+def _reset_peak_rss() -> None:
+    """Linux: reset the process's peak RSS (VmHWM) to its current RSS; elsewhere nothing."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def _peak_rss_mb() -> float:
+    """Peak RSS in MB: VmHWM (Linux, resettable), else getrusage (kilobytes on Linux, bytes on macOS)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**10
+    except OSError:
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (2**20 if sys.platform == "darwin" else 2**10)

@@ -10,6 +10,7 @@ from medft.errors import MedftError
 # subcommand -> (module with a main(args), one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("medft.train", "train and test a model with a tune mode (Hydra overrides; -m for sweeps)"),
+    "pretrain": ("medft.pretrain", "pretrain a small Med-VLM offline on the demo source domain; writes a HF checkpoint dir"),
     "report": ("medft.report", "tabulate and plot every run under run / multirun dirs (results.csv/.md/.png)"),
     "params": ("medft.params_cmd", "trainable parameters of every tune mode, per component (no weights loaded)"),
     "data": ("medft.data_cmd", "check a dataset root: samples, CLOSED/OPEN, images, missing images per split"),
@@ -30,6 +31,7 @@ examples:
   medft train -m tune=layernorm,ffn,attention,lora,full
   medft train +tune=lora dataset=vqa_rad dataset.root=/data/vqa_rad
   medft train --help                                Hydra's help: config groups and options
+  medft pretrain out=/ckpt/blip_med                 pretrain the embedded Med-VLM recipe into a checkpoint dir
   medft params model=llava_med                      the #Params table of every tune mode
   medft data dataset=slake dataset.root=/data/Slake1.0 format=json
   medft eval ckpt=logs/runs/layernorm_vqa_rad_blip_tiny/<time> dataset=slake dataset.root=/data/Slake1.0

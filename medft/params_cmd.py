@@ -21,7 +21,7 @@ import warnings
 from types import SimpleNamespace
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from medft.config import CONFIG_DIR, available, normalize_overrides, register_resolvers
 from medft.errors import ConfigError, MedftError, user_error
@@ -61,6 +61,11 @@ def skeleton_factory(model_cfg: DictConfig):
 
     arch = OmegaConf.to_container(model_cfg.arch, resolve=True)
     pretrained = model_cfg.get("pretrained")
+    if pretrained == "embedded":  # medft's own pretrained blip_med: counted on its architecture, never built here
+        model_cfg = model_cfg.copy()
+        with open_dict(model_cfg):
+            model_cfg.pretrained, model_cfg.embedded_dir = None, None
+        pretrained = None
     if not pretrained:
         return lambda: build_model(model_cfg)
     config = arch_config(str(pretrained), bool(model_cfg.get("trust_remote_code", False)))

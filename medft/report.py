@@ -28,6 +28,10 @@ MAIN_METRICS = ["test/acc", "test/bleu_4", "test/cider"]
 PIVOT_METRICS = ["test/acc_closed", "test/acc_open", "test/acc", "test/bleu_4", "test/rouge_l", "test/cider"]
 BASE_COLUMNS = ["model", "dataset", "tune", "components", "trainable", "trainable_pct", "step_s", "peak_mb",
                 "ckpt_bytes", "status", "error", "run"]
+# The study in miniature (make study): each run also tested on the source domain and another target
+# (``also_test``: ``source/*``, ``shift/*``); ``init`` says whether it started from pretrained weights.
+STUDY_COLUMNS = ["init", "seed", "train_fraction"]
+STUDY_METRICS = ["test/acc", "source/acc", "shift/acc", "trainable", "trainable_pct", "step_s", "peak_mb"]
 
 
 def find_runs(dirs: list[Path]) -> list[Path]:
@@ -77,7 +81,7 @@ def read_run(run: Path) -> dict[str, Any]:
         where = getattr(err, "filename", None) or getattr(err, "source", None)
         reason = " ".join(str(err).split())[:160] or type(err).__name__
         row = {c: "" for c in BASE_COLUMNS}
-        return {**row, "status": "unreadable", "error": f"{Path(where).name + ': ' if where else ''}{reason}", "run": str(run)}
+        return {**row, "overrides": {}, "status": "unreadable", "error": f"{Path(where).name + ': ' if where else ''}{reason}", "run": str(run)}
 
 
 def _load(path: Path, parse: Any) -> Any:
@@ -120,6 +124,12 @@ def _read_run(run: Path) -> dict[str, Any]:
         "overrides": read_overrides(run),
     }
     row.update({k: v for k, v in metrics.items() if k.startswith("test/")})
+    model = cfg.get("model") or {}
+    row["init"] = "pretrained" if model.get("pretrained") else "random"
+    row["seed"] = cfg.get("seed")
+    row["train_fraction"] = (cfg.get("dataset") or {}).get("train_fraction")
+    for name in cfg.get("also_test") or {}:  # the same weights on other test sets (make study)
+        row.update({k: v for k, v in metrics.items() if k.startswith(f"{name}/")})
     return row
 
 
@@ -137,9 +147,11 @@ def _first_line(text: str) -> str:
 def columns(rows: list[dict[str, Any]], swept: list[str] | None = None) -> list[str]:
     """Base columns, then one per swept key (after ``tune``), then the test metrics."""
     metric_cols = sorted({k for r in rows for k in r if k.startswith("test/")})
+    other_cols = sorted({k for r in rows for k in r if "/" in k and not k.startswith("test/")})
+    swept = [k for k in (swept or []) if k not in STUDY_COLUMNS and k != "dataset.train_fraction"]
     base = BASE_COLUMNS[:-3]
     at = base.index("components") + 1
-    return base[:at] + list(swept or []) + base[at:] + metric_cols + BASE_COLUMNS[-3:]
+    return base[:3] + STUDY_COLUMNS + base[3:at] + swept + base[at:] + metric_cols + other_cols + BASE_COLUMNS[-3:]
 
 
 def _fmt(value: Any) -> str:
@@ -273,6 +285,104 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
     return path
 
 
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return ""
+    mean = statistics.mean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{mean:.3f} ± {std:.3f}"
+
+
+def study_table(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The study's pivot: one row per (tune, init, train_fraction), mean ± std over seeds of the
+    target (``test/acc``), source and shift accuracies; trainable, %, step s and peak MB as means."""
+    ok = [r for r in rows if r["status"] == "ok" and r.get("source/acc") is not None]
+    cells: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in ok:
+        cells[(r["model"], r["dataset"], r["train_fraction"], r["tune"], r["init"])].append(r)
+    table = []
+    for key in sorted(cells, key=lambda k: (k[0], k[1], k[2] or 0, _mode_key(k[3]), k[4] != "pretrained")):
+        runs = cells[key]
+        row: dict[str, Any] = dict(zip(["model", "dataset", "train_fraction", "tune", "init"], key))
+        row["seeds"] = len(runs)
+        for m in ("test/acc", "source/acc", "shift/acc"):
+            row[m] = _mean_std([float(r[m]) for r in runs if r.get(m) is not None])
+        for m in ("trainable", "trainable_pct", "step_s", "peak_mb"):
+            vals = [float(r[m]) for r in runs if r.get(m) is not None]
+            row[m] = statistics.mean(vals) if vals else None
+        if row["trainable"] is not None:
+            row["trainable"] = int(round(row["trainable"]))
+        table.append(row)
+    cols = ["dataset", "train_fraction", "tune", "init", "seeds", "test/acc", "source/acc", "shift/acc",
+            "trainable", "trainable_pct", "step_s", "peak_mb"]
+    return table, cols
+
+
+def study_plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
+    """``study_acc_vs_params.png`` (target accuracy vs trainable %, one panel per data fraction) and
+    ``study_gain_vs_kept.png`` (target gain over frozen vs source accuracy kept), means ± std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if r["status"] == "ok" and r.get("source/acc") is not None and r.get("test/acc") is not None]
+    fractions = sorted({r["train_fraction"] for r in ok}, key=lambda f: f or 0)
+    if not ok:
+        return []
+    markers = dict(zip(MODE_ORDER, "os^DvPX"))
+
+    def groups(frac):
+        cells: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        for r in ok:
+            if r["train_fraction"] == frac:
+                cells[(r["tune"], r["init"])].append(r)
+        return sorted(cells.items(), key=lambda kv: (_mode_key(kv[0][0]), kv[0][1] != "pretrained"))
+
+    def stats(runs, key):
+        vals = [float(r[key]) for r in runs]
+        return statistics.mean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+    paths = []
+    fig, axes = plt.subplots(1, len(fractions), figsize=(5 * len(fractions), 4), squeeze=False)
+    for ax, frac in zip(axes[0], fractions):
+        for (mode, init), runs in groups(frac):
+            x = max(statistics.mean(float(r["trainable_pct"] or 0) for r in runs), 1e-4)  # frozen: 0 % on a log axis
+            y, err = stats(runs, "test/acc")
+            ax.errorbar([x], [y], yerr=[err], fmt=markers.get(mode, "*"), ms=7, capsize=3,
+                        mfc="none" if init == "random" else None, label=f"{mode}" + (" (random init)" if init == "random" else ""))
+        ax.set_xscale("log")
+        ax.set_xlabel("trainable parameters (%; frozen drawn at 1e-4)")
+        ax.set_ylabel("target test accuracy")
+        ax.set_title(f"{ok[0]['dataset']}, train fraction {frac}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(out / "study_acc_vs_params.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, len(fractions), figsize=(5 * len(fractions), 4), squeeze=False)
+    for ax, frac in zip(axes[0], fractions):
+        frozen = [r for r in ok if r["train_fraction"] == frac and r["tune"] == "frozen" and r["init"] == "pretrained"]
+        base = statistics.mean(float(r["test/acc"]) for r in frozen) if frozen else 0.0
+        for (mode, init), runs in groups(frac):
+            x, xerr = stats(runs, "source/acc")
+            y, yerr = stats(runs, "test/acc")
+            ax.errorbar([x], [y - base], xerr=[xerr], yerr=[yerr], fmt=markers.get(mode, "*"), ms=7, capsize=3,
+                        mfc="none" if init == "random" else None, label=f"{mode}" + (" (random init)" if init == "random" else ""))
+        ax.set_xlabel("source test accuracy after fine-tuning (kept)")
+        ax.set_ylabel("target accuracy gain over frozen pretrained")
+        ax.set_title(f"train fraction {frac}")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(out / "study_gain_vs_kept.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    return paths
+
+
 def report(dirs: list[Path], out: Path | None = None, reference: str = "full") -> dict[str, Any]:
     """Build the tables and plot for every run under ``dirs``; returns paths and rows. ``reference``:
     the tune mode every other run is compared with (paired tests, :mod:`medft.metrics.stats`)."""
@@ -300,9 +410,13 @@ def report(dirs: list[Path], out: Path | None = None, reference: str = "full") -
     stats_md = statistics_markdown(rows, reference)
     md += ("\n" + stats_md) if stats_md else ""
     md += "\n## Tune modes x datasets (one row per configuration; mean over its n runs, e.g. seeds)\n\n" + markdown(table, pcols)
+    study, scols = study_table(rows)
+    if study:
+        md += "\n## The study: tune mode x init x train fraction (mean ± std over seeds)\n\n" + markdown(study, scols)
     md_path = write_text_atomic(out / "results.md", md)
     png = plot(rows, out / "accuracy_vs_params.png")
-    return {"rows": rows, "csv": csv_path, "markdown": md, "md": md_path, "png": png}
+    study_pngs = study_plots(rows, out) if study else []
+    return {"rows": rows, "csv": csv_path, "markdown": md, "md": md_path, "png": png, "study": study, "study_pngs": study_pngs}
 
 
 def main(args: list[str] | None = None) -> None:
@@ -324,4 +438,5 @@ def main(args: list[str] | None = None) -> None:
         raise MedftError("give one or more run / multirun dirs: medft report logs/multiruns/<time> [out=DIR] [reference=full]")
     result = report(dirs, out, reference)
     print(result["markdown"])
-    print(f"wrote {result['csv']}, {result['md']}" + (f", {result['png']}" if result["png"] else ""))
+    print(f"wrote {result['csv']}, {result['md']}" + (f", {result['png']}" if result["png"] else "")
+          + "".join(f", {p}" for p in result.get("study_pngs") or []))

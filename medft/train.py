@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from medft.config import (
     CONFIG_DIR, SWEEP_ENV, normalize_overrides, quote_paths, register_resolvers, require_tune, run_hydra, sweep_env, validate,
 )
-from medft.errors import user_error
+from medft.errors import ConfigError, user_error
 from medft.files import write_atomic, write_error, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from medft.redact import redact
 from medft.resume import resume_overrides, resumed_run_dir
@@ -165,6 +165,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     vqa = OmegaConf.select(cfg, "model.task", default="vqa") == "vqa"
     protocol = resolve_protocol(OmegaConf.select(cfg, "eval.protocol"), cfg.model) if vqa else None
+    for name, dataset_name in (cfg.get("also_test") or {}).items():
+        also_test_config(str(name), str(dataset_name))
     import lightning as L
 
     from medft.callbacks import StepTimer
@@ -236,6 +238,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             write_candidates(output_dir, candidates, f"dataset {cfg.dataset.name}: answers of {', '.join(splits)}")
             apply_protocol(metrics, module.predictions, protocol, candidates)
         print(scores_line(net.task, metrics))
+        for name, dataset_name in (cfg.get("also_test") or {}).items():  # the same weights, other test sets
+            metrics.update(test_on(cfg, str(name), str(dataset_name), trainer, module, net, output_dir))
     metrics.update(tested_val_metrics(trainer, best))
 
     if counts["trainable"] and trainer.is_global_zero:  # only what was trained (the best checkpoint's weights when tested)
@@ -277,6 +281,37 @@ def tested_val_metrics(trainer: Any, best: str) -> dict[str, Any]:
     out.update(chosen["metrics"])
     out.update({"val/epoch": chosen["epoch"], "val/step": chosen["step"]})
     return out
+
+
+def also_test_config(name: str, dataset_name: str) -> Path:
+    """The dataset config file that ``also_test.NAME=DATASET`` names (checked before any training)."""
+    from medft.config import available
+
+    path = CONFIG_DIR / "dataset" / f"{dataset_name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"also_test.{name}={dataset_name}: no such dataset; choose one of {', '.join(available('dataset'))}")
+    return path
+
+
+def test_on(cfg: DictConfig, name: str, dataset_name: str, trainer: Any, module: Any, net: Any, output_dir: Path) -> dict[str, Any]:
+    """``also_test.NAME=DATASET``: test the model as it is now (the run's tested weights) on the test
+    split of ``configs/dataset/DATASET.yaml``; metrics ``NAME/acc``, ... and ``predictions_NAME.jsonl``."""
+    from medft.data.checks import prepare_splits
+    from medft.data.datamodule import MedDataModule
+    from medft.data.sources import load_splits
+    from medft.metrics.evaluators import scores_line
+
+    root = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))  # the run's paths.* resolve the same
+    with open_dict(root):
+        root.dataset = OmegaConf.load(also_test_config(name, dataset_name))
+    splits = load_splits(root.dataset)
+    test, _ = prepare_splits({"train": splits["test"], "test": splits["test"]}, root.dataset)
+    datamodule = MedDataModule(test, net.collate, cfg.data.batch_size, cfg.data.eval_batch_size, cfg.data.num_workers)
+    trainer.test(module, datamodule=datamodule, verbose=False, weights_only=True)
+    scores = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    write_jsonl_atomic(output_dir / f"predictions_{name}.jsonl", module.predictions)
+    print(f"{name} ({dataset_name}) " + scores_line(net.task, scores))
+    return {f"{name}/{k.removeprefix('test/')}": float(v) for k, v in scores.items()}
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")

@@ -30,6 +30,16 @@ the two POS questions (4-5 per image). Most questions also have a paraphrase
 The set is written in VQA-RAD's split layout (``trainset.json``, ``testset.json``,
 ``images/*.png``, same fields as the MEVF files) so :func:`medft.data.vqa_rad.load_vqa_rad`
 reads it. Generation is deterministic: the same parameters give the same bytes.
+
+Domains (``domain=``), for the study in miniature (pretrain on one, fine-tune on another):
+
+* ``source``: the set described above (radiograph-like: dark background, bright bone, bright
+  lesions, mild noise). The embedded pretrained model (``medft pretrain``) learns this one.
+* ``ct``: another modality, same anatomy and questions: an inverted, gamma-curved intensity
+  profile (air bright, bone dark, lesions dark), a coarse grainy texture and stronger noise.
+* ``findings``: same modality, other anatomy and findings, other wording and answer vocabulary:
+  chest, pelvis and neck; smaller "nodules"; "Which body region is imaged?", "How many nodules
+  are visible?", sides answered "left side" / "right side".
 """
 
 from __future__ import annotations
@@ -44,7 +54,7 @@ from PIL import Image
 
 from medft.errors import ConfigError, DataError
 
-DEMO_VERSION = 1
+DEMO_VERSION = 2  # 2: domains (source, ct, findings)
 META_FILE = "demo_meta.json"
 IMAGE_DIR = "images"
 SPLIT_FILES = {"train": "trainset.json", "test": "testset.json"}
@@ -67,6 +77,27 @@ _TEMPLATES = {
 }
 _PARAPHRASE_RATE = 0.3
 
+# The findings domain: other anatomy, findings, wording and answers (see the module docstring).
+_FINDINGS_TEMPLATES = {
+    "pres": ("Is there a nodule?", "Can a nodule be seen?"),
+    "organ_closed": ("Is the {organ} imaged here?", "Is this a {organ} image?"),
+    "organ_open": ("Which body region is imaged?", "What body region does this image show?"),
+    "count": ("How many nodules are visible?", "What is the number of nodules?"),
+    "side_closed": ("Is the nodule in the {side} half?", "Does the {side} half hold the nodule?"),
+    "side_open": ("Which half holds the nodule?", "In which half is the nodule?"),
+}
+
+# domain -> organs, question wording, side answers, lesion radius range, image profile, and the
+# random stream of its scenes (source: the original demo's, so `dataset=demo` keeps its bytes)
+DOMAINS: dict[str, dict] = {
+    "source": {"organs": ORGANS, "templates": _TEMPLATES, "side_answer": "{side}", "radius": (0.055, 0.08),
+               "profile": "radiograph", "stream": ()},
+    "ct": {"organs": ORGANS, "templates": _TEMPLATES, "side_answer": "{side}", "radius": (0.055, 0.08),
+           "profile": "ct", "stream": (1,)},
+    "findings": {"organs": ("chest", "pelvis", "neck"), "templates": _FINDINGS_TEMPLATES,
+                 "side_answer": "{side} side", "radius": (0.04, 0.055), "profile": "radiograph", "stream": (2,)},
+}
+
 
 def ensure_demo(
     root: str | Path,
@@ -74,6 +105,7 @@ def ensure_demo(
     n_test_images: int = 60,
     image_size: int = 64,
     seed: int = 0,
+    domain: str = "source",
 ) -> Path:
     """Return ``root`` holding the demo dataset for these parameters, generating it if needed.
 
@@ -81,7 +113,7 @@ def ensure_demo(
     parameters and all files are there. Otherwise it is generated into a sibling temporary
     folder and renamed into place, so an interrupted run never leaves a half-written ``root``.
     """
-    params = _check_params(n_train_images, n_test_images, image_size, seed)
+    params = _check_params(n_train_images, n_test_images, image_size, seed, domain)
     root = Path(root).expanduser().resolve()
     meta = _meta(params)
     if _is_complete(root, meta):
@@ -98,20 +130,23 @@ def ensure_demo(
     return root
 
 
-def generate_demo(out_dir: str | Path, n_train_images: int, n_test_images: int, image_size: int, seed: int) -> None:
+def generate_demo(
+    out_dir: str | Path, n_train_images: int, n_test_images: int, image_size: int, seed: int, domain: str = "source"
+) -> None:
     """Write the demo dataset into ``out_dir`` (created; must not hold another dataset)."""
-    params = _check_params(n_train_images, n_test_images, image_size, seed)
+    params = _check_params(n_train_images, n_test_images, image_size, seed, domain)
+    spec = DOMAINS[domain]
     out_dir = Path(out_dir)
     (out_dir / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
     next_qid = 1
     for split_index, (split, n_images) in enumerate((("train", n_train_images), ("test", n_test_images))):
-        rng = np.random.default_rng([seed, split_index])
+        rng = np.random.default_rng([seed, split_index, *spec["stream"]])
         records = []
-        for i, scene in enumerate(_make_scenes(rng, n_images)):
+        for i, scene in enumerate(_make_scenes(rng, n_images, spec)):
             image_name = f"{split}_{i:04d}.png"
-            pixels = render_scene(scene, image_size, rng)
+            pixels = render_scene(scene, image_size, rng, spec["profile"])
             Image.fromarray(pixels).save(out_dir / IMAGE_DIR / image_name)
-            for question in _questions(scene, rng):
+            for question in _questions(scene, rng, spec):
                 records.append(_annotation(next_qid, image_name, scene, question, split))
                 next_qid += 1
         _write_json(out_dir / SPLIT_FILES[split], records)
@@ -122,13 +157,14 @@ def generate_demo(out_dir: str | Path, n_train_images: int, n_test_images: int, 
 # --- scenes --------------------------------------------------------------------------------
 
 
-def _make_scenes(rng: np.random.Generator, n_images: int) -> list[dict]:
+def _make_scenes(rng: np.random.Generator, n_images: int, spec: dict = DOMAINS["source"]) -> list[dict]:
     """Organ and lesions of each image.
 
     Organs, lesion counts and the side of single lesions are balanced, then shuffled, so that
     no answer is favoured by chance in a small set.
     """
-    organs = rng.permutation(np.resize(np.arange(len(ORGANS)), n_images))
+    organ_names = spec["organs"]
+    organs = rng.permutation(np.resize(np.arange(len(organ_names)), n_images))
     counts = rng.permutation(np.resize(np.array(_LESION_COUNT_PATTERN), n_images))
     single_sides = iter(rng.permutation(np.resize(["left", "right"], int(np.sum(counts == 1)))))
     scenes = []
@@ -137,15 +173,15 @@ def _make_scenes(rng: np.random.Generator, n_images: int) -> list[dict]:
             sides = [str(next(single_sides))]
         else:
             sides = [str(s) for s in rng.choice(["left", "right"], size=int(count))]
-        scenes.append({"organ": ORGANS[int(organ)], "lesions": _place_lesions(rng, sides)})
+        scenes.append({"organ": organ_names[int(organ)], "lesions": _place_lesions(rng, sides, spec["radius"])})
     return scenes
 
 
-def _place_lesions(rng: np.random.Generator, sides: list[str]) -> list[dict]:
+def _place_lesions(rng: np.random.Generator, sides: list[str], radius_range=(0.055, 0.08)) -> list[dict]:
     """One lesion per side given, in unit coordinates, wholly in the left (x < 0.5) or right half."""
     lesions = []
     for k, side in enumerate(sides):
-        radius = rng.uniform(0.055, 0.08)
+        radius = rng.uniform(*radius_range)
         x = rng.uniform(0.25, 0.38)  # the lesion ends before the midline (x + r < 0.5)
         if len(sides) == 2 and sides[0] == sides[1]:
             # two lesions on one side: one in the upper band, one in the lower, no overlap
@@ -159,14 +195,29 @@ def _place_lesions(rng: np.random.Generator, sides: list[str]) -> list[dict]:
 # --- rendering -----------------------------------------------------------------------------
 
 
-def render_scene(scene: dict, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Draw one scene as a ``size`` x ``size`` uint8 grayscale array."""
+def render_scene(scene: dict, size: int, rng: np.random.Generator, profile: str = "radiograph") -> np.ndarray:
+    """Draw one scene as a ``size`` x ``size`` uint8 grayscale array in the ``profile``'s look
+    (``radiograph``: as drawn, mild noise; ``ct``: see :func:`_ct_look`)."""
     canvas = _Canvas(size, scale=rng.uniform(0.92, 1.05), shift_y=rng.uniform(-0.03, 0.03))
     _ORGAN_PAINTERS[scene["organ"]](canvas)
     for lesion in scene["lesions"]:
         canvas.lesion(lesion["x"], lesion["y"], lesion["r"], value=rng.uniform(225, 250))
     gain = rng.uniform(0.85, 1.15)  # scanner/window variation, applied to the whole image
+    if profile == "ct":
+        return _ct_look(canvas.pixels * gain, rng)
     noisy = canvas.pixels * gain + rng.normal(0.0, 6.0, canvas.pixels.shape)
+    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+
+
+def _ct_look(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Another modality's look: inverted gamma-curved intensities (air bright, bone and lesions
+    dark), a coarse grain (noise at a quarter of the resolution, upsampled) and stronger noise."""
+    size = pixels.shape[0]
+    x = np.clip(pixels, 0, 255) / 255.0
+    remapped = 255.0 * (1.0 - x ** 0.7) * 0.9 + 12.0
+    coarse = rng.normal(0.0, 14.0, (size // 4 + 1, size // 4 + 1))
+    grain = np.kron(coarse, np.ones((4, 4)))[:size, :size]
+    noisy = remapped + grain + rng.normal(0.0, 10.0, pixels.shape)
     return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
 
 
@@ -231,36 +282,55 @@ def _paint_abdomen(c: _Canvas) -> None:
     c.mirrored(0.29, 0.62, 0.07, 0.11, 120)   # kidneys
 
 
-_ORGAN_PAINTERS = {"chest": _paint_chest, "head": _paint_head, "abdomen": _paint_abdomen}
+def _paint_pelvis(c: _Canvas) -> None:
+    c.ellipse(0.5, 0.55, 0.46, 0.34, 90)      # soft tissue of the hips
+    c.mirrored(0.30, 0.42, 0.15, 0.12, 175)   # iliac wings (bone)
+    c.mirrored(0.30, 0.42, 0.10, 0.07, 90)    # ... hollowed
+    c.ellipse(0.5, 0.50, 0.06, 0.10, 165)     # sacrum
+    c.mirrored(0.22, 0.70, 0.06, 0.06, 185)   # femoral heads
+
+
+def _paint_neck(c: _Canvas) -> None:
+    c.ellipse(0.5, 0.5, 0.22, 0.46, 95)       # soft tissue of the neck
+    c.ellipse(0.5, 0.5, 0.05, 0.44, 160)      # cervical spine
+    c.ellipse(0.5, 0.5, 0.025, 0.40, 30)      # airway (dark)
+    c.mirrored(0.37, 0.62, 0.04, 0.08, 125)   # thyroid lobes
+
+
+_ORGAN_PAINTERS = {
+    "chest": _paint_chest, "head": _paint_head, "abdomen": _paint_abdomen, "pelvis": _paint_pelvis, "neck": _paint_neck,
+}
 
 
 # --- questions -----------------------------------------------------------------------------
 
 
-def _questions(scene: dict, rng: np.random.Generator) -> list[dict]:
+def _questions(scene: dict, rng: np.random.Generator, spec: dict = DOMAINS["source"]) -> list[dict]:
     """The 4-5 question/answer pairs of one scene (see the module docstring)."""
-    organ, lesions = scene["organ"], scene["lesions"]
-    asked_organ = organ if rng.random() < 0.5 else str(rng.choice([o for o in ORGANS if o != organ]))
+    organ, lesions, t = scene["organ"], scene["lesions"], spec["templates"]
+    asked_organ = organ if rng.random() < 0.5 else str(rng.choice([o for o in spec["organs"] if o != organ]))
     out = [
-        _qa(rng, "pres", "PRES", "CLOSED", _yes_no(lesions)),
-        _qa(rng, "organ_closed", "ORGAN", "CLOSED", _yes_no(asked_organ == organ), organ=asked_organ),
-        _qa(rng, "organ_open", "ORGAN", "OPEN", organ),
-        _qa(rng, "count", "COUNT", "OPEN", str(len(lesions))),
+        _qa(rng, t, "pres", "PRES", "CLOSED", _yes_no(lesions)),
+        _qa(rng, t, "organ_closed", "ORGAN", "CLOSED", _yes_no(asked_organ == organ), organ=asked_organ),
+        _qa(rng, t, "organ_open", "ORGAN", "OPEN", organ),
+        _qa(rng, t, "count", "COUNT", "OPEN", str(len(lesions))),
     ]
     if len(lesions) == 1:
         side = lesions[0]["side"]
         if rng.random() < 0.5:
             asked_side = side if rng.random() < 0.5 else ("right" if side == "left" else "left")
-            out.append(_qa(rng, "side_closed", "POS", "CLOSED", _yes_no(asked_side == side), side=asked_side))
+            out.append(_qa(rng, t, "side_closed", "POS", "CLOSED", _yes_no(asked_side == side), side=asked_side))
         else:
-            out.append(_qa(rng, "side_open", "POS", "OPEN", side))
+            out.append(_qa(rng, t, "side_open", "POS", "OPEN", spec["side_answer"].format(side=side)))
     return out
 
 
-def _qa(rng: np.random.Generator, kind: str, question_type: str, answer_type: str, answer: str, **fill) -> dict:
+def _qa(
+    rng: np.random.Generator, templates: dict, kind: str, question_type: str, answer_type: str, answer: str, **fill
+) -> dict:
     para = bool(rng.random() < _PARAPHRASE_RATE)
     return {
-        "question": _TEMPLATES[kind][int(para)].format(**fill),
+        "question": templates[kind][int(para)].format(**fill),
         "answer": answer,
         "answer_type": answer_type,
         "question_type": question_type,
@@ -270,6 +340,9 @@ def _qa(rng: np.random.Generator, kind: str, question_type: str, answer_type: st
 
 def _yes_no(flag) -> str:
     return "yes" if flag else "no"
+
+
+_ORGAN_CODES.update({"pelvis": "PELVIS", "neck": "NECK"})
 
 
 def _annotation(qid: int, image_name: str, scene: dict, qa: dict, split: str) -> dict:
@@ -290,7 +363,9 @@ def _annotation(qid: int, image_name: str, scene: dict, qa: dict, split: str) ->
 # --- files ---------------------------------------------------------------------------------
 
 
-def _check_params(n_train_images, n_test_images, image_size, seed) -> dict:
+def _check_params(n_train_images, n_test_images, image_size, seed, domain="source") -> dict:
+    if domain not in DOMAINS:
+        raise ConfigError(f"demo domain {domain!r} is not one of {', '.join(DOMAINS)}: set dataset.domain to one of them")
     params = {"n_train_images": n_train_images, "n_test_images": n_test_images, "image_size": image_size, "seed": seed}
     for name, value in params.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -301,7 +376,7 @@ def _check_params(n_train_images, n_test_images, image_size, seed) -> dict:
         raise ConfigError(f"demo image_size must be between 32 and 1024 pixels, got {image_size}")
     if seed < 0:
         raise ConfigError(f"demo seed must be >= 0, got {seed}")
-    return {k: int(v) for k, v in params.items()}
+    return {**{k: int(v) for k, v in params.items()}, "domain": domain}
 
 
 def _meta(params: dict) -> dict:

@@ -7,9 +7,9 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-# Model-config keys that other configs read (optim.lr = tune.lr * model.lr_scale; eval.protocol's
-# default), not the builder.
-NOT_BUILDER_ARGS = ("lr_scale", "eval_protocol")
+# Model-config keys that other configs read (optim.lr = tune.lr * model.lr_scale, or the tune's
+# lr_key entry for the embedded pretrained model; eval.protocol's default), not the builder.
+NOT_BUILDER_ARGS = ("lr_scale", "eval_protocol", "lr_key")
 
 
 def build_model(cfg: DictConfig) -> Any:

@@ -245,12 +245,23 @@ def build_blip_vqa(
     seed: int = 0,
     task: str = "vqa",
     cache_image_features: str | bool = "auto",
+    embedded_dir: str | None = None,
 ) -> BlipVQA:
-    """The VQA adapter over ``BlipForQuestionAnswering`` (see :func:`load_or_build`)."""
+    """The VQA adapter over ``BlipForQuestionAnswering`` (see :func:`load_or_build`).
+
+    ``pretrained: embedded`` is medft's own pretrained checkpoint (``medft pretrain``), built on first
+    use under ``embedded_dir`` (the cache dir) by :func:`medft.pretrain.ensure_embedded`."""
     if task != BlipVQA.task:
         raise ConfigError(f"model.task={task!r}: {name} answers questions (task vqa); pick a report model for reports")
+    source = pretrained
+    if pretrained == "embedded":
+        from medft.pretrain import ensure_embedded
+
+        if not embedded_dir:
+            raise ConfigError("model.pretrained=embedded needs model.embedded_dir (the cache dir holding pretrained/)")
+        source = str(ensure_embedded(embedded_dir))
     model, processor = load_or_build(
-        BlipForQuestionAnswering, pretrained, config, image_size, dtype, attn_implementation,
+        BlipForQuestionAnswering, source, config, image_size, dtype, attn_implementation,
         trust_remote_code, gradient_checkpointing, max_question_len, seed,
     )
     adapter = BlipVQA(model, processor, dict(arch), max_question_len, max_answer_len, cache_image_features)

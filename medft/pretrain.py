@@ -1,0 +1,217 @@
+"""``medft pretrain``: make a pretrained Med-VLM offline, as a Hugging Face checkpoint directory.
+
+    medft pretrain                                   # the embedded recipe: blip_med on demo_source
+    medft pretrain out=/ckpt/my_blip trainer.max_epochs=5 model=blip_tiny
+    medft train +tune=layernorm model.pretrained=/ckpt/my_blip dataset=demo_ct
+
+Trains ``model`` (from random weights, every parameter: ``tune=full``) on ``dataset`` (the demo
+*source* domain by default) exactly as ``medft train`` does, then writes into ``out``:
+
+* the model and processor with ``save_pretrained`` (``model.pretrained=OUT`` loads them as any hub
+  checkpoint directory);
+* ``pretrain.json``: recipe version, model, dataset, seed, epochs, learning rate, parameter count,
+  source test scores, seconds;
+* ``README.md``: a model card saying the same in words.
+
+The training run itself (metrics.json, predictions, logs) stays in the run dir. The result is
+a function of the seed: the same command gives the same weights on the same machine and threads.
+
+The *embedded* model (``model=blip_med``, ``pretrained: embedded``) is this recipe run once into
+``$MEDFT_CACHE_DIR/pretrained/blip_med-v<recipe_version>`` on first use (see :func:`ensure_embedded`);
+a change of ``recipe_version`` in ``configs/pretrain.yaml`` builds a new one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import yaml
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from medft.config import CONFIG_DIR, normalize_overrides, register_resolvers
+from medft.errors import ConfigError, MedftError
+from medft.files import write_json_atomic, write_text_atomic
+
+INFO_FILE = "pretrain.json"
+EMBEDDED_NAME = "blip_med"
+
+
+def recipe_version() -> int:
+    """The embedded recipe's version (``recipe_version`` in configs/pretrain.yaml)."""
+    return int(yaml.safe_load((CONFIG_DIR / "pretrain.yaml").read_text())["recipe_version"])
+
+
+def embedded_dir(cache_dir: str | Path) -> Path:
+    return Path(cache_dir).expanduser() / "pretrained" / f"{EMBEDDED_NAME}-v{recipe_version()}"
+
+
+def is_built(path: Path, version: int | None = None) -> bool:
+    """True if ``path`` holds a finished checkpoint (pretrain.json is written last) of ``version``."""
+    try:
+        info = json.loads((path / INFO_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return version is None or info.get("recipe_version") == version
+
+
+def ensure_embedded(cache_dir: str | Path) -> Path:
+    """The embedded pretrained checkpoint directory, built on first use by ``medft pretrain``.
+
+    Built in a child process (its own Hydra app and progress bar) into a temporary folder that is
+    renamed into place when complete: an interrupted build leaves nothing half-written behind.
+    """
+    version = recipe_version()
+    target = embedded_dir(cache_dir)
+    if is_built(target, version):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(
+        f"medft: building the embedded pretrained model {EMBEDDED_NAME} (first use, recipe v{version}): "
+        f"pretraining it on the demo source domain into {target}; about 4 minutes on 2 CPU cores, once",
+        flush=True,
+    )
+    started = time.perf_counter()
+    env = dict(os.environ, MEDFT_CACHE_DIR=str(Path(cache_dir).expanduser()))
+    cmd = [sys.executable, "-m", "medft.cli", "pretrain", f"out={tmp / 'model'}", f"hydra.run.dir={tmp / 'run'}"]
+    proc = subprocess.run(cmd, env=env)
+    if proc.returncode != 0 or not is_built(tmp / "model", version):
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise MedftError(
+            f"building the embedded pretrained model failed (exit status {proc.returncode}); run `medft pretrain` "
+            "to see why, or set model.pretrained to a checkpoint directory"
+        )
+    shutil.move(str(tmp / "run"), str(tmp / "model" / "run"))  # the pretraining run's logs travel with it
+    info = json.loads((tmp / "model" / INFO_FILE).read_text())
+    write_json_atomic(tmp / "model" / INFO_FILE, {**info, "run_dir": "run"})  # relative: inside the checkpoint
+    try:
+        os.replace(tmp / "model", target)
+    except OSError:  # another process finished first: use its copy
+        if not is_built(target, version):
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"medft: embedded pretrained model ready in {time.perf_counter() - started:.0f} s: {target}", flush=True)
+    return target
+
+
+def save_checkpoint(net: Any, out: Path, info: dict[str, Any]) -> Path:
+    """``save_pretrained`` of model and processor, then README.md and pretrain.json (last)."""
+    out.mkdir(parents=True, exist_ok=True)
+    net.model.save_pretrained(out)
+    net.processor.save_pretrained(out)
+    write_text_atomic(out / "README.md", model_card(info))
+    write_json_atomic(out / INFO_FILE, info)
+    return out
+
+
+def model_card(info: dict[str, Any]) -> str:
+    scores = info.get("source_test", {})
+    acc = scores.get("test/acc")
+    lines = [
+        f"# {info['model']} pretrained by medft (recipe v{info['recipe_version']})",
+        "",
+        f"A BLIP-style VQA model (`BlipForQuestionAnswering`, {info['params']:,} parameters) trained from random",
+        f"weights on the synthetic `{info['dataset']}` set (domain `{info['domain']}`: {info['train_samples']:,} "
+        f"training questions on {info['image_size']} px images) by `medft pretrain`.",
+        "",
+        "| recipe | value |",
+        "| --- | --- |",
+        f"| seed | {info['seed']} |",
+        f"| epochs | {info['epochs']} |",
+        f"| optimizer | AdamW, lr {info['lr']:g}, weight decay {info['weight_decay']:g}, {info['scheduler']} schedule |",
+        f"| batch size | {info['batch_size']} |",
+        f"| training time | {info['seconds']:.0f} s |",
+        "",
+        f"Source test accuracy: **{acc:.3f}**" + (
+            f" (closed {scores.get('test/acc_closed', float('nan')):.3f}, open {scores.get('test/acc_open', float('nan')):.3f})"
+            if acc is not None else ""
+        ),
+        "",
+        "Use it as any checkpoint directory: `medft train +tune=layernorm model.pretrained=THIS_DIR` (with the",
+        "model config it was made from), or `BlipForQuestionAnswering.from_pretrained(THIS_DIR)`. Synthetic",
+        "images only: it knows nothing about real medical images.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def pretrain(cfg: DictConfig) -> dict[str, Any]:
+    """Train ``cfg.model`` from random weights with ``tune=full`` and save it to ``cfg.out``."""
+    from medft.models import build_model
+    from medft.train import train
+    from medft.trained import FILENAME, load_trained_file
+    from medft.tuning import apply_tuning, count_parameters
+
+    if not cfg.get("out"):
+        raise ConfigError("out= is not set: give the checkpoint directory to write, e.g. out=/ckpt/my_blip")
+    out = Path(str(cfg.out)).expanduser()
+    if is_built(out):
+        raise ConfigError(f"out={out} already holds a pretrained checkpoint: choose a new directory or remove it")
+    with open_dict(cfg):
+        cfg.model.pretrained = None  # pretraining starts from random weights, whatever the model config says
+    from medft.data.sources import load_splits
+
+    started = time.perf_counter()
+    train_samples = len(load_splits(cfg.dataset)["train"])  # records only (generates the set on first use)
+    metrics = train(cfg)
+    seconds = time.perf_counter() - started
+    # the run saved every parameter (tune=full; the best validation checkpoint's): put them into a fresh model
+    net = build_model(cfg.model)
+    tune = OmegaConf.to_container(cfg.tune, resolve=True)
+    apply_tuning(net, tune)
+    load_trained_file(net, Path(cfg.paths.output_dir) / FILENAME)
+    net.model.requires_grad_(True)
+    info = {
+        "recipe_version": int(cfg.recipe_version),
+        "model": str(cfg.model.name),
+        "params": count_parameters(net.model, net.arch["components"])["total"],
+        "dataset": str(cfg.dataset.name),
+        "domain": str(OmegaConf.select(cfg, "dataset.load.domain", default="source")),
+        "image_size": int(cfg.model.image_size),
+        "train_samples": train_samples,
+        "seed": int(cfg.seed),
+        "epochs": int(cfg.trainer.max_epochs),
+        "lr": float(cfg.optim.lr),
+        "weight_decay": float(cfg.optim.weight_decay),
+        "scheduler": "cosine" if OmegaConf.select(cfg, "scheduler.fn") is not None else "constant",
+        "batch_size": int(cfg.data.batch_size),
+        "seconds": round(seconds, 1),
+        "source_test": {k: float(v) for k, v in metrics.items() if k.startswith("test/")},
+        "run_dir": str(cfg.paths.output_dir),
+    }
+    save_checkpoint(net, out, info)
+    acc = info["source_test"].get("test/acc")
+    print(f"pretrained {info['model']} in {seconds:.0f} s" + (f", source test accuracy {acc:.3f}" if acc is not None else ""))
+    print(f"checkpoint: {out}")
+    return info
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="pretrain")
+def _hydra_main(cfg: DictConfig) -> None:
+    try:
+        pretrain(cfg)
+    except MedftError as err:  # a mistake the user can fix: one line, no traceback
+        print(f"medft: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``medft pretrain`` (Hydra overrides, as ``medft train``)."""
+    register_resolvers()
+    args = normalize_overrides(sys.argv[1:] if args is None else list(args), "pretrain")
+    sys.argv = [str(Path(__file__).resolve()), *args]
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

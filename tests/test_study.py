@@ -1,0 +1,233 @@
+"""The study in miniature: medft pretrain, the demo domains, and a shrunken `make study` end to end.
+
+Nothing here builds the embedded blip_med (minutes): pretraining uses blip_tiny for a few steps,
+and the shrunken study points model.pretrained at that checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from medft.data.demo import DOMAINS, ensure_demo
+
+SMALL = {"n_train_images": 12, "n_test_images": 4, "image_size": 32}
+FEW_STEPS = [
+    "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
+    "+trainer.limit_test_batches=1", "data.batch_size=8", "data.eval_batch_size=16",
+    "eval.generate.max_new_tokens=3", "callbacks.progress_bar.refresh_rate=0",
+]
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# --- domains -------------------------------------------------------------------------------
+
+
+def test_domains_are_deterministic_and_differ(tmp_path):
+    digests, questions, answers = {}, {}, {}
+    for domain in DOMAINS:
+        a = ensure_demo(tmp_path / f"{domain}_a", domain=domain, **SMALL)
+        b = ensure_demo(tmp_path / f"{domain}_b", domain=domain, **SMALL)
+        digests[domain] = tree_digest(a)
+        assert digests[domain] == tree_digest(b), domain  # same parameters, same bytes
+        records = json.loads((a / "trainset.json").read_text())
+        questions[domain] = {r["question"] for r in records}
+        answers[domain] = {r["answer"] for r in records}
+    images = {d: {k: v for k, v in digests[d].items() if k.endswith(".png")} for d in DOMAINS}
+    for one in DOMAINS:
+        for other in DOMAINS:
+            if one < other:  # every image differs between any two domains
+                assert not set(images[one].values()) & set(images[other].values()), (one, other)
+    assert {"Which organ is shown?", "How many lesions are there?"} <= questions["ct"] & questions["source"]  # ct: same questions
+    assert not questions["findings"] & questions["source"]  # other wording
+    assert {"pelvis", "neck"} & answers["findings"] and not {"pelvis", "neck"} & answers["source"]  # other anatomy
+
+
+def test_ct_domain_inverts_the_intensity_profile(tmp_path):
+    """Same scenes drawn in the two looks: the background (air) is dark in source, bright in ct."""
+    import numpy as np
+    from PIL import Image
+
+    means = {}
+    for domain in ("source", "ct"):
+        root = ensure_demo(tmp_path / domain, domain=domain, **SMALL)
+        corners = [np.asarray(Image.open(p))[:3, :3].mean() for p in sorted((root / "images").glob("*.png"))]
+        means[domain] = float(np.mean(corners))
+    assert means["source"] < 40 < 150 < means["ct"]
+
+
+def test_unknown_domain_is_one_line(tmp_path):
+    from medft.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="dataset.domain"):
+        ensure_demo(tmp_path / "x", domain="mri", **SMALL)
+
+
+# --- medft pretrain ------------------------------------------------------------------------
+
+
+def run_pretrain(tmp: Path, cache_dir: Path, out: Path) -> None:
+    """`medft pretrain` of blip_tiny for two steps on the demo source set, in a subprocess."""
+    import subprocess
+    import sys
+
+    from tests.medft_testing import env_for
+
+    env = env_for(tmp, MEDFT_CACHE_DIR=str(cache_dir))
+    proc = subprocess.run(
+        [sys.executable, "-m", "medft.cli", "pretrain", "model=blip_tiny", "dataset=demo", f"out={out}", *FEW_STEPS],
+        cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"checkpoint: {out}" in proc.stdout
+
+
+@pytest.fixture(scope="module")
+def pretrained_tiny(tmp_path_factory, cache_dir):
+    """A blip_tiny checkpoint dir made by `medft pretrain` (two steps)."""
+    tmp = tmp_path_factory.mktemp("pretrain")
+    run_pretrain(tmp, cache_dir, tmp / "ckpt")
+    return tmp / "ckpt"
+
+
+def test_pretrain_is_deterministic_given_its_seed(pretrained_tiny, tmp_path, cache_dir):
+    run_pretrain(tmp_path, cache_dir, tmp_path / "again")
+    again = (tmp_path / "again" / "model.safetensors").read_bytes()
+    assert again == (pretrained_tiny / "model.safetensors").read_bytes()
+
+
+def test_pretrain_writes_a_checkpoint_that_loads_back_with_identical_logits(pretrained_tiny):
+    from transformers import BlipForQuestionAnswering
+
+    from medft.models.blip import build_blip_vqa
+    from medft.trained import FILENAME, load_trained_file
+    from medft.tuning import apply_tuning
+    from tests.conftest import model_cfg, tune_cfg
+
+    info = json.loads((pretrained_tiny / "pretrain.json").read_text())
+    assert info["model"] == "blip_tiny" and info["dataset"] == "demo" and info["params"] == 334625
+    assert 0.0 <= info["source_test"]["test/acc"] <= 1.0 and info["seed"] == 0
+    card = (pretrained_tiny / "README.md").read_text()
+    assert "Source test accuracy" in card and "seed | 0" in card
+    # the run's own trained parameters, applied onto a fresh random blip_tiny ...
+    ref = build_blip_vqa(**model_cfg("blip_tiny"))
+    apply_tuning(ref, tune_cfg("full"))
+    load_trained_file(ref, Path(info["run_dir"]) / FILENAME)
+    # ... against the checkpoint dir, through transformers and through medft's model.pretrained
+    hf = BlipForQuestionAnswering.from_pretrained(pretrained_tiny)
+    via_medft = build_blip_vqa(**model_cfg("blip_tiny", pretrained=str(pretrained_tiny)))
+    torch.manual_seed(0)
+    pixels = torch.rand(2, 3, 64, 64)
+    ids = via_medft.tokenizer(["is there a lesion?", "which organ is shown?"], padding=True, return_tensors="pt")
+    dec = torch.tensor([[ref.tokenizer.bos_token_id, 5, 6]] * 2)
+    logits = [answer_logits(m, pixels, ids, dec) for m in (ref.model, hf, via_medft.model)]
+    assert torch.equal(logits[0], logits[1]) and torch.equal(logits[0], logits[2])
+    # the weights were trained: not the random initialisation
+    assert not torch.equal(answer_logits(build_blip_vqa(**model_cfg("blip_tiny")).model, pixels, ids, dec), logits[0])
+
+
+def answer_logits(model, pixels, ids, dec):
+    """The answer decoder's logits for ``dec`` (image -> question encoder -> decoder), in eval mode."""
+    model.eval()
+    with torch.no_grad():
+        image = model.vision_model(pixel_values=pixels).last_hidden_state
+        question = model.text_encoder(input_ids=ids.input_ids, attention_mask=ids.attention_mask,
+                                      encoder_hidden_states=image, return_dict=False)[0]
+        return model.text_decoder(input_ids=dec, encoder_hidden_states=question,
+                                  encoder_attention_mask=ids.attention_mask, return_dict=True).logits
+
+
+def test_pretrain_refuses_to_overwrite_a_checkpoint(pretrained_tiny, run_cli):
+    out = run_cli("pretrain", "model=blip_tiny", "dataset=demo", f"out={pretrained_tiny}")
+    assert out.returncode == 2
+    assert "already holds a pretrained checkpoint" in out.stderr
+
+
+def test_embedded_is_built_once_and_rebuilt_for_a_new_recipe(tmp_path, monkeypatch):
+    """ensure_embedded runs `medft pretrain` only when no finished checkpoint of this recipe is there."""
+    import medft.pretrain as pretrain
+
+    calls = []
+
+    def fake_run(cmd, env):
+        out = Path(next(a for a in cmd if a.startswith("out=")).split("=", 1)[1])
+        out.mkdir(parents=True)
+        (out / "pretrain.json").write_text(json.dumps({"recipe_version": pretrain.recipe_version()}))
+        Path(next(a for a in cmd if a.startswith("hydra.run.dir=")).split("=", 1)[1]).mkdir(parents=True)
+        calls.append(cmd)
+        return type("Done", (), {"returncode": 0})()
+
+    monkeypatch.setattr(pretrain.subprocess, "run", fake_run)
+    first = pretrain.ensure_embedded(tmp_path)
+    assert first == tmp_path / "pretrained" / f"blip_med-v{pretrain.recipe_version()}" and len(calls) == 1
+    assert pretrain.ensure_embedded(tmp_path) == first and len(calls) == 1  # reused
+    monkeypatch.setattr(pretrain, "recipe_version", lambda: 99)
+    assert pretrain.ensure_embedded(tmp_path).name == "blip_med-v99" and len(calls) == 2  # new recipe: rebuilt
+    assert not list((tmp_path / "pretrained").glob("*.tmp-*"))
+
+
+# --- the study, shrunken -------------------------------------------------------------------
+
+REQUIRED = ["tune", "seed", "init", "train_fraction", "test/acc", "source/acc", "shift/acc", "trainable",
+            "trainable_pct", "step_s", "peak_mb"]
+
+
+def test_shrunken_study_runs_end_to_end(pretrained_tiny, run_cli, tmp_path):
+    """`make study` in small: experiment=study then study_random into one dir, then medft report."""
+    sweep = tmp_path / "study"
+    shrink = [
+        "model=blip_tiny", "dataset=demo_ct", *FEW_STEPS, "dataset.load.n_train_images=20",
+        "dataset.load.n_test_images=4", "dataset.root=${paths.cache_dir}/demo_ct_small",
+        "seed=1,2", "dataset.train_fraction=0.5",  # the command line wins over the experiment's sweep params
+        f"hydra.sweep.dir={sweep}",
+    ]
+    pre = run_cli("train", "-m", "experiment=study", f"model.pretrained={pretrained_tiny}",
+                  "tune=frozen,layernorm", *shrink)
+    assert pre.returncode == 0, pre.stderr[-3000:]
+    rnd = run_cli("train", "-m", "experiment=study_random", "tune=layernorm", *shrink)
+    assert rnd.returncode == 0, rnd.stderr[-3000:]
+    rep = run_cli("report", str(sweep))
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    rows = list(csv.DictReader((sweep / "results.csv").open()))
+    assert len(rows) == 6 and all(r["status"] == "ok" for r in rows), rows
+    assert all(r[c] != "" for r in rows for c in REQUIRED if not (c == "step_s" and r["tune"] == "frozen"))
+    cells = sorted((r["tune"], r["init"], r["seed"]) for r in rows)
+    assert cells == [("frozen", "pretrained", "1"), ("frozen", "pretrained", "2"),
+                     ("layernorm", "pretrained", "1"), ("layernorm", "pretrained", "2"),
+                     ("layernorm", "random", "1"), ("layernorm", "random", "2")]
+    for r in rows:
+        metrics = json.loads((Path(r["run"]) / "metrics.json").read_text())
+        assert float(r["source/acc"]) == pytest.approx(metrics["source/acc"])
+        assert float(r["shift/acc"]) == pytest.approx(metrics["shift/acc"])
+        assert (Path(r["run"]) / "predictions_source.jsonl").is_file()
+    assert "mean ± std over seeds" in rep.stdout and "±" in (sweep / "results.md").read_text()
+    for png in ("study_acc_vs_params.png", "study_gain_vs_kept.png"):
+        assert (sweep / png).stat().st_size > 1000
+
+
+@pytest.mark.parametrize("overrides, lr", [
+    (["model=blip_med", "tune=layernorm"], 1e-2),                       # pretrained: the mode's lr_pretrained
+    (["model=blip_med", "tune=full"], 1e-3),
+    (["model=blip_med", "model.pretrained=null", "tune=layernorm"], 1e-1),  # random weights: tune.lr
+    (["model=blip_tiny", "tune=layernorm"], 1e-1),                      # no lr_key: tune.lr x lr_scale
+    (["model=blip_vqa", "tune=layernorm"], 1e-3),
+    (["model=blip_med", "tune=layernorm", "optim.lr=0.5"], 0.5),
+])
+def test_default_learning_rate_follows_the_init(make_cfg, overrides, lr):
+    cfg = make_cfg(*overrides)
+    assert cfg.optim.lr == pytest.approx(lr)
+
+
+def test_also_test_names_an_unknown_dataset_in_one_line_before_training(run_cli, tmp_path):
+    out = run_cli("train", "+tune=layernorm", "+also_test.source=no_such_set")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1].startswith("medft: error: also_test.source=no_such_set: no such dataset")
+    assert "Epoch" not in out.stderr and not list((tmp_path / "logs").rglob("metrics.json"))
