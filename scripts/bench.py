@@ -31,7 +31,7 @@ from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-MODES = ["full", "layernorm", "bitfit", "attention", "ffn", "lora"]
+MODES = ["full", "layernorm", "bitfit", "attention", "ffn", "lora", "dora", "ia3"]  # prefix: not on BLIP
 
 
 def rss_mb() -> float:
