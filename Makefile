@@ -57,7 +57,7 @@ paper-tiny: install ## The same grid on tiny models and generated fixtures: prov
 	status=0; $(BIN)/medft train -m experiment=$(call cells,paper_tiny) tune=$(MODES) hydra.sweep.dir=$(LOGS)/paper-tiny/$(NOW) $(ARGS) || status=$$?; \
 	$(BIN)/medft report $(LOGS)/paper-tiny/$(NOW); exit $$status
 
-bench: install ## Every tune mode on a ~70M-param BLIP on CPU: step time, memory, checkpoint bytes vs full and a plain torch loop (~8 min)
+bench: install ## Two demo runs side by side vs one alone, then every tune mode on a ~70M-param BLIP on CPU: step time, memory, checkpoint bytes (~10 min; ARGS="--parts concurrency" for the first part)
 	$(BIN)/python scripts/bench.py $(ARGS)
 
 clean: ## Remove run outputs (keeps .venv)

@@ -192,7 +192,7 @@ def test_bf16_mixed_and_checkpointing_through_medft_train(make_cfg):
 @pytest.mark.slow
 def test_bench_smoke(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "scripts/bench.py", "--model", "blip_tiny", "--modes", "layernorm", "--no-cache",
+        [sys.executable, "scripts/bench.py", "--parts", "modes", "--model", "blip_tiny", "--modes", "layernorm", "--no-cache",
          "--steps", "1", "--warmup", "0", "--mem-steps", "1", "--eval-reps", "1", "--batch", "2", "--out", str(tmp_path)],
         cwd=REPO, capture_output=True, text=True, timeout=120, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
     )

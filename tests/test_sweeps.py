@@ -65,3 +65,27 @@ def test_launcher_runs_a_two_job_sweep(run_cli, tmp_path, launcher):
     assert runs == ["bitfit_demo_blip_tiny", "layernorm_demo_blip_tiny"]
     assert not [p for p in root.rglob("*") if "%j" in p.name], "a folder named after submitit's %j placeholder"
     assert "Traceback" not in out.stderr
+
+
+def test_make_paper_with_every_job_failing_writes_the_report_then_fails(tmp_path):
+    """No GPU and no local config: every job of the grid fails in one line; make still writes the
+    report, then exits non-zero (it exited 0 before)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import torch
+
+    if torch.cuda.is_available() or shutil.which("make") is None:
+        pytest.skip("needs a machine without a GPU (every paper job then fails fast) and make")
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, MEDFT_CACHE_DIR=str(tmp_path / "cache"))
+    proc = subprocess.run(
+        ["make", "-o", "install", "paper", "MODES=layernorm", f"LOGS={tmp_path / 'logs'}", f"BIN={Path(sys.executable).parent}"],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    assert "medft: 7 of 7 jobs failed" in proc.stderr, proc.stderr[-3000:]
+    (results,) = (tmp_path / "logs" / "paper").glob("*/results.md")
+    assert "## Runs (7: 0 ok, 7 not)" in results.read_text()
