@@ -438,3 +438,29 @@ def test_a_damaged_overrides_file_on_resume_is_one_line(cli, tmp_path, content, 
     status, _, err, _ = cli(f"resume={run}")
     assert status == 2 and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1 and message in err
+
+
+@pytest.mark.parametrize("command", ["export", "ask"])
+@pytest.mark.parametrize("payload", ["pickle", "open"])
+def test_export_and_ask_never_run_what_a_run_config_names(command, payload, tmp_path, cache, monkeypatch, capsys):
+    """``medft export`` and ``medft ask`` read a run dir the way ``medft eval`` does: data only."""
+    marker, victim, evil = tmp_path / "pwned", tmp_path / "victim.txt", tmp_path / "EVIL.ckpt"
+    victim.write_text("precious\n")
+    torch.save({"state_dict": {}, "x": Payload(marker)}, evil)
+    model = ({"_target_": "torch.load", "f": str(evil), "weights_only": False} if payload == "pickle"
+             else {"_target_": "builtins.open", "_args_": [str(victim), "w"]})
+    run = fake_run(tmp_path / "run", model)
+    monkeypatch.setenv("MEDFT_CACHE_DIR", str(cache))
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    from medft.cli import main
+
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "x.png")  # a real image: the run dir is what must be refused
+    extra = [f"out={tmp_path / 'out'}"] if command == "export" else [f"image={tmp_path / 'x.png'}", "question=is it?"]
+    with pytest.raises(SystemExit) as exit_:
+        main([command, str(run), *extra])
+    err = capsys.readouterr().err
+    assert not marker.exists(), "the pickled payload ran"
+    assert victim.read_text() == "precious\n", "the run config truncated a file"
+    assert exit_.value.code == 2 and "is not medft's own" in err and "Traceback" not in err
