@@ -142,7 +142,10 @@ class BestCheckpoint(ModelCheckpoint):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         old = state_dict.get("dirpath")
-        if old and self.dirpath and old != self.dirpath:
+        best = state_dict.get("best_model_path")
+        # Moved or copied: the best checkpoint is in this run's folder. A new run started from another
+        # run's checkpoint (ckpt_path=) has none here yet: Lightning's own handling then applies.
+        if old and self.dirpath and old != self.dirpath and best and (Path(self.dirpath) / Path(best).name).is_file():
             def moved(path: Any) -> Any:
                 return str(Path(self.dirpath) / Path(path).name) if path and Path(path).parent == Path(old) else path
 

@@ -145,13 +145,16 @@ def _first_line(text: str) -> str:
 
 
 def columns(rows: list[dict[str, Any]], swept: list[str] | None = None) -> list[str]:
-    """Base columns, then one per swept key (after ``tune``), then the test metrics."""
+    """Base columns, then one per swept key (after ``components``), the study's init / seed /
+    train_fraction (for study runs, or where they differ), then the test and other metrics."""
     metric_cols = sorted({k for r in rows for k in r if k.startswith("test/")})
     other_cols = sorted({k for r in rows for k in r if "/" in k and not k.startswith("test/")})
-    swept = [k for k in (swept or []) if k not in STUDY_COLUMNS and k != "dataset.train_fraction"]
+    study = any(r.get("source/acc") is not None for r in rows)  # a study run (also tested on the source)
+    swept = [k for k in (swept or []) if not (study and k == "dataset.train_fraction")]  # its train_fraction column
+    extra = [c for c in STUDY_COLUMNS if c not in swept and (study or len({str(r.get(c)) for r in rows}) > 1)]
     base = BASE_COLUMNS[:-3]
     at = base.index("components") + 1
-    return base[:3] + STUDY_COLUMNS + base[3:at] + swept + base[at:] + metric_cols + other_cols + BASE_COLUMNS[-3:]
+    return base[:at] + swept + extra + base[at:] + metric_cols + other_cols + BASE_COLUMNS[-3:]
 
 
 def _fmt(value: Any) -> str:

@@ -143,5 +143,5 @@ def test_blip_run_defaults_to_exact_and_bad_protocol_is_one_line(cli):
     assert status == 0, err
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["eval/protocol"] == "exact" and "test/recall_open" not in metrics
-    status, out, err, _ = cli("+tune=layernorm", "eval.protocol=vqa", *TINY)
+    status, out, err, _ = cli("+tune=layernorm", "eval.protocol=vqa", *TINY, run_dir=run.parent / "bad_protocol")
     assert status == 2 and "eval.protocol='vqa' is not known" in err and len(err.strip().splitlines()) == 1

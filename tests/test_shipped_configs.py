@@ -53,8 +53,8 @@ def compose_train(*overrides: str) -> DictConfig:
 
 
 def option_overrides(group: str, option: str) -> list[str]:
-    if group == "tune":
-        return [f"tune={option}"]
+    if group == "tune":  # prefix tuning needs a decoder-only language model (refused on BLIP: tests/test_peft_modes.py)
+        return [f"tune={option}", "model=llava_tiny"] if option == "prefix" else [f"tune={option}"]
     if group == "generation":
         return [f"generation@eval={option}", "tune=layernorm"]
     if group == "model" and _model_task(option) == "report":  # a report model needs a report dataset
