@@ -39,7 +39,7 @@ def test_original_release_layout():
     stats = {}
     splits = load_vqa_rad(OSF, stats=stats)
     check_records(splits)
-    assert stats == {"layout": "osf", "skipped_empty": 0, "skipped_no_image": 0}
+    assert stats == {"layout": "osf", "skipped_empty": 0, "skipped_no_image": 0, "skipped_wrong_type": 0}
     assert len(splits["test"]) == 451
     assert Counter(r["answer_type"] for r in splits["test"]) == {"CLOSED": 272, "OPEN": 179}
     assert len(splits["train"]) + len(splits["val"]) == 2248 - 451
