@@ -270,3 +270,17 @@ def test_real_vqa_rad_in_the_hub_layout(tmp_path, capsys):
     assert hub.kept["duplicate"]["train"] and hub.answer_types == YES_NO
     deduped = sources.find_duplicates(hub, remove=True)
     assert len(deduped["train"]) < len(hub["train"]) and deduped.drops.total("duplicate") == len(hub.kept["duplicate"]["train"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not REAL.is_dir(), reason="the real VQA-RAD is not in ../shared/data")
+def test_a_run_trains_from_the_real_vqa_rad_in_the_hub_layout(tmp_path, cli):
+    root = osf_to_hub(REAL, tmp_path / "vqa-rad")
+    status, out, err, run = cli("+tune=layernorm", "dataset=vqa_rad", f"dataset.root={root}", "debug=fast",
+                                "data.batch_size=8", "eval.generate.max_new_tokens=2",
+                                "callbacks.progress_bar.refresh_rate=0")
+    assert status == 0, err[-2000:]
+    assert "dataset vqa_rad: train 1617, val 180, test 451" in out  # 1,797 as published, val carved
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["data/found/duplicate"] == 3 and metrics["data/found/train_test_overlap"] == 1
+    assert metrics["data/answer_types"] == YES_NO and 0.0 <= metrics["test/acc"] <= 1.0
