@@ -24,7 +24,10 @@ from medft.errors import ConfigError, DataError
 SPLIT_FILES = {"train": ("train.json",), "val": ("validate.json", "validation.json"), "test": ("test.json",)}
 IMAGE_DIR = "imgs"
 LANGS = ("en", "zh", "all")
-EXPECTED = "train.json, validate.json (or validation.json), test.json and imgs/xmlab<N>/source.jpg (SLAKE)"
+EXPECTED = (
+    "train.json, validate.json (or validation.json), test.json and imgs/xmlab<N>/source.jpg (SLAKE), or the hub's "
+    "data/{train,validation,test}-*.parquet, or LLaVA-Med's train.json + test.json + images/"
+)
 
 
 def load_slake(root: str | Path, lang: str = "en", val_fraction: float = 0.1, seed: int = 0, drops: Any = None) -> Splits:
