@@ -21,6 +21,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 
 from medft.config import CONFIG_DIR, available, normalize_overrides, register_resolvers
+from medft.data.drops import REASONS
 from medft.errors import ConfigError, MedftError
 
 COLUMNS = ("n", "closed", "open", "images", "missing_images")
@@ -34,18 +35,33 @@ def inspect(cfg: DictConfig) -> dict[str, Any]:
 
     if cfg.format not in ("text", "json"):
         raise ConfigError(f"format={cfg.format!r} is not known; use text or json")
+    from medft.data.drops import dropped_report, examples, info_of
+    from medft.data.sources import resolved_root
+
     splits = load_splits(cfg.dataset, val_fraction=0.0)  # as published: val not carved
+    info = info_of(splits)
     if not splits.get("val"):
         splits.pop("val", None)
     set_max_pixels(cfg.dataset.get("max_image_pixels"))
+    before = {k: len(v) for k, v in splits.items()}
     splits, outside = drop_outside_root(splits, allowed_roots(cfg.dataset), file=sys.stderr)
+    dropped = dropped_report(info) if info is not None else {}
+    for split, n in before.items():
+        if n - len(splits[split]):
+            dropped.setdefault(split, {})["outside_root"] = n - len(splits[split])
     report: dict[str, Any] = {
         "dataset": cfg.dataset.name,
         "task": cfg.dataset.get("task", "vqa"),
-        "root": str(cfg.dataset.root),
+        "root": str(resolved_root(cfg.dataset)),
+        "layout": info.layout if info is not None else "",
         "splits": summarize(splits, decode=bool(cfg.decode)),
-        "dropped": {"outside_root": outside},
+        "dropped": dropped,  # {split: {reason: n}}: left out by the loader (or dataset.dedupe=true)
+        "dropped_ids": examples(info) if info is not None else {},  # {split: {reason: [first ids]}}
+        "found": {reason: {s: {"n": len(ids), "ids": ids[:3]} for s, ids in per.items()}
+                  for reason, per in (info.kept if info is not None else {}).items()},  # duplicates / overlaps kept
     }
+    if report["task"] == "vqa" and info is not None and info.answer_types:
+        report["answer_types"] = info.answer_types
     if "val" not in splits:
         fraction = float(cfg.dataset.get("val_fraction", 0.0) or 0.0)
         report["val_from_train"] = int(round(len(splits["train"]) * fraction))
@@ -65,6 +81,20 @@ def format_text(report: dict[str, Any], cfg: DictConfig) -> str:
             f"val: not in this layout; training carves {report['val_from_train']} of the {n_train} train samples "
             f"(dataset.val_fraction={cfg.dataset.get('val_fraction')}, dataset.split_seed={cfg.dataset.get('split_seed')})"
         )
+    if report.get("layout"):
+        lines.append(f"layout: {report['layout']}")
+    if report.get("answer_types"):
+        lines.append(f"CLOSED / OPEN: {report['answer_types']}")
+    for split, reasons in report.get("dropped", {}).items():
+        for reason, n in reasons.items():
+            ids = report.get("dropped_ids", {}).get(split, {}).get(reason, [])
+            lines.append(f"dropped from {split}: {n} {REASONS.get(reason, reason)}" + (f" (e.g. {', '.join(ids)})" if ids else ""))
+    for reason, per in report.get("found", {}).items():
+        for split, row in per.items():
+            lines.append(
+                f"found in {split}: {row['n']} {REASONS.get(reason, reason)} (e.g. {', '.join(row['ids'])}): kept as "
+                "published; dataset.dedupe=true removes them"
+            )
     missing = sum(row["missing_images"] for row in splits.values())
     if missing:
         lines.append(f"{missing} image(s) missing or unreadable: restore them, or train with dataset.skip_bad_images=true")

@@ -56,7 +56,7 @@ def test_medft_data_counts_images_outside_the_root(tmp_path, capsys):
     main(["dataset=vqa_rad", f"dataset.root={root}", "format=json"])
     out = capsys.readouterr()
     report = json.loads(out.out)
-    assert report["dropped"] == {"outside_root": 1} and report["splits"]["train"]["n"] == 8
+    assert report["dropped"] == {"train": {"outside_root": 1}} and report["splits"]["train"]["n"] == 8
     assert "dropped 1 sample(s) whose image path leaves dataset.root" in out.err
 
 

@@ -56,7 +56,9 @@ def drop_missing_images(splits: Splits, skip: bool) -> tuple[Splits, dict[str, i
 
 def allowed_roots(dataset_cfg: Any) -> list[Path]:
     """Where a dataset's images may lie: ``dataset.root`` (and the Parquet image cache), symlinks resolved."""
-    roots = [dataset_cfg.get("root")]
+    from medft.data.sources import resolved_root
+
+    roots = [str(resolved_root(dataset_cfg))]
     load = dataset_cfg.get("load") or {}
     if load.get("cache_dir"):
         roots.append(load.get("cache_dir"))
@@ -168,14 +170,23 @@ def _readable(path: str) -> bool:
 
 def prepare_splits(splits: Splits, dataset_cfg: Any) -> tuple[Splits, dict[str, int]]:
     """Missing images (error or skipped per ``dataset.skip_bad_images``); returns the data stats."""
+    from medft.data.drops import drop_lines
+    from medft.data.drops import stats as drop_stats
+
     skip = bool(dataset_cfg.get("skip_bad_images", False))
     set_max_pixels(dataset_cfg.get("max_image_pixels"))
+    loaded_stats = drop_stats(splits)  # what the loader dropped or found (data/dropped/<reason>, data/found/<reason>)
+    for line in drop_lines(splits):
+        print(line)
+    if loaded_stats.get("data/answer_types"):
+        print(f"CLOSED / OPEN: {loaded_stats['data/answer_types']}")
     splits, outside = drop_outside_root(splits, allowed_roots(dataset_cfg))
     splits, dropped = drop_missing_images(splits, skip)
     n = sum(dropped.values())
     if n:
         print(f"skipping {n} sample(s) whose image is missing or empty (dataset.skip_bad_images=true)")
-    return splits, {"data/skipped_missing_images": n, "data/dropped/outside_root": outside}
+    return splits, {**loaded_stats, "data/skipped_missing_images": n, "data/dropped/outside_root": outside,
+                    "data/dropped/missing_image": loaded_stats.get("data/dropped/missing_image", 0) + n}
 
 
 def check_model_fits(net: Any, dataset_cfg: Any, splits: Splits) -> dict[str, int]:
@@ -199,7 +210,7 @@ def check_model_fits(net: Any, dataset_cfg: Any, splits: Splits) -> dict[str, in
 def finish_data_stats(stats: dict[str, int], datamodule: Any) -> dict[str, int]:
     """Add the samples skipped for unreadable images during the run, and say so at the end."""
     bad = getattr(datamodule, "bad_images", {}) or {}
-    stats = {**stats, "data/skipped_unreadable_images": len(bad)}
+    stats = {**stats, "data/skipped_unreadable_images": len(bad), "data/dropped/unreadable_image": len(bad)}
     if bad:
         first = next(iter(bad.values()))
         print(f"skipped {len(bad)} sample(s) whose image is unreadable, e.g. {first} (dataset.skip_bad_images=true)")

@@ -11,6 +11,7 @@ with ``image`` the first view and ``views`` the ones the model sees.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from medft.data.common import Splits, check_root, finish, read_json, report_record, text
@@ -64,3 +65,140 @@ def load_r2gen(
                 records.append(rec)
         splits[split] = records
     return finish(splits, val_fraction, seed, f"{title} ({root})")
+
+
+# --- the official releases: MIMIC-CXR-JPG (PhysioNet) and IU X-ray's CSVs (Kaggle / OpenI) ---------
+
+SECTIONS = ("findings", "impression", "both")
+MIMIC_SPLIT = "mimic-cxr-2.0.0-split.csv.gz"
+MIMIC_META = "mimic-cxr-2.0.0-metadata.csv.gz"
+IU_REPORTS = "indiana_reports.csv"
+IU_PROJECTIONS = "indiana_projections.csv"
+FRONTAL = ("PA", "AP", "FRONTAL")
+_HEADER = re.compile(r"^\s*([A-Z][A-Z &/]{2,}):", re.MULTILINE)
+
+
+def report_sections(text_: str) -> dict[str, str]:
+    """A free-text radiology report's ``FINDINGS:`` / ``IMPRESSION:`` sections (lower-case keys), whitespace joined."""
+    heads = list(_HEADER.finditer(text_))
+    out: dict[str, str] = {}
+    for k, m in enumerate(heads):
+        end = heads[k + 1].start() if k + 1 < len(heads) else len(text_)
+        body = " ".join(text_[m.end():end].split())
+        if body:
+            out[m.group(1).strip().lower()] = body
+    return out
+
+
+def pick_section(findings: str, impression: str, section: str) -> str:
+    if section == "findings":
+        return findings
+    if section == "impression":
+        return impression
+    return " ".join(p for p in (findings, impression) if p) if findings and impression else ""
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    import csv
+    import gzip
+
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as f:
+            return list(csv.DictReader(f))
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"cannot read {path}: {exc}: restore the original file") from None
+
+
+def is_mimic_official(root: Path) -> bool:
+    return (root / MIMIC_SPLIT).is_file()
+
+
+def load_mimic_official(root: Path, views: str, section: str, drops) -> dict[str, list[dict]]:
+    """MIMIC-CXR-JPG as PhysioNet ships it: the split CSV, the metadata CSV (ViewPosition), the JPGs under
+    files/pXX/pSUBJECT/sSTUDY/ and the reports files/pXX/pSUBJECT/sSTUDY.txt (or mimic-cxr-reports/files/...)."""
+    rows = _read_csv(root / MIMIC_SPLIT)
+    if rows and not {"dicom_id", "study_id", "subject_id", "split"} <= set(rows[0]):
+        raise DataError(f"{root / MIMIC_SPLIT} has columns {sorted(rows[0])}; expected dicom_id, study_id, subject_id, split")
+    view_of = {}
+    if (root / MIMIC_META).is_file():
+        view_of = {r.get("dicom_id", ""): text(r.get("ViewPosition")).upper() for r in _read_csv(root / MIMIC_META)}
+    studies: dict[tuple[str, str, str], list[str]] = {}
+    for r in rows:
+        split = {"validate": "val", "validation": "val"}.get(text(r["split"]).lower(), text(r["split"]).lower())
+        studies.setdefault((split, text(r["subject_id"]), text(r["study_id"])), []).append(text(r["dicom_id"]))
+    report_dirs = [root / "files", root / "mimic-cxr-reports" / "files"]
+    splits: dict[str, list[dict]] = {}
+    for (split, subject, study), dicoms in studies.items():
+        if split not in ("train", "val", "test"):
+            continue
+        rel = Path(f"p{subject[:2]}") / f"p{subject}"
+        id = f"s{study}"
+        report_file = next((d / rel / f"s{study}.txt" for d in report_dirs if (d / rel / f"s{study}.txt").is_file()), None)
+        if report_file is None:
+            drops.add(split, "empty", id)  # no report file for the study
+            continue
+        sections = report_sections(report_file.read_text(encoding="utf-8", errors="replace"))
+        report = pick_section(sections.get("findings", ""), sections.get("impression", ""), section)
+        if not report:
+            drops.add(split, "no_section", id)
+            continue
+        dicoms = sorted(dicoms, key=lambda d: (view_of.get(d, "") not in FRONTAL, view_of.get(d, "") == "", d))
+        images = [root / "files" / rel / f"s{study}" / f"{d}.jpg" for d in dicoms]
+        rec = report_record(id, images, report, views)
+        splits.setdefault(split, []).append(rec)
+    return splits
+
+
+def is_iu_csv(root: Path) -> bool:
+    return (root / IU_REPORTS).is_file() and (root / IU_PROJECTIONS).is_file()
+
+
+def _iu_image_dir(root: Path, names: list[str]) -> Path:
+    probe = names[:10]
+    for d in ("images/images_normalized", "images_normalized", "images", "NLMCXR_png", "."):
+        folder = root / d
+        if folder.is_dir() and probe and any((folder / n).is_file() for n in probe):
+            return folder.resolve()
+    raise DataError(
+        f"found {IU_REPORTS} in {root} but none of its images (e.g. {probe[0] if probe else '?'}): put them in "
+        f"{root}/images/images_normalized/ as Kaggle ships them, or {root}/images/"
+    )
+
+
+def load_iu_csv(root: Path, views: str, section: str, seed: int, drops) -> dict[str, list[dict]]:
+    """IU X-ray as the Kaggle / OpenI CSVs: indiana_reports.csv (uid, findings, impression, ...),
+    indiana_projections.csv (uid, filename, projection) + the images. There is no official split:
+    studies are split 70 / 10 / 20 % train / val / test by ``seed`` (R2Gen's proportions)."""
+    import random
+
+    reports = _read_csv(root / IU_REPORTS)
+    projections = _read_csv(root / IU_PROJECTIONS)
+    if reports and not {"uid", "findings", "impression"} <= set(reports[0]):
+        raise DataError(f"{root / IU_REPORTS} has columns {sorted(reports[0])}; expected uid, findings, impression, ...")
+    if projections and not {"uid", "filename", "projection"} <= set(projections[0]):
+        raise DataError(f"{root / IU_PROJECTIONS} has columns {sorted(projections[0])}; expected uid, filename, projection")
+    files: dict[str, list[tuple[str, str]]] = {}
+    for p in projections:
+        files.setdefault(text(p["uid"]), []).append((text(p["projection"]).upper(), text(p["filename"])))
+    image_dir = _iu_image_dir(root, [f for v in files.values() for _, f in v])
+    uids = sorted({text(r["uid"]) for r in reports}, key=lambda u: (len(u), u))
+    order = list(uids)
+    random.Random(seed).shuffle(order)
+    n = len(order)
+    split_of = {u: "test" for u in order[: round(n * 0.2)]}
+    split_of.update({u: "val" for u in order[round(n * 0.2): round(n * 0.3)]})
+    splits: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
+    for r in reports:
+        uid = text(r["uid"])
+        split = split_of.get(uid, "train")
+        report = pick_section(text(r.get("findings")), text(r.get("impression")), section)
+        if not report:
+            drops.add(split, "no_section", uid)
+            continue
+        views_ = sorted(files.get(uid, []), key=lambda v: (v[0] != "FRONTAL", v[1]))
+        if not views_:
+            drops.add(split, "no_image_name", uid)
+            continue
+        splits[split].append(report_record(uid, [image_dir / f for _, f in views_], report, views))
+    return splits

@@ -16,17 +16,21 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
-from medft.data.common import Splits, check_root, finish, read_json, text, vqa_record
+from medft.data.common import Splits, check_root, finish, is_text, read_json, text, vqa_record
 from medft.errors import ConfigError, DataError
 
 SPLIT_FILES = {"train": ("train.json",), "val": ("validate.json", "validation.json"), "test": ("test.json",)}
 IMAGE_DIR = "imgs"
 LANGS = ("en", "zh", "all")
-EXPECTED = "train.json, validate.json (or validation.json), test.json and imgs/xmlab<N>/source.jpg (SLAKE)"
+EXPECTED = (
+    "train.json, validate.json (or validation.json), test.json and imgs/xmlab<N>/source.jpg (SLAKE), or the hub's "
+    "data/{train,validation,test}-*.parquet, or LLaVA-Med's train.json + test.json + images/"
+)
 
 
-def load_slake(root: str | Path, lang: str = "en", val_fraction: float = 0.1, seed: int = 0) -> Splits:
+def load_slake(root: str | Path, lang: str = "en", val_fraction: float = 0.1, seed: int = 0, drops: Any = None) -> Splits:
     """``{"train", "val", "test"}`` VQA records of the SLAKE questions in ``lang``."""
     if lang not in LANGS:
         raise ConfigError(f"dataset.lang={lang!r} is not known; use one of {list(LANGS)}")
@@ -50,6 +54,7 @@ def load_slake(root: str | Path, lang: str = "en", val_fraction: float = 0.1, se
             if lang != "all" and text(r.get("q_lang")).lower() != lang:
                 continue
             name = text(r.get("img_name"))
+            id = text(r.get("qid")) or f"{split}-{i}"
             rec = vqa_record(
                 text(r.get("qid")) or f"{split}-{i}", root / IMAGE_DIR / name, name, r.get("question"),
                 r.get("answer"), r.get("answer_type"), r.get("content_type"), r.get("location"),
@@ -58,6 +63,11 @@ def load_slake(root: str | Path, lang: str = "en", val_fraction: float = 0.1, se
                 records.append(rec)
             else:
                 skipped += 1
+                if drops is not None:
+                    q, a = r.get("question"), r.get("answer")
+                    reason = ("not_text" if not (is_text(q) and is_text(a)) else "empty" if not (text(q) and text(a))
+                              else "no_image_name")
+                    drops.add(split, reason, id)
         splits[split] = records
     if skipped:
         logging.getLogger(__name__).warning(

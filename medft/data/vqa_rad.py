@@ -45,7 +45,8 @@ TEST_PHRASE_TYPES = {"test_freeform", "test_para"}
 
 _LAYOUTS_HELP = (
     f"expected either '{OSF_JSON}' + '{OSF_IMAGES}/' (original release) "
-    f"or 'trainset.json' + 'testset.json' [+ 'valset.json'] + '{SPLIT_IMAGES}/' (split layout)"
+    f"or 'trainset.json' + 'testset.json' [+ 'valset.json'] + '{SPLIT_IMAGES}/' (split layout), "
+    "or the hub's data/{train,test}-*.parquet, or LLaVA-Med's train.json + test.json + images/"
 )
 # The placeholder VQA-RAD uses for "no value". ("None" is a real answer there: keep it.)
 _MISSING = {"", "NULL"}
@@ -57,6 +58,7 @@ def load_vqa_rad(
     val_fraction: float = 0.1,
     seed: int = 0,
     stats: dict | None = None,
+    drops: Any = None,
 ) -> dict[str, list[dict]]:
     """Return ``{"train": [...], "val": [...], "test": [...]}`` records for the dataset at ``root``.
 
@@ -91,7 +93,7 @@ def load_vqa_rad(
         splits[split] = [
             rec
             for i, r in enumerate(raws)
-            if (rec := _make_record(r, image_dir, f"{split}-{i}", counts)) is not None
+            if (rec := _make_record(r, image_dir, f"{split}-{i}", counts, drops, split)) is not None
         ]
     if "val" not in splits:
         splits["train"], splits["val"] = carve_val(splits["train"], val_fraction, seed)
@@ -188,22 +190,28 @@ def _text(value: Any) -> str:
     return "" if text in _MISSING else text
 
 
-def _make_record(raw: dict, image_dir: Path, fallback_id: str, counts: dict) -> dict | None:
-    """Turn one raw annotation into a clean record, or ``None`` (counted) if it is unusable."""
+def _make_record(
+    raw: dict, image_dir: Path, fallback_id: str, counts: dict, drops: Any = None, split: str = ""
+) -> dict | None:
+    """Turn one raw annotation into a clean record, or ``None`` (counted, and its id noted in ``drops``)."""
+    id = _text(raw.get("qid")) or fallback_id
+
+    def drop(key: str, reason: str) -> None:
+        counts[key] = counts.get(key, 0) + 1
+        if drops is not None:
+            drops.add(split, reason, id)
+
     if not (is_text(raw.get("question")) and is_text(raw.get("answer"))):  # a list, dict or bool is no text
-        counts["skipped_wrong_type"] = counts.get("skipped_wrong_type", 0) + 1
-        return None
+        return drop("skipped_wrong_type", "not_text")
     question = _text(raw.get("question"))
     answer = _text(raw.get("answer"))  # some answers are ints in the release
     if not question or not answer:
-        counts["skipped_empty"] += 1
-        return None
+        return drop("skipped_empty", "empty")
     image_name = _text(raw.get("image_name"))
     if not image_name:
-        counts["skipped_no_image"] += 1
-        return None
+        return drop("skipped_no_image", "no_image_name")
     return {
-        "id": _text(raw.get("qid")) or fallback_id,  # qid is "0" in one record, ints elsewhere
+        "id": id,  # qid is "0" in one record, ints elsewhere
         "image": str(image_dir / image_name),
         "image_name": image_name,
         "question": question,
