@@ -373,6 +373,11 @@ def main(args: list[str] | None = None) -> None:
         args.append("hydra.launcher.submitit_folder=${hydra.sweep.dir}/.submitit")
     os.environ[SWEEP_ENV] = sweep_env(args)  # inherited by launcher workers: names their run dirs
     sys.argv = [str(Path(__file__).resolve()), *args]
+    main_module = sys.modules.get("__main__")
+    if getattr(main_module, "__spec__", None) is not None and main_module.__spec__.name != __spec__.name:
+        # `python -m medft.cli train ...`: Lightning's DDP launcher would re-run `-m medft.cli` without
+        # `train`; with no module spec it re-runs this file (sys.argv[0]) as `medft train` does
+        main_module.__spec__ = None
     if run_dir is None:
         _run_jobs()
         return

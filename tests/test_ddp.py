@@ -1,4 +1,4 @@
-"""Several devices: two CPU processes (trainer=ddp, gloo) score the whole test set, each sample once
+"""Several devices: CPU processes (trainer=ddp, gloo) score the whole test set, each sample once
 (the DistributedSampler's padding dropped), and only rank zero writes the run dir: metrics.json and
 predictions.jsonl are those of a single-process run on the same data."""
 
@@ -7,8 +7,9 @@ import json
 import pytest
 from medft_testing import env_for, medft_train
 
-# zero-shot (nothing trained, so both runs hold the same weights): 5 test questions, 2 a batch, over
-# 2 processes = 3 + 3 with one padded sample that must not be scored
+# zero-shot (nothing trained, so both runs hold the same weights): the demo's 4 test questions of one
+# image, 2 a batch. Over 2 processes (2 + 2) nothing is padded; over 3 (2 + 2 + 2) the sampler repeats
+# the first 2 questions, which must not be scored twice.
 SMALL = [
     "+tune=frozen",
     "+dataset.load.n_train_images=2",
@@ -17,7 +18,7 @@ SMALL = [
     "eval.generate.max_new_tokens=2",
     "callbacks.progress_bar.refresh_rate=0",
 ]
-DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
+DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.precision=32-true"]
 
 
 def run_files(run_dir):
@@ -27,19 +28,21 @@ def run_files(run_dir):
 
 
 @pytest.mark.slow
-def test_two_processes_score_the_test_set_like_one(tmp_path):
+@pytest.mark.parametrize("devices", [2, 3])
+def test_several_processes_score_the_test_set_like_one(devices, tmp_path):
     env = env_for(tmp_path)
     single = medft_train([*SMALL, f"hydra.run.dir={tmp_path / 'single'}"], env)
     assert single.returncode == 0, single.stderr[-3000:]
     metrics, predictions = run_files(tmp_path / "single")
-    n = len(predictions.splitlines())
-    assert n % 2 == 1, f"{n} test questions: an odd count makes the sampler pad"
+    assert len(predictions.splitlines()) == 4
 
-    ddp = medft_train([*SMALL, *DDP, f"hydra.run.dir={tmp_path / 'ddp'}"], env)
+    ddp = medft_train([*SMALL, *DDP, f"trainer.devices={devices}", f"hydra.run.dir={tmp_path / 'ddp'}"], env)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in ddp.stdout + ddp.stderr  # two processes ran
+    assert f"MEMBER: {devices}/{devices}" in ddp.stdout + ddp.stderr  # that many processes ran
     ddp_metrics, ddp_predictions = run_files(tmp_path / "ddp")
     assert ddp_predictions == predictions  # every question once, in the test set's order
     assert ddp_metrics == metrics and "test/acc" in metrics
     assert json.loads((tmp_path / "ddp" / "status.json").read_text())["state"] == "finished"
-    assert not list((tmp_path / "ddp").glob("train_ddp_process_*"))  # rank 1 left the run dir to rank 0
+    # the other ranks keep only their Hydra log (train_ddp_process_N.log) in the run dir
+    assert sorted(p.name for p in (tmp_path / "ddp").glob("train*.log")) == [
+        "train.log", *(f"train_ddp_process_{rank}.log" for rank in range(1, devices))]
