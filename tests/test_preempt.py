@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from medft_testing import REPO, cache, cli, env_for, medft_train  # noqa: F401 - fixtures
+from medft_testing import REPO, TINY, cache, cli, env_for, medft_train  # noqa: F401 - fixtures
 from test_resume import RUN, metrics_of, uninterrupted  # noqa: F401 - the fixture: the same run, never stopped
 
 from medft.status import EXIT_PREEMPTED
@@ -207,3 +207,27 @@ def test_report_shows_each_runs_state(tmp_path):
         "preempted": "preempted", "killed": "incomplete", "live": "running", "done": "ok", "failed": "failed"}
     assert "stopped at step 8 (SIGTERM)" in rows["preempted"]["error"] and "resume=auto" in rows["preempted"]["error"]
     assert "killed while running" in rows["killed"]["error"]
+
+
+@pytest.mark.slow
+def test_requeued_sweep_resumes_its_own_cells(tmp_path):
+    """A sweep with a given hydra.sweep.dir, run again (as a requeued job does): finished cells are not
+    run again, an unfinished one continues from its last.ckpt, in the same cell dirs."""
+    sweep, env = tmp_path / "sweep", env_for(tmp_path)
+    command = ["-m", "tune=layernorm,lora", *TINY, "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}", "resume=auto"]
+    first = medft_train(command, env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    cells = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert cells == ["layernorm_demo_blip_tiny", "lora_demo_blip_tiny"]  # resume=auto is not in the names
+    done, cut = sweep / cells[0], sweep / cells[1]
+    done_metrics = (done / "metrics.json").read_bytes()
+    (cut / "metrics.json").unlink()  # as if pre-empted after its last checkpoint
+    (cut / "predictions.jsonl").unlink()
+
+    again = medft_train(command, env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resume=auto: {done} is finished (metrics.json): not run again" in again.stdout
+    assert f"resume=auto: continuing the unfinished run in {cut} from {cut / 'checkpoints' / 'last.ckpt'}" in again.stdout
+    assert (done / "metrics.json").read_bytes() == done_metrics
+    assert json.loads((cut / "metrics.json").read_text())["train/steps"] == 5 and (cut / "predictions.jsonl").is_file()
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")) == cells
