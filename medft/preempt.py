@@ -10,8 +10,7 @@
   kill leaves the previous last.ckpt whole: medft.checkpoint.AtomicCheckpointIO).
   Under SLURM with Lightning's auto-requeue (its SLURMEnvironment, on by default) the requeue signal
   also requeues the job, through Lightning's own handler, once last.ckpt is on disk.
-* ``status.json`` in every run dir is the run's one current state: ``running``, ``preempted``,
-  ``failed`` or ``finished`` (with the step, the time, and for a failure the error's first line).
+* ``status.json`` (:mod:`medft.status`) says ``preempted``, with the step, the signal and the checkpoint.
 """
 
 from __future__ import annotations
@@ -108,12 +107,16 @@ class Preemption(L.Callback):
     # Lightning composes its own SIGTERM handler (which stops the loops without saving) when fit or
     # test starts: ours replace it from the first step on
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._trainer = trainer
-        self.install()
+        self._take_over(trainer)
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._take_over(trainer)
+
+    def _take_over(self, trainer: L.Trainer) -> None:
         self._trainer = trainer
         self.install()
+        if self.received:  # a signal while Lightning's handler was in place: ours saves, Lightning's must not stop
+            trainer._signal_connector.received_sigterm = False
 
     def _stop_requested(self, trainer: L.Trainer) -> bool:
         """Whether any rank received a signal (all ranks decide together)."""
