@@ -46,3 +46,44 @@ def test_several_processes_score_the_test_set_like_one(devices, tmp_path):
     # the other ranks keep only their Hydra log (train_ddp_process_N.log) in the run dir
     assert sorted(p.name for p in (tmp_path / "ddp").glob("train*.log")) == [
         "train.log", *(f"train_ddp_process_{rank}.log" for rank in range(1, devices))]
+
+
+def test_gather_rows_drops_the_samplers_padding(monkeypatch):
+    """The rows of 3 ranks over 4 samples (the sampler repeats samples 0 and 1): 4 rows, in order."""
+    from types import SimpleNamespace
+
+    import torch.distributed as dist
+    from torch.utils.data import DistributedSampler
+
+    from medft.module import gather_rows
+
+    data = [{"id": f"q{i}"} for i in range(4)]
+    shards = [[data[i] for i in DistributedSampler(data, num_replicas=3, rank=r, shuffle=False)] for r in range(3)]
+    assert [len(s) for s in shards] == [2, 2, 2] and shards[1][1] == data[0]  # padded with the first samples
+
+    def all_gather_object(out, mine):  # what every rank would send: (position, row) of its shard
+        out[:] = [[(i * 3 + r, row) for i, row in enumerate(shards[r])] for r in range(3)]
+
+    monkeypatch.setattr(dist, "all_gather_object", all_gather_object)
+    loader = SimpleNamespace(sampler=DistributedSampler(data, num_replicas=3, rank=0, shuffle=False))
+    trainer = SimpleNamespace(test_dataloaders=loader, world_size=3, global_rank=0)
+    assert gather_rows(shards[0], trainer) == data
+    loader.sampler = None  # no DistributedSampler: every rank scored the whole set; rank zero's rows
+    assert gather_rows(shards[0], trainer) == shards[0]
+
+
+def test_report_scores_from_gathered_rows_equal_the_direct_ones():
+    from medft.metrics.evaluators import ReportEvaluator, VQAEvaluator
+
+    metas = [{"id": str(i), "report": r} for i, r in enumerate(["no acute disease.", "heart size is normal.", "clear lungs."])]
+    generated = ["no acute disease.", "the heart is normal.", "lungs are clear."]
+    direct = ReportEvaluator()
+    rows = direct.update(generated, metas)
+    again = ReportEvaluator()
+    again.load_rows(rows)
+    assert float(again.compute()["bleu_4"]) == float(direct.compute()["bleu_4"])
+    vqa = VQAEvaluator()
+    vqa_rows = vqa.update(["yes", "no"], [{"answer": "yes", "answer_type": "CLOSED"}, {"answer": "2", "answer_type": "OPEN"}])
+    reloaded = VQAEvaluator()
+    reloaded.load_rows(vqa_rows)
+    assert {k: float(v) for k, v in reloaded.compute().items()} == {"acc": 0.5, "acc_closed": 1.0, "acc_open": 0.0}
