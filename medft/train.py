@@ -144,6 +144,8 @@ def run_state(run_dir: Path) -> str:
 
 def auto_resume(cfg: DictConfig) -> bool:
     """``resume=auto``, or no ``resume=`` inside a SLURM job (SLURM_JOB_ID set); ``resume=false`` is off."""
+    if "resume" not in cfg:
+        return False  # medft eval (same task wrapper): nothing to resume
     value = cfg.get("resume")
     if cfg.get("ckpt_path") and value is None:
         return False  # ckpt_path given (or resume=RUN_DIR): that is what is continued

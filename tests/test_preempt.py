@@ -170,6 +170,7 @@ def test_auto_resume_switch(monkeypatch):
     assert auto_resume(OmegaConf.create({"resume": None, "ckpt_path": None}))
     assert not auto_resume(OmegaConf.create({"resume": False, "ckpt_path": None}))
     assert not auto_resume(OmegaConf.create({"resume": None, "ckpt_path": "x/last.ckpt"}))  # resume=RUN_DIR
+    assert not auto_resume(OmegaConf.create({"ckpt": "RUN"}))  # medft eval's config: no resume key
 
 
 # -- status.json -----------------------------------------------------------------------------
