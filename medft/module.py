@@ -90,7 +90,28 @@ class MedVLMModule(L.LightningModule):
         self.predictions = []
 
     def on_test_epoch_end(self) -> None:
-        self._log_accuracy("test")
+        if self.trainer.world_size > 1:  # each rank scored its shard: score the whole test set, each sample once
+            self.predictions = gather_rows(self.predictions, self.trainer)
+            self._log_rows("test", self.predictions)
+        else:
+            self._log_accuracy("test")
+
+    def _log_rows(self, split: str, rows: list[dict[str, Any]]) -> None:
+        """Log the metrics of ``rows`` (the same on every rank): computed here, not synced again."""
+        from torchmetrics import Metric
+
+        evaluator = self.metrics[split]
+        evaluator.load_rows(rows)
+        metrics = [m for m in evaluator.modules() if isinstance(m, Metric)]
+        for m in metrics:
+            m._to_sync = False  # the rows are already everyone's
+        try:
+            values = evaluator.compute()
+        finally:
+            for m in metrics:
+                m._to_sync = True
+        self.log_dict({f"{split}/{k}": v for k, v in values.items()}, sync_dist=False, rank_zero_only=True)
+        evaluator.reset()
 
     # -- optimisation -----------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
@@ -120,6 +141,29 @@ class MedVLMModule(L.LightningModule):
         expected = {n: p.shape for n, p in self.named_parameters() if p.requires_grad}
         saved_tune = checkpoint.get("medft", {}).get("tune", "?")
         check_compatible(checkpoint["state_dict"], expected, saved_tune, self.tune_name)
+
+
+def gather_rows(rows: list[dict[str, Any]], trainer: Any) -> list[dict[str, Any]]:
+    """Every rank's prediction rows, in the test set's order, each sample once.
+
+    Lightning's DistributedSampler (shuffle off) gives rank ``r`` the samples ``r, r+W, r+2W, ...`` of
+    the test set padded to a multiple of W by repeating its first samples: the ``i``-th row of rank
+    ``r`` is sample ``i*W + r``, and positions past the set's length are that padding, dropped here.
+    Without a DistributedSampler every rank scored the whole set: rank zero's rows are kept.
+    """
+    import torch.distributed as dist
+    from torch.utils.data import DistributedSampler
+
+    loader = trainer.test_dataloaders
+    sampler = getattr(loader, "sampler", None)
+    world, rank = trainer.world_size, trainer.global_rank
+    gathered: list[Any] = [None] * world
+    dist.all_gather_object(gathered, [(i * world + rank, row) for i, row in enumerate(rows)])
+    if not isinstance(sampler, DistributedSampler):
+        return [row for _, row in gathered[0]]
+    total = len(sampler.dataset)
+    merged = sorted((pair for shard in gathered for pair in shard), key=lambda pair: pair[0])
+    return [row for position, row in merged if position < total]
 
 
 def schedule_kwargs(fn: Any, warmup: int, total: int) -> dict[str, int]:

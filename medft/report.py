@@ -107,7 +107,7 @@ def _read_run(run: Path) -> dict[str, Any]:
     elif metrics:
         status, error = "ok", ""
     else:
-        status, error = "incomplete", "no metrics.json (still running, or killed)"
+        status, error = _unfinished(run)
     row: dict[str, Any] = {
         "model": (cfg.get("model") or {}).get("name", ""),
         "dataset": (cfg.get("dataset") or {}).get("name", ""),
@@ -131,6 +131,23 @@ def _read_run(run: Path) -> dict[str, Any]:
     for name in cfg.get("also_test") or {}:  # the same weights on other test sets (make study)
         row.update({k: v for k, v in metrics.items() if k.startswith(f"{name}/")})
     return row
+
+
+def _unfinished(run: Path) -> tuple[str, str]:
+    """(status, note) of a run dir without metrics.json or error.txt, from its status.json."""
+    from medft.status import read_status
+    from medft.rundir import LOCK_FILE
+
+    status = read_status(run)
+    state = status.get("state")
+    if state == "preempted":
+        where = f"at step {status.get('step')}" + (f" ({status['signal']})" if status.get("signal") else "")
+        return "preempted", f"stopped {where}, last.ckpt saved: continue with resume=auto or resume={run}"
+    if state == "running" and (run / LOCK_FILE).is_file():
+        return "running", f"since {status.get('time', '?')} on {status.get('host', '?')} (pid {status.get('pid', '?')})"
+    if state == "running":  # no lock: the process is gone without saying why
+        return "incomplete", "killed while running (status.json says running, no process holds the run dir)"
+    return "incomplete", "no metrics.json (still running, or killed)"
 
 
 def tune_label(tune: dict[str, Any]) -> str:

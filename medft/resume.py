@@ -45,9 +45,44 @@ def _read_overrides(saved: Path, given: set[str | None]) -> list[str]:
     return check_replayed_overrides([] if original is None else original, saved)
 
 
+AUTO = "auto"
+_OFF = ("auto", "false", "False", "null", "off")  # kept as config values: medft.train.auto_resume reads them
+
+
+def _configured_run_dir(args: list[str]) -> Path | None:
+    """The run dir a command line names with ``hydra.run.dir=`` (quotes removed), if any."""
+    given = [a.split("=", 1)[1] for a in args if _key(a) == "hydra.run.dir"]
+    if not given:
+        return None
+    value = given[-1]
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        value = value[1:-1]
+    return Path(value).expanduser().resolve()
+
+
+def check_auto_resume(args: list[str]) -> None:
+    """``resume=auto`` (or a SLURM job without ``resume=``) on one run whose ``hydra.run.dir`` holds a
+    finished run: refused in one line, before Hydra writes anything there. Unfinished or empty dirs
+    are the job's business (medft.train: continue from last.ckpt, or start)."""
+    import os
+
+    values = [a.split("=", 1)[1] for a in args if _key(a) == RESUME_KEY]
+    auto = values == [AUTO] or (not values and bool(os.environ.get("SLURM_JOB_ID")) and not any(_key(a) == "ckpt_path" for a in args))
+    if not auto or any(a in ("-m", "--multirun") for a in args):
+        return
+    run_dir = _configured_run_dir(args)
+    if run_dir is None or not (run_dir / "metrics.json").is_file() or (run_dir / "error.txt").is_file():
+        return
+    why = "resume=auto" if values else "resume=auto (on in a SLURM job)"
+    raise ConfigError(
+        f"{why}: {run_dir} holds a finished run (metrics.json): nothing to continue; give another "
+        f"hydra.run.dir to start a new run (or resume={run_dir} trainer.max_epochs=N to train it longer)"
+    )
+
+
 def resume_overrides(args: list[str]) -> list[str]:
     """Rewrite ``resume=RUN_DIR ...`` into the run's own overrides plus the new ones; else return ``args``."""
-    run_dirs = [a.split("=", 1)[1] for a in args if _key(a) == RESUME_KEY]
+    run_dirs = [a.split("=", 1)[1] for a in args if _key(a) == RESUME_KEY and a.split("=", 1)[1] not in _OFF]
     if not run_dirs:
         return args
     if len(run_dirs) > 1 or any(a in ("-m", "--multirun") for a in args):
@@ -74,5 +109,5 @@ def resume_overrides(args: list[str]) -> list[str]:
 
 def resumed_run_dir(args: list[str]) -> Path | None:
     """The run dir of ``resume=RUN_DIR`` on a command line, if any."""
-    run_dirs = [a.split("=", 1)[1] for a in args if _key(a) == RESUME_KEY]
+    run_dirs = [a.split("=", 1)[1] for a in args if _key(a) == RESUME_KEY and a.split("=", 1)[1] not in _OFF]
     return Path(run_dirs[0]).expanduser().resolve() if len(run_dirs) == 1 else None

@@ -33,7 +33,7 @@ from medft.config import (
 from medft.errors import ConfigError, user_error
 from medft.files import write_atomic, write_error, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from medft.redact import redact
-from medft.resume import resume_overrides, resumed_run_dir
+from medft.resume import check_auto_resume, resume_overrides, resumed_run_dir
 from medft.runs import CLAIMS_ENV, SweepStatus, sweep_failures
 
 
@@ -62,10 +62,33 @@ def task_wrapper(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictCo
                 lock.release()
 
     def run(cfg: DictConfig) -> dict[str, Any] | None:
+        from medft.rundir import is_rank_zero
+        from medft.status import EXIT_PREEMPTED, STATUS_FILE
+
         output_dir = OmegaConf.select(cfg, "paths.output_dir")
         finished = bool(output_dir) and run_state(Path(output_dir)) == "ok"  # before this attempt
+        if output_dir and auto_resume(cfg):
+            if finished and _is_multirun():  # a requeued sweep: its finished cells are not run again
+                print(f"resume=auto: {output_dir} is finished (metrics.json): not run again")
+                return _finished_metrics(Path(output_dir))
+            last = Path(output_dir) / "checkpoints" / "last.ckpt"
+            if not finished and last.is_file() and not cfg.get("ckpt_path"):
+                print(f"resume=auto: continuing the unfinished run in {output_dir} from {last}")
+                cfg.ckpt_path = str(last)
+        status_file = Path(output_dir) / STATUS_FILE if output_dir else None
+        status_before = status_file.read_bytes() if finished and status_file.is_file() else None
         try:
             result = fn(cfg)
+        except SystemExit as stop:  # medft.preempt.Preempted: a signal, saved at a step boundary
+            if not hasattr(stop, "signame"):
+                _restore_signals()
+                raise
+            sys.modules["medft.preempt"].ignore_signals()  # saved: later signals must not turn exit 3 into a kill
+            saved = f"{Path(output_dir) / 'checkpoints' / 'last.ckpt'} saved" if stop.saved else "no checkpoint yet"
+            print(f"medft: {stop.signame}: run stopped at step {stop.step}, {saved}; run the same command with "
+                  f"resume=auto (or resume={output_dir}) to continue (exit status {EXIT_PREEMPTED})",
+                  file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_PREEMPTED) from None  # a sweep stops too: its job was pre-empted as a whole
         except Exception as err:  # noqa: BLE001 - recorded, then re-raised or survived by the sweep
             where, cause = traceback.format_exc(), user_error(err) or write_error(err)  # a MedftError, maybe wrapped by instantiate; a full disk
             if cause is not None:
@@ -73,13 +96,21 @@ def task_wrapper(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictCo
             else:
                 message, status = f"{type(err).__name__}: {err}", 1
         else:
-            if output_dir:
+            _restore_signals()
+            if output_dir and is_rank_zero():
                 clear_error(Path(output_dir))  # one current state: this attempt finished
             return result
+        _restore_signals()
         kept = None
-        if output_dir:
+        if output_dir and is_rank_zero():  # the other ranks of a multi-device run leave the run dir to rank zero
             try:
                 kept = record_error(Path(output_dir), redact(f"{message}\n\nwhere:\n{where}"), current=not finished)
+                if status_before is not None:  # the finished run stays finished
+                    write_bytes_atomic(status_file, status_before)
+                elif not finished:
+                    from medft.status import write_status
+
+                    write_status(output_dir, "failed", error=message.splitlines()[0][:300])
             except OSError as write_err:  # the disk is full or the run dir read-only: say it, don't hide the error
                 print(f"medft: could not record the error in {output_dir}: {write_err}", file=sys.stderr)
         if status == 1:
@@ -98,10 +129,36 @@ ERROR_FILE, ERRORS_DIR = "error.txt", "errors"
 
 
 def run_state(run_dir: Path) -> str:
-    """``failed`` (error.txt: the last attempt failed), ``ok`` (metrics.json) or ``incomplete``."""
+    """``failed`` (error.txt: the last attempt failed), ``ok`` (metrics.json), else what status.json
+    says (``preempted``: stopped by a signal after saving; ``running``: started, not ended, maybe
+    killed) or ``incomplete`` (a run dir from before status.json)."""
+    from medft.status import read_status
+
     if (run_dir / ERROR_FILE).exists():
         return "failed"
-    return "ok" if (run_dir / "metrics.json").exists() else "incomplete"
+    if (run_dir / "metrics.json").exists():
+        return "ok"
+    state = read_status(run_dir).get("state")
+    return state if state in ("running", "preempted") else "incomplete"
+
+
+def auto_resume(cfg: DictConfig) -> bool:
+    """``resume=auto``, or no ``resume=`` inside a SLURM job (SLURM_JOB_ID set); ``resume=false`` is off."""
+    if "resume" not in cfg:
+        return False  # medft eval (same task wrapper): nothing to resume
+    value = cfg.get("resume")
+    if cfg.get("ckpt_path") and value is None:
+        return False  # ckpt_path given (or resume=RUN_DIR): that is what is continued
+    return value == "auto" or (value is None and bool(os.environ.get("SLURM_JOB_ID")))
+
+
+def _finished_metrics(run_dir: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        return json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
 
 
 def record_error(run_dir: Path, text: str, current: bool = True) -> Path:
@@ -123,6 +180,12 @@ def write_bytes_atomic(path: Path, data: bytes) -> Path:
 def clear_error(run_dir: Path) -> None:
     """A finished attempt: the run is no longer failed (its earlier errors stay in errors/)."""
     (run_dir / ERROR_FILE).unlink(missing_ok=True)
+
+
+def _restore_signals() -> None:
+    """The signal handlers of before the run (medft.preempt's stay while a pre-empted process exits)."""
+    if "medft.preempt" in sys.modules:  # imported by train(): never imported just for this
+        sys.modules["medft.preempt"].restore_active()
 
 
 def _is_multirun() -> bool:
@@ -183,6 +246,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    from medft.preempt import Preemption
+    from medft.status import write_status
+
+    write_status(output_dir, "running", resumed_from=str(cfg.ckpt_path) if cfg.get("ckpt_path") else None)
+    preemption = Preemption(output_dir).install()  # SIGTERM/SIGUSR1/SIGINT from here on: save, then stop
     threads, _ = configure_threads()  # the cores this job may use, shared among a joblib sweep's jobs
     quiet_libraries()  # library chatter that is not the user's business
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -213,7 +281,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if "wandb" in (cfg.get("logger") or {}):
         os.environ.setdefault("WANDB_MODE", "offline")  # never needs an account unless asked for
     loggers = _instantiate_dict(cfg.get("logger"))
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=_instantiate_dict(cfg.get("callbacks")), logger=loggers)
+    callbacks = [*_instantiate_dict(cfg.get("callbacks")), preemption]
+    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
     params = param_metrics(counts)
     for logger in loggers:
         logger.log_hyperparams(redact(OmegaConf.to_container(cfg, resolve=True)))
@@ -232,10 +301,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback and counts["trainable"] else ""
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
         metrics.update({k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
-        write_jsonl_atomic(output_dir / "predictions.jsonl", module.predictions)
+        writer = trainer.is_global_zero  # several devices: only rank zero writes run files
+        if writer:
+            write_jsonl_atomic(output_dir / "predictions.jsonl", module.predictions)
         if protocol:  # eval.protocol: exact match, or LLaVA-Med's scoring (candidates: every answer of the splits)
             candidates = dataset_candidates(splits)
-            write_candidates(output_dir, candidates, f"dataset {cfg.dataset.name}: answers of {', '.join(splits)}")
+            if writer:
+                write_candidates(output_dir, candidates, f"dataset {cfg.dataset.name}: answers of {', '.join(splits)}")
             apply_protocol(metrics, module.predictions, protocol, candidates)
         print(scores_line(net.task, metrics))
         for name, dataset_name in (cfg.get("also_test") or {}).items():  # the same weights, other test sets
@@ -258,7 +330,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics["checkpoint/bytes"] = max(p.stat().st_size for p in checkpoints)
     for kind, n in report.modules.items():
         metrics[f"params/modules/{kind}"] = n
-    write_json_atomic(output_dir / "metrics.json", metrics)
+    if trainer.is_global_zero:
+        write_json_atomic(output_dir / "metrics.json", metrics)
+        write_status(output_dir, "finished", step=int(trainer.global_step))
     finish_loggers(loggers)
     print(f"run dir: {output_dir}")
     return metrics
@@ -327,6 +401,7 @@ def main(args: list[str] | None = None) -> None:
     register_resolvers()
     os.environ.pop(CLAIMS_ENV, None)  # a new command claims new dirs (its launcher's workers inherit them)
     args = sys.argv[1:] if args is None else list(args)
+    check_auto_resume(args)  # a finished run dir: one line, before Hydra writes into it
     run_dir = resumed_run_dir(args)
     args = normalize_overrides(resume_overrides(quote_paths(args)))
     require_tune(args)
@@ -335,6 +410,11 @@ def main(args: list[str] | None = None) -> None:
         args.append("hydra.launcher.submitit_folder=${hydra.sweep.dir}/.submitit")
     os.environ[SWEEP_ENV] = sweep_env(args)  # inherited by launcher workers: names their run dirs
     sys.argv = [str(Path(__file__).resolve()), *args]
+    main_module = sys.modules.get("__main__")
+    if getattr(main_module, "__spec__", None) is not None and main_module.__spec__.name != __spec__.name:
+        # `python -m medft.cli train ...`: Lightning's DDP launcher would re-run `-m medft.cli` without
+        # `train`; with no module spec it re-runs this file (sys.argv[0]) as `medft train` does
+        main_module.__spec__ = None
     if run_dir is None:
         _run_jobs()
         return

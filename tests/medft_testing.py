@@ -4,7 +4,8 @@ a test-only Lightning callback (subprocess runs get PYTHONPATH=tests, so configs
 ``+callbacks.pause._target_=medft_testing.PauseAtStep`` is inert unless the environment names a
 step (MEDFT_TEST_PAUSE_AT_STEP) and a marker file (MEDFT_TEST_PAUSE_MARKER): then, once that
 many optimizer steps are done, it writes the marker and sleeps, so a test can SIGKILL the run at
-a known point without racing it.
+a known point without racing it; a signal that medft.preempt.Preemption catches ends the pause, so
+the run stops (and saves) right after that step.
 """
 
 import os
@@ -104,4 +105,8 @@ class PauseAtStep(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.marker and trainer.global_step == self.step:
             Path(self.marker).write_text(f"{trainer.global_step} {trainer.current_epoch} {batch_idx}\n")
-            time.sleep(600)
+            deadline = time.monotonic() + 600  # until killed, or until a signal asks medft to stop
+            while time.monotonic() < deadline and not any(getattr(c, "received", None) for c in trainer.callbacks):
+                time.sleep(0.05)
+            if time.monotonic() < deadline:
+                time.sleep(0.5)  # the step still takes a while: further signals arrive before it ends

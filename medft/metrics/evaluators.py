@@ -40,6 +40,11 @@ class VQAEvaluator(nn.Module):
     def reset(self) -> None:
         self.accuracy.reset()
 
+    def load_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Reset, then count ``rows`` (prediction rows of :meth:`update`, e.g. gathered from every rank)."""
+        self.reset()
+        self.accuracy.update([r["correct"] for r in rows], [r["answer_type"] for r in rows])
+
 
 class ReportEvaluator(nn.Module):
     """BLEU-4 of cleaned reports (torchmetrics, DDP-synced); with ``coco`` the pycocoevalcap set."""
@@ -67,6 +72,12 @@ class ReportEvaluator(nn.Module):
     def reset(self) -> None:
         self.bleu.reset()
         self.references, self.generated = [], []
+
+    def load_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Reset, then score ``rows`` (prediction rows of :meth:`update`, e.g. gathered from every rank)."""
+        self.reset()
+        if rows:
+            self.update([r["generated"] for r in rows], [{"id": r["id"], "report": r["reference"]} for r in rows])
 
 
 def make_evaluator(task: str, split: str) -> nn.Module:
