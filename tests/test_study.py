@@ -286,3 +286,31 @@ def test_every_study_mode_trains_something_on_the_study_model():
     for mode in study_sweep("study")["tune"]:
         report = apply_tuning(build("blip_med", "model.pretrained=null"), tune_cfg(mode))
         assert bool(report.trainable) == (mode != "frozen"), mode
+
+
+def test_make_study_writes_the_report_when_a_job_failed_then_fails(tmp_path):
+    """`make study` with a stand-in `medft` whose pretrained sweep fails (as a failed job makes `medft
+    train -m` exit 1): the control still runs, the report is still written, then make fails."""
+    import os
+    import subprocess
+
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    calls = tmp_path / "calls.txt"
+    medft = venv / "bin" / "medft"
+    medft.write_text(f'#!/bin/sh\necho "$*" >> {calls}\ncase "$*" in *"experiment=study "*) exit 1;; esac\nexit 0\n')
+    medft.chmod(0o755)
+    (venv / ".installed").touch()  # newer than pyproject.toml: make's install step has nothing to do
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run(["make", "-s", "study", f"VENV={venv}", f"LOGS={tmp_path / 'logs'}", "NOW=t"],
+                         cwd=repo, capture_output=True, text=True, timeout=60, env=dict(os.environ))
+    assert out.returncode != 0, out.stdout
+    lines = calls.read_text().splitlines()
+    assert [line.split()[:3] for line in lines] == [["train", "-m", "experiment=study"],
+                                                    ["train", "-m", "experiment=study_random"],
+                                                    ["report", str(tmp_path / "logs" / "study" / "t")]]
+    assert f"study: {tmp_path / 'logs' / 'study' / 't'}" in out.stdout
+    medft.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexit 0\n')  # no failed job: make succeeds
+    ok = subprocess.run(["make", "-s", "study", f"VENV={venv}", f"LOGS={tmp_path / 'logs'}", "NOW=t"],
+                        cwd=repo, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
