@@ -231,3 +231,86 @@ def test_also_test_names_an_unknown_dataset_in_one_line_before_training(run_cli,
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].startswith("medft: error: also_test.source=no_such_set: no such dataset")
     assert "Epoch" not in out.stderr and not list((tmp_path / "logs").rglob("metrics.json"))
+
+
+def study_sweep(experiment: str, *extra: str) -> dict[str, list[str]]:
+    """The jobs Hydra's basic sweeper makes of ``medft train -m experiment=<experiment>``: key -> values
+    (glob() expanded against configs/tune/ exactly as `make study` expands it)."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from medft.config import CONFIG_DIR, register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+    params = [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()] + list(extra)
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(CONFIG_DIR)))
+    overrides = OverridesParser.create(config_loader=loader).parse_overrides(params)
+    (jobs,) = BasicSweeper.split_arguments(overrides, None)
+    values: dict[str, list[str]] = {}
+    for job in jobs:
+        for override in job:
+            key, value = override.split("=", 1)
+            values.setdefault(key, [])
+            if value not in values[key]:
+                values[key].append(value)
+    return values
+
+
+def test_study_sweeps_every_tune_mode_but_prefix():
+    """`make study` runs every mode in configs/tune/ (a new mode joins by itself) except prefix, which
+    BLIP refuses: one failed job per cell would make the whole study exit 1."""
+    from medft.config import available
+
+    modes = available("tune")
+    assert "prefix" in modes and {"frozen", "layernorm", "full", "ia3", "dora"} <= set(modes)
+    study = study_sweep("study")
+    assert sorted(study["tune"]) == sorted(m for m in modes if m != "prefix")
+    assert sorted(study["seed"]) == ["1", "2", "3"] and sorted(study["dataset.train_fraction"]) == ["0.2", "1.0"]
+    assert sorted(study_sweep("study_random")["tune"]) == ["full", "layernorm"]
+    # the helper sees what the sweeper sees: a plain glob(*) would include prefix
+    assert "prefix" in study_sweep("study", "tune=glob(*)")["tune"]
+
+
+def test_every_study_mode_trains_something_on_the_study_model():
+    """Each mode the study sweeps applies to blip_med's architecture (random weights: the same modules
+    as the embedded checkpoint): blip_med once lacked arch.ia3_targets, so every ia3 job failed."""
+    from medft.tuning import apply_tuning
+    from tests.conftest import tune_cfg
+    from tests.test_models import build
+
+    for mode in study_sweep("study")["tune"]:
+        report = apply_tuning(build("blip_med", "model.pretrained=null"), tune_cfg(mode))
+        assert bool(report.trainable) == (mode != "frozen"), mode
+
+
+def test_make_study_writes_the_report_when_a_job_failed_then_fails(tmp_path):
+    """`make study` with a stand-in `medft` whose pretrained sweep fails (as a failed job makes `medft
+    train -m` exit 1): the control still runs, the report is still written, then make fails."""
+    import os
+    import subprocess
+
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    calls = tmp_path / "calls.txt"
+    medft = venv / "bin" / "medft"
+    medft.write_text(f'#!/bin/sh\necho "$*" >> {calls}\ncase "$*" in *"experiment=study "*) exit 1;; esac\nexit 0\n')
+    medft.chmod(0o755)
+    (venv / ".installed").touch()  # newer than pyproject.toml: make's install step has nothing to do
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run(["make", "-s", "study", f"VENV={venv}", f"LOGS={tmp_path / 'logs'}", "NOW=t"],
+                         cwd=repo, capture_output=True, text=True, timeout=60, env=dict(os.environ))
+    assert out.returncode != 0, out.stdout
+    lines = calls.read_text().splitlines()
+    assert [line.split()[:3] for line in lines] == [["train", "-m", "experiment=study"],
+                                                    ["train", "-m", "experiment=study_random"],
+                                                    ["report", str(tmp_path / "logs" / "study" / "t")]]
+    assert f"study: {tmp_path / 'logs' / 'study' / 't'}" in out.stdout
+    medft.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexit 0\n')  # no failed job: make succeeds
+    ok = subprocess.run(["make", "-s", "study", f"VENV={venv}", f"LOGS={tmp_path / 'logs'}", "NOW=t"],
+                        cwd=repo, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
