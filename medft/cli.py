@@ -9,14 +9,14 @@ from medft.errors import MedftError
 
 # subcommand -> (module with a main(args), one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("medft.train", "train and test a model with a tune mode (Hydra overrides; -m for sweeps)"),
-    "pretrain": ("medft.pretrain", "pretrain a small Med-VLM offline on the demo source domain; writes a HF checkpoint dir"),
-    "report": ("medft.report", "tabulate and plot every run under run / multirun dirs (results.csv/.md/.png)"),
-    "params": ("medft.params_cmd", "trainable parameters of every tune mode, per component (no weights loaded)"),
-    "data": ("medft.data_cmd", "check a dataset root: samples, CLOSED/OPEN, images, missing images per split"),
-    "eval": ("medft.evaluate", "evaluate a trained run (ckpt=RUN_DIR) on a dataset; writes its own run dir"),
-    "export": ("medft.export", "export a run as a Hugging Face model (format=hf) or a peft adapter (format=peft)"),
-    "ask": ("medft.ask", "answer questions about an image with a trained run (image=PATH question=...)"),
+    "train": ("medft.commands.train", "train and test a model with a tune mode (Hydra overrides; -m for sweeps)"),
+    "pretrain": ("medft.commands.pretrain", "pretrain a small Med-VLM offline on the demo source domain; writes a HF checkpoint dir"),
+    "report": ("medft.commands.report", "tabulate and plot every run under run / multirun dirs (results.csv/.md/.png)"),
+    "params": ("medft.commands.params", "trainable parameters of every tune mode, per component (no weights loaded)"),
+    "data": ("medft.commands.data", "check a dataset root: samples, CLOSED/OPEN, images, missing images per split"),
+    "eval": ("medft.commands.eval", "evaluate a trained run (ckpt=RUN_DIR) on a dataset; writes its own run dir"),
+    "export": ("medft.commands.export", "export a run as a Hugging Face model (format=hf) or a peft adapter (format=peft)"),
+    "ask": ("medft.commands.ask", "answer questions about an image with a trained run (image=PATH question=...)"),
 }
 
 USAGE = """usage: medft <command> [overrides...]

@@ -28,7 +28,7 @@ from medft.status import EXIT_PREEMPTED, write_status
 
 SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")
 LAST = Path("checkpoints") / "last.ckpt"
-ACTIVE: "Preemption | None" = None  # the run whose handlers are installed (medft.train restores them)
+ACTIVE: "Preemption | None" = None  # the run whose handlers are installed (medft.commands.train restores them)
 
 
 def ignore_signals() -> None:
@@ -47,7 +47,7 @@ def restore_active() -> None:
 
 
 class Preempted(SIGTERMException):
-    """Raised at a step boundary after a signal; ``medft.train`` turns it into :data:`EXIT_PREEMPTED`."""
+    """Raised at a step boundary after a signal; ``medft.commands.train`` turns it into :data:`EXIT_PREEMPTED`."""
 
     def __init__(self, signame: str, step: int, saved: bool) -> None:
         super().__init__(EXIT_PREEMPTED)
@@ -78,7 +78,7 @@ class Preemption(L.Callback):
             _say(f"medft: {name} again: still saving or exiting; the run stops as soon as last.ckpt is written")
 
     def install(self) -> "Preemption":
-        """Catch the signals from now on (medft.train: before the model loads). Lightning's own SIGTERM
+        """Catch the signals from now on (medft.commands.train: before the model loads). Lightning's own SIGTERM
         handler, set when fit or test starts, keeps ours as the one it restores on teardown."""
         global ACTIVE
         if threading.current_thread() is not threading.main_thread():

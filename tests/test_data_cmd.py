@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from medft.data.fixtures import make_iu_xray, make_path_vqa_parquet, make_slake
-from medft.data_cmd import main
+from medft.commands.data import main
 
 VQA_RAD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "vqa_rad"
 needs_vqa_rad = pytest.mark.skipif(not VQA_RAD.is_dir(), reason="shared VQA-RAD not present")

@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 from medft.errors import ConfigError
-from medft.evaluate import load_run_model
-from medft.export import export
+from medft.commands.eval import load_run_model
+from medft.commands.export import export
 from medft_testing import TINY, cache, cli  # noqa: F401 - fixtures
 
 # enough steps that the trained parameters move away from their initial values (LoRA B starts at 0)

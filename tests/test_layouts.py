@@ -21,7 +21,7 @@ from test_datasets import REPORT_FIELDS, VQA_FIELDS, check
 
 def medft_data(capsys, *args):
     """``medft data ARGS format=json`` -> (exit status, report, stderr)."""
-    from medft.data_cmd import main
+    from medft.commands.data import main
 
     status = 0
     try:
@@ -33,7 +33,7 @@ def medft_data(capsys, *args):
 
 
 def medft_data_text(capsys, *args):
-    from medft.data_cmd import main
+    from medft.commands.data import main
 
     main(list(args))
     return capsys.readouterr().out

@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 
 from medft.config import CONFIG_DIR, normalize_overrides, register_resolvers
 from medft.errors import ConfigError
-from medft.params_cmd import count_modes, format_table, mode_names
+from medft.commands.params import count_modes, format_table, mode_names
 from test_models import ONE_THREAD, build, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]

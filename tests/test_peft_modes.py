@@ -16,7 +16,7 @@ import torch
 from medft.config import validate
 from medft.errors import ConfigError
 from medft.trained import load_trained_file, read_metadata
-from medft.train import train
+from medft.commands.train import train
 from medft.tuning import UnsupportedMode, apply_tuning, count_parameters
 from tests.conftest import FAST, tune_cfg
 from tests.test_models import ONE_THREAD, build, image
@@ -194,7 +194,7 @@ def test_report_keeps_norm_halves_apart_and_orders_the_new_modes(tmp_path):
     """`medft report`: layernorm with tune.norm_params=weight is its own row, never averaged with both."""
     import yaml
 
-    from medft.report import report
+    from medft.commands.report import report
 
     runs = [("full", "both", 0.5), ("layernorm", "weight", 0.3), ("ia3", None, 0.2), ("layernorm", "both", 0.4),
             ("dora", None, 0.25), ("prefix", None, 0.1), ("layernorm", "bias", 0.35)]

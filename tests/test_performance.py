@@ -175,7 +175,7 @@ def test_bf16_autocast_and_gradient_checkpointing_train_every_mode(mode):
 
 
 def test_bf16_mixed_and_checkpointing_through_medft_train(make_cfg):
-    from medft.train import train
+    from medft.commands.train import train
 
     cfg = make_cfg("tune=lora", "trainer.precision=bf16-mixed", "model.gradient_checkpointing=true",
                    "eval.closed=rank")

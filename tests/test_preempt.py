@@ -161,7 +161,7 @@ def test_cli_refuses_a_finished_run_dir(cli, tmp_path, monkeypatch):
 def test_auto_resume_switch(monkeypatch):
     from omegaconf import OmegaConf
 
-    from medft.train import auto_resume
+    from medft.commands.train import auto_resume
 
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     assert auto_resume(OmegaConf.create({"resume": "auto", "ckpt_path": None}))
@@ -183,7 +183,7 @@ def test_a_failed_run_says_failed(cli, monkeypatch):
 
 
 def test_report_shows_each_runs_state(tmp_path):
-    from medft.report import find_runs, read_run
+    from medft.commands.report import find_runs, read_run
     from medft.status import write_status
 
     def run(name: str) -> Path:

@@ -7,7 +7,7 @@ from PIL import Image
 
 from medft.config import CONFIG_DIR
 from medft.metrics.evaluators import ReportEvaluator, VQAEvaluator, make_evaluator
-from medft.metrics.report import clean_report, coco_scores
+from medft.metrics.report_gen import clean_report, coco_scores
 from medft.tuning import apply_tuning
 from tests.conftest import model_cfg
 
@@ -130,7 +130,7 @@ def test_eval_loads_exactly_the_trained_parameters(tmp_path):
     from functools import partial
 
     from medft.errors import MedftError
-    from medft.evaluate import load_trained
+    from medft.commands.eval import load_trained
     from medft.module import MedVLMModule
 
     def module(mode):

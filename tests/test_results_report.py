@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medft.report import _fmt, figure, report
+from medft.commands.report import _fmt, figure, report
 
 
 def fake_run(root: Path, name: str, tune: str, overrides: list[str], acc: float, pct: float, model: str = "blip_tiny") -> Path:
@@ -61,7 +61,7 @@ def test_plot_marks_frozen_a_marker_per_model_and_no_overlapping_labels(tmp_path
     fake_run(tmp_path, "e", "full", [], 0.62, 100.0, model="llava_tiny")
     out = report([tmp_path])
     assert out["png"].read_bytes()[:4] == b"\x89PNG"
-    from medft.report import read_run
+    from medft.commands.report import read_run
 
     fig = figure([read_run(p) for p in sorted(tmp_path.iterdir()) if p.is_dir()])
     (ax,) = fig.axes

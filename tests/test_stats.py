@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from medft.metrics.stats import cell, indices, mcnemar_exact, paired_bootstrap_p, report_scores, vqa_scores
-from medft.report import report
+from medft.commands.report import report
 
 
 def fake_run(root: Path, name: str, tune: str, correct: list[bool], kinds: list[str], seed: int = 42,
@@ -118,7 +118,7 @@ def test_report_metrics_resample_the_corpus_formula():
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
 
-    from medft.metrics.report import clean_report
+    from medft.metrics.report_gen import clean_report
 
     rows = report_rows(40, np.random.default_rng(0))
     scores = report_scores(rows)

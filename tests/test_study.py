@@ -153,7 +153,7 @@ def test_pretrain_refuses_to_overwrite_a_checkpoint(pretrained_tiny, run_cli):
 
 def test_embedded_is_built_once_and_rebuilt_for_a_new_recipe(tmp_path, monkeypatch):
     """ensure_embedded runs `medft pretrain` only when no finished checkpoint of this recipe is there."""
-    import medft.pretrain as pretrain
+    import medft.commands.pretrain as pretrain
 
     calls = []
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from medft.train import train
+from medft.commands.train import train
 
 MODES = ["layernorm", "ffn", "attention", "lora", "dora", "ia3", "bitfit", "full", "frozen"]  # prefix (LLaVA only): tests/test_peft_modes.py
 

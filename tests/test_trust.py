@@ -209,7 +209,7 @@ def test_a_refused_resume_leaves_a_finished_run_finished(cli, finished_run, tmp_
 
 def test_a_successful_resume_clears_the_failed_state_and_keeps_the_history(cli, finished_run, tmp_path):
     run = copy_run(finished_run, tmp_path / "run")
-    from medft.train import record_error, run_state
+    from medft.commands.train import record_error, run_state
 
     record_error(run, "medft: error: an earlier attempt failed\n")
     assert run_state(run) == "failed"
@@ -266,7 +266,7 @@ def test_written_files_follow_the_umask(tmp_path, umask):
 
 
 def test_report_lists_a_damaged_run_as_unreadable_and_reports_the_rest(finished_run, tmp_path):
-    from medft.report import report
+    from medft.commands.report import report
 
     good = copy_run(finished_run, tmp_path / "sweep" / "good")
     truncated = copy_run(finished_run, tmp_path / "sweep" / "truncated")

@@ -48,7 +48,7 @@ def test_a_split_entirely_outside_the_root_is_an_error(tmp_path):
 
 
 def test_medft_data_counts_images_outside_the_root(tmp_path, capsys):
-    from medft.data_cmd import main
+    from medft.commands.data import main
 
     root = small_set(tmp_path / "vqa")
     train = json.loads((root / "trainset.json").read_text()) + [record(50, "/etc/hostname")]
@@ -137,7 +137,7 @@ def test_a_huge_image_is_called_too_large_with_the_limit(tmp_path):
 
 
 def test_medft_data_exits_1_when_the_train_split_ends_up_empty(tmp_path, capsys):
-    from medft.data_cmd import main
+    from medft.commands.data import main
 
     root = write_dataset(tmp_path / "vqa", [record(1, "rgb.png", question="")], [record(2, "rgb.png")],
                          {"rgb.png": IMAGE_MODES["rgb.png"]})

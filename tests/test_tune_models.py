@@ -15,7 +15,7 @@ from medft.data.datamodule import MedDataModule
 from medft.data.sources import demo
 from medft.errors import ConfigError
 from medft.module import MedVLMModule
-from medft.params_cmd import mode_names, tune_config
+from medft.commands.params import mode_names, tune_config
 from medft.tuning import apply_tuning, count_parameters, unused_modules
 from test_models import build, vqa_records
 

@@ -136,7 +136,7 @@ def r2gen(
     """IU X-ray / MIMIC-CXR report generation: an R2Gen-style annotation.json + images/, MIMIC-CXR-JPG as
     PhysioNet ships it (split / metadata CSVs, files/, the reports), or IU X-ray's Kaggle / OpenI CSVs."""
     from medft.data.common import finish
-    from medft.data.reports import (
+    from medft.data.report_gen import (
         NAMES, SECTIONS, VIEWS, is_iu_csv, is_mimic_official, load_iu_csv, load_mimic_official, load_r2gen,
     )
 

@@ -18,7 +18,7 @@ from torchmetrics.text import BLEUScore
 
 from medft.errors import ConfigError
 from medft.metrics.accuracy import VQAAccuracy
-from medft.metrics.report import clean_report, coco_scores
+from medft.metrics.report_gen import clean_report, coco_scores
 from medft.metrics.vqa import is_correct, normalize_answer
 
 

@@ -105,12 +105,12 @@ def vqa_scores(rows: Sequence[Mapping[str, Any]], protocol: str = "exact", candi
 
 
 def report_scores(rows: Sequence[Mapping[str, Any]]) -> RunScores:
-    """Per-report BLEU counts, ROUGE-L and CIDEr, cleaned as :func:`medft.metrics.report.coco_scores` cleans."""
+    """Per-report BLEU counts, ROUGE-L and CIDEr, cleaned as :func:`medft.metrics.report_gen.coco_scores` cleans."""
     from pycocoevalcap.bleu.bleu_scorer import BleuScorer
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
 
-    from medft.metrics.report import clean_report
+    from medft.metrics.report_gen import clean_report
 
     gts = {i: [clean_report(r["reference"])] for i, r in enumerate(rows)}
     res = {i: [clean_report(r["generated"]) if str(r["generated"]).strip() else "."] for i, r in enumerate(rows)}

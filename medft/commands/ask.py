@@ -6,7 +6,7 @@
     medft ask logs/runs/layernorm_iu_xray_blip_report_tiny/<time> image=cxr.png   # report models: the report
 
 The run's model and trained parameters are rebuilt as ``medft eval`` rebuilds them
-(:func:`medft.evaluate.load_run_model`) and answers are decoded with the run's own ``eval.generate``
+(:func:`medft.commands.eval.load_run_model`) and answers are decoded with the run's own ``eval.generate``
 settings. One question prints its answer; a questions file prints one JSON line per question
 (``image``, ``question``, ``answer``). Images are read as ``medft train`` reads them (any mode -> RGB).
 """
@@ -46,7 +46,7 @@ def run_task(run: str | Path) -> str:
     """``vqa`` or ``report``: the run's dataset task, read from its config as plain YAML."""
     import yaml
 
-    from medft.evaluate import resolve_run
+    from medft.commands.eval import resolve_run
 
     run_dir, _ = resolve_run(run)
     cfg = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text()) or {}
@@ -78,7 +78,7 @@ def read_questions(path: Path, default_image: str | None) -> list[dict[str, str]
 def ask(run: str | Path, items: list[dict[str, str]], batch_size: int = 16) -> list[dict[str, str]]:
     """Answer ``items`` (``image``, and ``question`` for VQA models) with the run's model."""
     from medft.data.images import load_rgb
-    from medft.evaluate import load_run_model
+    from medft.commands.eval import load_run_model
 
     images = {item["image"]: load_rgb(Path(item["image"]).expanduser()) for item in items}  # before the model
     loaded = load_run_model(run)
@@ -99,7 +99,7 @@ def ask(run: str | Path, items: list[dict[str, str]], batch_size: int = 16) -> l
 
 
 def main(args: list[str] | None = None) -> None:
-    from medft.export import parse_args
+    from medft.commands.export import parse_args
 
     args = sys.argv[1:] if args is None else list(args)
     if any(a in ("-h", "--help") for a in args):

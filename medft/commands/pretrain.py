@@ -148,7 +148,7 @@ def model_card(info: dict[str, Any]) -> str:
 def pretrain(cfg: DictConfig) -> dict[str, Any]:
     """Train ``cfg.model`` from random weights with ``tune=full`` and save it to ``cfg.out``."""
     from medft.models import build_model
-    from medft.train import train
+    from medft.commands.train import train
     from medft.trained import FILENAME, load_trained_file
     from medft.tuning import apply_tuning, count_parameters
 

@@ -27,7 +27,7 @@ from medft.errors import ConfigError
 from medft.files import write_json_atomic, write_jsonl_atomic
 from medft.runs import CLAIMS_ENV
 from medft.trained import FILENAME as TRAINED_FILE
-from medft.train import task_wrapper
+from medft.commands.train import task_wrapper
 
 
 def resolve_run(ckpt: str | Path) -> tuple[Path, Path]:
@@ -217,7 +217,7 @@ def main(args: list[str] | None = None) -> None:
     """Entry point of ``medft eval``."""
     args = sys.argv[1:] if args is None else list(args)
     if any(a.startswith("rescore=") for a in args):  # from predictions.jsonl alone: no model, no dataset
-        from medft.rescore import rescore_main
+        from medft.commands.rescore import rescore_main
 
         rescore_main(args)
         return

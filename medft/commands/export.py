@@ -15,7 +15,7 @@
   Other modes are refused: they change weights peft has no adapter for (use ``format=hf``).
 
 Both write a model card (``README.md``): base model, dataset, tune mode, trainable parameters, test
-metrics. The run is rebuilt with :func:`medft.evaluate.load_run_model` (the same path as ``medft eval``).
+metrics. The run is rebuilt with :func:`medft.commands.eval.load_run_model` (the same path as ``medft eval``).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def _run_tune_name(run_dir: Path) -> str:
 
 def export(run: str | Path, fmt: str = "hf", out: str | Path | None = None) -> Path:
     """Export the run in ``fmt`` to ``out`` (default ``RUN_DIR/export_<fmt>``); returns ``out``."""
-    from medft.evaluate import load_run_model, resolve_run
+    from medft.commands.eval import load_run_model, resolve_run
 
     if fmt not in FORMATS:
         raise ConfigError(f"format={fmt!r} is not known: use hf (a complete model) or peft (an adapter)")
