@@ -77,7 +77,7 @@ def register_resolvers() -> None:
     if not OmegaConf.has_resolver("medft_suffix"):
         OmegaConf.register_new_resolver("medft_suffix", _suffix)
     if not OmegaConf.has_resolver("medft_claim"):  # hydra.run.dir / hydra.sweep.dir: never another run's
-        from medft.runs import claim_dir
+        from medft.rundir import claim_dir
 
         OmegaConf.register_new_resolver("medft_claim", claim_dir)
     if not OmegaConf.has_resolver("medft_mul"):  # optim.lr: ${medft_mul:${tune.lr},${model.lr_scale}}

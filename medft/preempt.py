@@ -10,7 +10,7 @@
   kill leaves the previous last.ckpt whole: medft.checkpoint.AtomicCheckpointIO).
   Under SLURM with Lightning's auto-requeue (its SLURMEnvironment, on by default) the requeue signal
   also requeues the job, through Lightning's own handler, once last.ckpt is on disk.
-* ``status.json`` (:mod:`medft.status`) says ``preempted``, with the step, the signal and the checkpoint.
+* ``status.json`` (:func:`medft.rundir.write_status`) says ``preempted``, with the step, the signal and the checkpoint.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from medft.status import EXIT_PREEMPTED, write_status
+from medft.rundir import EXIT_PREEMPTED, write_status
 
 SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")
 LAST = Path("checkpoints") / "last.ckpt"

@@ -14,6 +14,18 @@ given:
   config-group choice must name one of medft's own configs.
 * :class:`RunLock` — one process at a time writes into a run dir (``.medft.lock`` with the
   holder's host and pid; a stale lock of a dead process is taken over, and said so).
+* :func:`claim_dir` — ``${medft_claim:PATH}`` (configs/hydra/default.yaml) creates PATH with
+  ``os.mkdir`` (atomic: of two runs started in the same second exactly one gets PATH) and, when it
+  exists, ``PATH_2``, ``PATH_3``... The claim is remembered in the environment, so Hydra resolving
+  the same path again, and launcher workers started afterwards, get the same directory.
+* :class:`SweepStatus` — a Hydra callback: after a multirun it counts the jobs that left an
+  ``error.txt`` (and no ``metrics.json``), so ``medft train -m`` can exit non-zero.
+* ``status.json`` (:func:`write_status`, :func:`read_status`) — a run dir's one current state, kept
+  by ``medft train`` and read by ``medft report``: ``running`` (written when the job starts),
+  ``preempted`` (a signal stopped it after saving checkpoints/last.ckpt: medft.preempt), ``failed``
+  (its last attempt raised: error.txt holds why) or ``finished`` (metrics.json is written). Each
+  comes with the time, host and pid, and the step where known. :func:`run_state` reads a run's
+  state from error.txt, metrics.json and status.json, in that order.
 """
 
 from __future__ import annotations
@@ -22,10 +34,13 @@ import json
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
 
 from medft.config import CONFIG_DIR, available
 from medft.errors import ConfigError, MedftError
@@ -265,7 +280,103 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
     return cfg
 
 
+# -- run dirs never shared, and a sweep's exit status -------------------------------------------
+CLAIMS_ENV = "MEDFT_CLAIMED_DIRS"
+
+
+def claim_dir(path: str) -> str:
+    """A directory for this run only: ``path`` if this call created it, else the first free ``path_N``."""
+    claims = json.loads(os.environ.get(CLAIMS_ENV) or "{}")
+    if path in claims:
+        return claims[path]
+    base = Path(path)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while True:
+        candidate = base if n == 1 else base.with_name(f"{base.name}_{n}")
+        try:
+            os.mkdir(candidate)
+            break
+        except FileExistsError:
+            n += 1
+    claims[path] = str(candidate)
+    os.environ[CLAIMS_ENV] = json.dumps(claims)
+    return str(candidate)
+
+
+class SweepStatus(Callback):
+    """After a multirun: which jobs failed (read from the sweep dir, so every launcher is covered)."""
+
+    failed: list[Path] = []
+    jobs: int = 0
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        SweepStatus.failed, SweepStatus.jobs = [], 0
+        if "optuna" in str(config.hydra.get("sweeper", {}).get("_target_", "")).lower():
+            import logging
+
+            import optuna  # its coloured "A new study created" line repeats the sweeper's "Study name"
+
+            optuna.logging.set_verbosity(logging.WARNING)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        root = Path(str(config.hydra.sweep.dir))
+        runs = sorted(p.parent.parent for p in root.rglob(".hydra/config.yaml")) if root.is_dir() else []
+        SweepStatus.jobs = len(runs)
+        SweepStatus.failed = [r for r in runs if (r / "error.txt").is_file() and not (r / "metrics.json").is_file()]
+        SweepStatus.root = root
+
+
+def sweep_failures() -> tuple[list[Path], int, Path | None]:
+    """(failed job dirs, jobs, sweep dir) of the last multirun in this process."""
+    return SweepStatus.failed, SweepStatus.jobs, getattr(SweepStatus, "root", None)
+
+
+# -- status.json and error.txt: a run's one current state -------------------------------------
+EXIT_PREEMPTED = 3  # medft train's exit status when a signal stopped the run after saving it
+STATUS_FILE = "status.json"
+STATES = ("running", "preempted", "failed", "finished")
+
+
+def write_status(run_dir: str | Path, state: str, **fields: Any) -> None:
+    """Write ``status.json`` (rank zero only): ``{"state", **fields, "time", "host", "pid"}``."""
+    from medft.files import write_json_atomic
+
+    if state not in STATES:
+        raise ValueError(f"status {state!r}: one of {', '.join(STATES)}")
+    if not is_rank_zero():
+        return
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    write_json_atomic(Path(run_dir) / STATUS_FILE,
+                      {"state": state, **fields, "time": stamp, "host": socket.gethostname(), "pid": os.getpid()})
+
+
+def read_status(run_dir: str | Path) -> dict[str, Any]:
+    """``status.json`` as a dict ({} when missing or damaged: the run dir predates it, or was cut short)."""
+    try:
+        status = json.loads((Path(run_dir) / STATUS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return status if isinstance(status, dict) and status.get("state") in STATES else {}
+
+
+ERROR_FILE, ERRORS_DIR = "error.txt", "errors"
+
+
+def run_state(run_dir: Path) -> str:
+    """``failed`` (error.txt: the last attempt failed), ``ok`` (metrics.json), else what status.json
+    says (``preempted``: stopped by a signal after saving; ``running``: started, not ended, maybe
+    killed) or ``incomplete`` (a run dir from before status.json)."""
+    if (run_dir / ERROR_FILE).exists():
+        return "failed"
+    if (run_dir / "metrics.json").exists():
+        return "ok"
+    state = read_status(run_dir).get("state")
+    return state if state in ("running", "preempted") else "incomplete"
+
+
 __all__ = [
-    "ConfigError", "RunDirError", "RunLock", "check_replayed_overrides", "read_run_config",
-    "trusted_model_config", "trusted_tune_config",
+    "CLAIMS_ENV", "ConfigError", "EXIT_PREEMPTED", "RunDirError", "RunLock", "SweepStatus", "check_replayed_overrides",
+    "claim_dir", "read_run_config", "read_status", "run_state", "sweep_failures", "trusted_model_config",
+    "trusted_tune_config", "write_status",
 ]

@@ -16,7 +16,7 @@ import torch
 from medft_testing import REPO, TINY, cache, cli, env_for, medft_train  # noqa: F401 - fixtures
 from test_resume import RUN, metrics_of, uninterrupted  # noqa: F401 - the fixture: the same run, never stopped
 
-from medft.status import EXIT_PREEMPTED
+from medft.rundir import EXIT_PREEMPTED
 
 
 def start_and_signal(args, env, run_dir, pause_at, signals=(signal.SIGTERM,)):
@@ -184,7 +184,7 @@ def test_a_failed_run_says_failed(cli, monkeypatch):
 
 def test_report_shows_each_runs_state(tmp_path):
     from medft.commands.report import find_runs, read_run
-    from medft.status import write_status
+    from medft.rundir import write_status
 
     def run(name: str) -> Path:
         path = tmp_path / name

@@ -153,24 +153,24 @@ def test_pretrain_refuses_to_overwrite_a_checkpoint(pretrained_tiny, run_cli):
 
 def test_embedded_is_built_once_and_rebuilt_for_a_new_recipe(tmp_path, monkeypatch):
     """ensure_embedded runs `medft pretrain` only when no finished checkpoint of this recipe is there."""
-    import medft.commands.pretrain as pretrain
+    import medft.embedded as embedded
 
     calls = []
 
     def fake_run(cmd, env):
         out = Path(next(a for a in cmd if a.startswith("out=")).split("=", 1)[1])
         out.mkdir(parents=True)
-        (out / "pretrain.json").write_text(json.dumps({"recipe_version": pretrain.recipe_version()}))
+        (out / "pretrain.json").write_text(json.dumps({"recipe_version": embedded.recipe_version()}))
         Path(next(a for a in cmd if a.startswith("hydra.run.dir=")).split("=", 1)[1]).mkdir(parents=True)
         calls.append(cmd)
         return type("Done", (), {"returncode": 0})()
 
-    monkeypatch.setattr(pretrain.subprocess, "run", fake_run)
-    first = pretrain.ensure_embedded(tmp_path)
-    assert first == tmp_path / "pretrained" / f"blip_med-v{pretrain.recipe_version()}" and len(calls) == 1
-    assert pretrain.ensure_embedded(tmp_path) == first and len(calls) == 1  # reused
-    monkeypatch.setattr(pretrain, "recipe_version", lambda: 99)
-    assert pretrain.ensure_embedded(tmp_path).name == "blip_med-v99" and len(calls) == 2  # new recipe: rebuilt
+    monkeypatch.setattr(embedded.subprocess, "run", fake_run)
+    first = embedded.ensure_embedded(tmp_path)
+    assert first == tmp_path / "pretrained" / f"blip_med-v{embedded.recipe_version()}" and len(calls) == 1
+    assert embedded.ensure_embedded(tmp_path) == first and len(calls) == 1  # reused
+    monkeypatch.setattr(embedded, "recipe_version", lambda: 99)
+    assert embedded.ensure_embedded(tmp_path).name == "blip_med-v99" and len(calls) == 2  # new recipe: rebuilt
     assert not list((tmp_path / "pretrained").glob("*.tmp-*"))
 
 

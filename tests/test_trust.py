@@ -209,7 +209,8 @@ def test_a_refused_resume_leaves_a_finished_run_finished(cli, finished_run, tmp_
 
 def test_a_successful_resume_clears_the_failed_state_and_keeps_the_history(cli, finished_run, tmp_path):
     run = copy_run(finished_run, tmp_path / "run")
-    from medft.commands.train import record_error, run_state
+    from medft.rundir import run_state
+    from medft.runner import record_error
 
     record_error(run, "medft: error: an earlier attempt failed\n")
     assert run_state(run) == "failed"

@@ -13,6 +13,6 @@
 * ``pretrain`` — pretrain a small Med-VLM offline into a checkpoint dir: :mod:`medft.commands.pretrain`
 
 Commands use the library (the rest of ``medft``); the library never imports a command
-(tests/test_layout.py checks it). The wrapper every run shares (error.txt, exit status, multirun
+(tests/test_package_layout.py checks it). The wrapper every run shares (error.txt, exit status, multirun
 survival) is :mod:`medft.runner`.
 """

@@ -25,9 +25,9 @@ from medft.config import (
 )
 from medft.errors import ConfigError
 from medft.files import write_json_atomic, write_jsonl_atomic
-from medft.runs import CLAIMS_ENV
+from medft.rundir import CLAIMS_ENV
+from medft.runner import task_wrapper
 from medft.trained import FILENAME as TRAINED_FILE
-from medft.commands.train import task_wrapper
 
 
 def resolve_run(ckpt: str | Path) -> tuple[Path, Path]:

@@ -17,91 +17,24 @@ The training run itself (metrics.json, predictions, logs) stays in the run dir. 
 a function of the seed: the same command gives the same weights on the same machine and threads.
 
 The *embedded* model (``model=blip_med``, ``pretrained: embedded``) is this recipe run once into
-``$MEDFT_CACHE_DIR/pretrained/blip_med-v<recipe_version>`` on first use (see :func:`ensure_embedded`);
+``$MEDFT_CACHE_DIR/pretrained/blip_med-v<recipe_version>`` on first use (see :func:`medft.embedded.ensure_embedded`);
 a change of ``recipe_version`` in ``configs/pretrain.yaml`` builds a new one.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import hydra
-import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from medft.config import CONFIG_DIR, normalize_overrides, register_resolvers
+from medft.embedded import INFO_FILE, is_built
 from medft.errors import ConfigError, MedftError
 from medft.files import write_json_atomic, write_text_atomic
-
-INFO_FILE = "pretrain.json"
-EMBEDDED_NAME = "blip_med"
-
-
-def recipe_version() -> int:
-    """The embedded recipe's version (``recipe_version`` in configs/pretrain.yaml)."""
-    return int(yaml.safe_load((CONFIG_DIR / "pretrain.yaml").read_text())["recipe_version"])
-
-
-def embedded_dir(cache_dir: str | Path) -> Path:
-    return Path(cache_dir).expanduser() / "pretrained" / f"{EMBEDDED_NAME}-v{recipe_version()}"
-
-
-def is_built(path: Path, version: int | None = None) -> bool:
-    """True if ``path`` holds a finished checkpoint (pretrain.json is written last) of ``version``."""
-    try:
-        info = json.loads((path / INFO_FILE).read_text())
-    except (OSError, ValueError):
-        return False
-    return version is None or info.get("recipe_version") == version
-
-
-def ensure_embedded(cache_dir: str | Path) -> Path:
-    """The embedded pretrained checkpoint directory, built on first use by ``medft pretrain``.
-
-    Built in a child process (its own Hydra app and progress bar) into a temporary folder that is
-    renamed into place when complete: an interrupted build leaves nothing half-written behind.
-    """
-    version = recipe_version()
-    target = embedded_dir(cache_dir)
-    if is_built(target, version):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    print(
-        f"medft: building the embedded pretrained model {EMBEDDED_NAME} (first use, recipe v{version}): "
-        f"pretraining it on the demo source domain into {target}; about 4 minutes on 2 CPU cores, once",
-        flush=True,
-    )
-    started = time.perf_counter()
-    env = dict(os.environ, MEDFT_CACHE_DIR=str(Path(cache_dir).expanduser()))
-    cmd = [sys.executable, "-m", "medft.cli", "pretrain", f"out={tmp / 'model'}", f"hydra.run.dir={tmp / 'run'}"]
-    proc = subprocess.run(cmd, env=env)
-    if proc.returncode != 0 or not is_built(tmp / "model", version):
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise MedftError(
-            f"building the embedded pretrained model failed (exit status {proc.returncode}); run `medft pretrain` "
-            "to see why, or set model.pretrained to a checkpoint directory"
-        )
-    shutil.move(str(tmp / "run"), str(tmp / "model" / "run"))  # the pretraining run's logs travel with it
-    info = json.loads((tmp / "model" / INFO_FILE).read_text())
-    write_json_atomic(tmp / "model" / INFO_FILE, {**info, "run_dir": "run"})  # relative: inside the checkpoint
-    try:
-        os.replace(tmp / "model", target)
-    except OSError:  # another process finished first: use its copy
-        if not is_built(target, version):
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    print(f"medft: embedded pretrained model ready in {time.perf_counter() - started:.0f} s: {target}", flush=True)
-    return target
 
 
 def save_checkpoint(net: Any, out: Path, info: dict[str, Any]) -> Path:

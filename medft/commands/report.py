@@ -94,6 +94,8 @@ def _load(path: Path, parse: Any) -> Any:
 
 def _read_run(run: Path) -> dict[str, Any]:
     """One row: the run's choices (from its config), test metrics and costs, and its status."""
+    from medft.rundir import run_state
+
     cfg = _load(run / ".hydra" / "config.yaml", yaml.safe_load) or {}
     if not isinstance(cfg, dict):
         raise ValueError(".hydra/config.yaml is not a mapping")
@@ -102,7 +104,7 @@ def _read_run(run: Path) -> dict[str, Any]:
     metrics = _load(metrics_file, json.loads) if metrics_file.exists() else {}
     if not isinstance(metrics, dict):
         raise ValueError("metrics.json is not a JSON object")
-    if error_file.exists():
+    if run_state(run) == "failed":
         status, error = "failed", _first_line(error_file.read_text())
     elif metrics:
         status, error = "ok", ""
@@ -135,8 +137,7 @@ def _read_run(run: Path) -> dict[str, Any]:
 
 def _unfinished(run: Path) -> tuple[str, str]:
     """(status, note) of a run dir without metrics.json or error.txt, from its status.json."""
-    from medft.status import read_status
-    from medft.rundir import LOCK_FILE
+    from medft.rundir import LOCK_FILE, read_status
 
     status = read_status(run)
     state = status.get("state")

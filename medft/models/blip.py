@@ -250,12 +250,12 @@ def build_blip_vqa(
     """The VQA adapter over ``BlipForQuestionAnswering`` (see :func:`load_or_build`).
 
     ``pretrained: embedded`` is medft's own pretrained checkpoint (``medft pretrain``), built on first
-    use under ``embedded_dir`` (the cache dir) by :func:`medft.commands.pretrain.ensure_embedded`."""
+    use under ``embedded_dir`` (the cache dir) by :func:`medft.embedded.ensure_embedded`."""
     if task != BlipVQA.task:
         raise ConfigError(f"model.task={task!r}: {name} answers questions (task vqa); pick a report model for reports")
     source = pretrained
     if pretrained == "embedded":
-        from medft.commands.pretrain import ensure_embedded
+        from medft.embedded import ensure_embedded
 
         if not embedded_dir:
             raise ConfigError("model.pretrained=embedded needs model.embedded_dir (the cache dir holding pretrained/)")

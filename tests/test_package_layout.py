@@ -1,0 +1,59 @@
+"""The commands live in medft/commands/ and the library never imports them (issue 11)."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+import medft
+from medft.cli import COMMANDS
+
+PACKAGE = Path(medft.__file__).parent
+LIBRARY = [*PACKAGE.glob("*.py"), *(p for sub in ("data", "metrics", "models") for p in (PACKAGE / sub).rglob("*.py"))]
+
+
+def imported_modules(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every import in ``path``, relative imports made absolute."""
+    package = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1])
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, base] if base else parts)
+            found.append((node.lineno, base))
+            found += [(node.lineno, f"{base}.{alias.name}") for alias in node.names]
+    return found
+
+
+def test_no_library_module_imports_a_command():
+    assert len(LIBRARY) > 30 and PACKAGE / "runner.py" in LIBRARY and PACKAGE / "models" / "blip.py" in LIBRARY
+    offenders = [
+        f"{path.relative_to(PACKAGE.parent)}:{line} imports {name}"
+        for path in LIBRARY
+        for line, name in imported_modules(path)
+        if name == "medft.commands" or name.startswith("medft.commands.")
+    ]
+    assert offenders == [], "the library must not import a command (move the shared code into the library):\n" + "\n".join(offenders)
+
+
+def test_the_check_sees_every_kind_of_import(tmp_path, monkeypatch):
+    """The ast check would catch a library module importing a command, absolutely or relatively."""
+    probe = PACKAGE / "data" / "probe.py"  # only parsed, never written: paths decide the package
+    monkeypatch.setattr(Path, "read_text", lambda self, encoding=None: (
+        "import medft.commands.train\nfrom medft.commands.eval import load_run_model\n"
+        "from medft import commands\nfrom ..commands import report\n"))
+    names = [name for _, name in imported_modules(probe)]
+    assert {"medft.commands.train", "medft.commands.eval", "medft.commands", "medft.commands.report"} <= set(names)
+
+
+def test_every_cli_command_is_a_module_of_medft_commands_with_a_main():
+    for name, (module_name, _) in COMMANDS.items():
+        assert module_name.startswith("medft.commands."), f"medft {name}: {module_name} is not in medft/commands/"
+        assert callable(importlib.import_module(module_name).main), module_name
+    listed = (PACKAGE / "commands" / "__init__.py").read_text()
+    assert all(f"``{name}``" in listed for name in COMMANDS)  # the package docstring lists every command
