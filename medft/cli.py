@@ -7,16 +7,16 @@ import sys
 
 from medft.errors import MedftError
 
-# subcommand -> (module with a main(args), one-line description)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("medft.commands.train", "train and test a model with a tune mode (Hydra overrides; -m for sweeps)"),
-    "pretrain": ("medft.commands.pretrain", "pretrain a small Med-VLM offline on the demo source domain; writes a HF checkpoint dir"),
-    "report": ("medft.commands.report", "tabulate and plot every run under run / multirun dirs (results.csv/.md/.png)"),
-    "params": ("medft.commands.params", "trainable parameters of every tune mode, per component (no weights loaded)"),
-    "data": ("medft.commands.data", "check a dataset root: samples, CLOSED/OPEN, images, missing images per split"),
-    "eval": ("medft.commands.eval", "evaluate a trained run (ckpt=RUN_DIR) on a dataset; writes its own run dir"),
-    "export": ("medft.commands.export", "export a run as a Hugging Face model (format=hf) or a peft adapter (format=peft)"),
-    "ask": ("medft.commands.ask", "answer questions about an image with a trained run (image=PATH question=...)"),
+# subcommand -> one-line description; its code is the module medft.commands.<subcommand> (a main(args))
+COMMANDS: dict[str, str] = {
+    "train": "train and test a model with a tune mode (Hydra overrides; -m for sweeps)",
+    "pretrain": "pretrain a small Med-VLM offline on the demo source domain; writes a HF checkpoint dir",
+    "report": "the results report: every run under run / multirun dirs as tables and a plot (results.csv/.md/.png)",
+    "params": "trainable parameters of every tune mode, per component (no weights loaded)",
+    "data": "check a dataset root: samples, CLOSED/OPEN, images, missing images per split",
+    "eval": "evaluate a trained run (ckpt=RUN_DIR) on a dataset; writes its own run dir",
+    "export": "export a run as a Hugging Face model (format=hf) or a peft adapter (format=peft)",
+    "ask": "answer questions about an image with a trained run (image=PATH question=...)",
 }
 
 USAGE = """usage: medft <command> [overrides...]
@@ -43,7 +43,7 @@ examples:
 
 def usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = [f"  {name:<{width}}  {desc}" for name, (_, desc) in COMMANDS.items()]
+    lines = [f"  {name:<{width}}  {desc}" for name, desc in COMMANDS.items()]
     return USAGE.format(commands="\n".join(lines))
 
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     from medft.threads import set_wait_policy
 
     set_wait_policy()  # before torch loads: idle OpenMP threads sleep instead of spinning
-    module = importlib.import_module(COMMANDS[name][0])
+    module = importlib.import_module(f"medft.commands.{name}")
     sys.argv = [f"medft {name}", *rest]
     try:
         module.main(rest)

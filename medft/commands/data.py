@@ -28,7 +28,7 @@ COLUMNS = ("n", "closed", "open", "images", "missing_images")
 
 
 def inspect(cfg: DictConfig) -> dict[str, Any]:
-    """The JSON report for ``cfg.dataset``: ``{"dataset", "task", "root", "splits", "val_from_train"}``."""
+    """The JSON summary for ``cfg.dataset``: ``{"dataset", "task", "root", "splits", "val_from_train"}``."""
     from medft.data.checks import allowed_roots, drop_outside_root, summarize
     from medft.data.images import set_max_pixels
     from medft.data.sources import load_splits
@@ -49,7 +49,7 @@ def inspect(cfg: DictConfig) -> dict[str, Any]:
     for split, n in before.items():
         if n - len(splits[split]):
             dropped.setdefault(split, {})["outside_root"] = n - len(splits[split])
-    report: dict[str, Any] = {
+    summary: dict[str, Any] = {
         "dataset": cfg.dataset.name,
         "task": cfg.dataset.get("task", "vqa"),
         "root": str(resolved_root(cfg.dataset)),
@@ -60,36 +60,36 @@ def inspect(cfg: DictConfig) -> dict[str, Any]:
         "found": {reason: {s: {"n": len(ids), "ids": ids[:3]} for s, ids in per.items()}
                   for reason, per in (info.kept if info is not None else {}).items()},  # duplicates / overlaps kept
     }
-    if report["task"] == "vqa" and info is not None and info.answer_types:
-        report["answer_types"] = info.answer_types
+    if summary["task"] == "vqa" and info is not None and info.answer_types:
+        summary["answer_types"] = info.answer_types
     if "val" not in splits:
         fraction = float(cfg.dataset.get("val_fraction", 0.0) or 0.0)
-        report["val_from_train"] = int(round(len(splits["train"]) * fraction))
-    return report
+        summary["val_from_train"] = int(round(len(splits["train"]) * fraction))
+    return summary
 
 
-def format_text(report: dict[str, Any], cfg: DictConfig) -> str:
-    splits = report["splits"]
+def format_text(summary: dict[str, Any], cfg: DictConfig) -> str:
+    splits = summary["splits"]
     cols = [c for c in COLUMNS if any(c in row for row in splits.values())]
-    lines = [f"dataset {report['dataset']} ({report['task']}) at {report['root']}"]
+    lines = [f"dataset {summary['dataset']} ({summary['task']}) at {summary['root']}"]
     lines.append(f"{'split':<6}" + "".join(f"{c:>16}" for c in cols))
     for name, row in splits.items():
         lines.append(f"{name:<6}" + "".join(f"{row.get(c, ''):>16}" for c in cols))
-    if "val_from_train" in report:
+    if "val_from_train" in summary:
         n_train = splits["train"]["n"]
         lines.append(
-            f"val: not in this layout; training carves {report['val_from_train']} of the {n_train} train samples "
+            f"val: not in this layout; training carves {summary['val_from_train']} of the {n_train} train samples "
             f"(dataset.val_fraction={cfg.dataset.get('val_fraction')}, dataset.split_seed={cfg.dataset.get('split_seed')})"
         )
-    if report.get("layout"):
-        lines.append(f"layout: {report['layout']}")
-    if report.get("answer_types"):
-        lines.append(f"CLOSED / OPEN: {report['answer_types']}")
-    for split, reasons in report.get("dropped", {}).items():
+    if summary.get("layout"):
+        lines.append(f"layout: {summary['layout']}")
+    if summary.get("answer_types"):
+        lines.append(f"CLOSED / OPEN: {summary['answer_types']}")
+    for split, reasons in summary.get("dropped", {}).items():
         for reason, n in reasons.items():
-            ids = report.get("dropped_ids", {}).get(split, {}).get(reason, [])
+            ids = summary.get("dropped_ids", {}).get(split, {}).get(reason, [])
             lines.append(f"dropped from {split}: {n} {REASONS.get(reason, reason)}" + (f" (e.g. {', '.join(ids)})" if ids else ""))
-    for reason, per in report.get("found", {}).items():
+    for reason, per in summary.get("found", {}).items():
         for split, row in per.items():
             lines.append(
                 f"found in {split}: {row['n']} {REASONS.get(reason, reason)} (e.g. {', '.join(row['ids'])}): kept as "
@@ -125,19 +125,19 @@ def main(args: list[str] | None = None) -> None:
         return
     try:
         cfg = compose_config(args)
-        report = inspect(cfg)
+        summary = inspect(cfg)
     except MedftError as err:
         print(f"medft: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    print(json.dumps(report, indent=2) if cfg.format == "json" else format_text(report, cfg))
-    train = report["splits"].get("train", {})
+    print(json.dumps(summary, indent=2) if cfg.format == "json" else format_text(summary, cfg))
+    train = summary["splits"].get("train", {})
     if not train.get("n") or train.get("missing_images", 0) >= train.get("images", 0) > 0:
         why = "no sample left after loading (the skipped records are counted above)" if not train.get("n") else \
             "every one of its images is missing or unreadable"
-        print(f"medft data: the train split of {cfg.dataset.name} at {report['root']} is unusable: {why}; "
+        print(f"medft data: the train split of {cfg.dataset.name} at {summary['root']} is unusable: {why}; "
               "medft train would refuse it", file=sys.stderr)
         raise SystemExit(1)
-    if any(row["missing_images"] for row in report["splits"].values()):
+    if any(row["missing_images"] for row in summary["splits"].values()):
         raise SystemExit(1)
 
 

@@ -1,4 +1,5 @@
-"""``medft report DIR... [out=DIR] [reference=MODE]``: one table of every run under some run / multirun dirs.
+"""``medft report DIR... [out=DIR] [reference=MODE]``: the results report, one table of every run under
+some run / multirun dirs (not report *generation*, the task: :mod:`medft.metrics.report_gen`).
 
 Writes ``results.csv``, ``results.md`` (all runs, then a pivot like the study's: rows = tune
 modes, columns = dataset metrics) and ``accuracy_vs_params.png`` (main metric against trainable %,
@@ -405,7 +406,7 @@ def study_plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
 
 
 def report(dirs: list[Path], out: Path | None = None, reference: str = "full") -> dict[str, Any]:
-    """Build the tables and plot for every run under ``dirs``; returns paths and rows. ``reference``:
+    """The results report: the tables and plot of every run under ``dirs``; returns paths and rows. ``reference``:
     the tune mode every other run is compared with (paired tests, :mod:`medft.metrics.stats`)."""
     from medft.metrics.stats import add_statistics, is_stat_column, statistics_markdown
 
