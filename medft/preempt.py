@@ -28,7 +28,7 @@ from medft.rundir import EXIT_PREEMPTED, write_status
 
 SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")
 LAST = Path("checkpoints") / "last.ckpt"
-ACTIVE: "Preemption | None" = None  # the run whose handlers are installed (medft.commands.train restores them)
+ACTIVE: "Preemption | None" = None  # the run whose handlers are installed (medft.runner restores them)
 
 
 def ignore_signals() -> None:
@@ -47,7 +47,7 @@ def restore_active() -> None:
 
 
 class Preempted(SIGTERMException):
-    """Raised at a step boundary after a signal; ``medft.commands.train`` turns it into :data:`EXIT_PREEMPTED`."""
+    """Raised at a step boundary after a signal; ``medft.runner.task_wrapper`` turns it into :data:`EXIT_PREEMPTED`."""
 
     def __init__(self, signame: str, step: int, saved: bool) -> None:
         super().__init__(EXIT_PREEMPTED)

@@ -46,7 +46,7 @@ def _read_overrides(saved: Path, given: set[str | None]) -> list[str]:
 
 
 AUTO = "auto"
-_OFF = ("auto", "false", "False", "null", "off")  # kept as config values: medft.commands.train.auto_resume reads them
+_OFF = ("auto", "false", "False", "null", "off")  # kept as config values: medft.runner.auto_resume reads them
 
 
 def _configured_run_dir(args: list[str]) -> Path | None:
@@ -63,7 +63,7 @@ def _configured_run_dir(args: list[str]) -> Path | None:
 def check_auto_resume(args: list[str]) -> None:
     """``resume=auto`` (or a SLURM job without ``resume=``) on one run whose ``hydra.run.dir`` holds a
     finished run: refused in one line, before Hydra writes anything there. Unfinished or empty dirs
-    are the job's business (medft.commands.train: continue from last.ckpt, or start)."""
+    are the job's business (medft.runner.auto_resume: continue from last.ckpt, or start)."""
     import os
 
     values = [a.split("=", 1)[1] for a in args if _key(a) == RESUME_KEY]

@@ -3,7 +3,7 @@
     medft train +tune=layernorm                     # the embedded default (tiny BLIP, demo set)
     medft train -m tune=layernorm,full trainer.max_epochs=1
     medft train resume=logs/runs/layernorm_demo_blip_tiny/<time>   # continue a stopped run in place
-    python -m medft.commands.train +tune=layernorm           # the same, without the console script
+    python -m medft.commands.train +tune=layernorm  # the same, without the console script
 
 Every run dir holds .hydra/ (the composed config), metrics.json, predictions.jsonl, csv/ logs and
 checkpoints/ (best.ckpt, last.ckpt) with only the trained parameters and the state to resume.
