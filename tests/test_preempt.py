@@ -161,7 +161,7 @@ def test_cli_refuses_a_finished_run_dir(cli, tmp_path, monkeypatch):
 def test_auto_resume_switch(monkeypatch):
     from omegaconf import OmegaConf
 
-    from medft.commands.train import auto_resume
+    from medft.runner import auto_resume
 
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     assert auto_resume(OmegaConf.create({"resume": "auto", "ckpt_path": None}))
