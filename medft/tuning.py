@@ -32,19 +32,25 @@ counts (``params/*``, ``medft params``) hold only parameters that can learn.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable
-
-from torch import nn
+from typing import TYPE_CHECKING, Any, Iterable
 
 from medft.errors import ConfigError
 
+if TYPE_CHECKING:  # torch where modules are handled: `medft report` / `medft params` read MODE_ORDER first
+    from torch import nn
+
 SELECTORS = ("all", "norm", "ffn", "attention", "bias", "lora", "ia3", "prefix", "none")
+# The shipped tune modes (configs/tune/), from nothing trained to everything: the one order of
+# `medft params`, `medft report` (rows, plot colours), `make sweep`, scripts/ and the tests.
+MODE_ORDER = ("frozen", "layernorm", "bitfit", "ia3", "prefix", "lora", "dora", "attention", "ffn", "full")
 NORM_PARAMS = ("both", "weight", "bias")
 PEFT_PREFIX = "base_model.model."  # what peft puts in front of the wrapped model's names
 
 
 def norm_kind(module: nn.Module) -> str | None:
     """``"layernorm"``, ``"rmsnorm"``, ``"norm"`` (group/batch norm) or None for other modules."""
+    from torch import nn
+
     name = type(module).__name__
     if isinstance(module, nn.RMSNorm) or name.endswith("RMSNorm"):
         return "rmsnorm"
@@ -110,6 +116,8 @@ def _modules_of_types(model: nn.Module, type_names: Iterable[str]) -> list[tuple
 
 def _linear_children(parents: list[tuple[str, nn.Module]]) -> list[tuple[str, nn.Module]]:
     """The Linear layers directly inside the given modules (not their norms, not nested blocks)."""
+    from torch import nn
+
     out = []
     for pname, parent in parents:
         for cname, child in parent.named_children():
@@ -250,6 +258,8 @@ def lora_target_names(
             n for comp, names in targets.items() if wanted is None or comp in wanted
             for n in lora_target_names(model, list(names), arch, [comp], skip)
         ]
+    from torch import nn
+
     modules = dict(model.named_modules())
 
     def named(name: str) -> bool:
