@@ -100,13 +100,19 @@ def unused_modules(model: nn.Module, arch: dict[str, Any]) -> list[str]:
 
 
 @dataclass
-class TuneReport:
+class TuneSummary:
     """What a tune mode matched: trainable parameter names and module counts."""
 
     mode: str
     trainable: list[str] = field(default_factory=list)
     modules: dict[str, int] = field(default_factory=dict)  # trained norm layers, e.g. {"layernorm": 25, "rmsnorm": 0}
     unused: list[str] = field(default_factory=list)  # modules left frozen: the forward pass never uses them
+
+
+def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The parameters of ``model`` that train (``requires_grad``), by name, tied weights once: the one
+    trainable key set (:func:`apply_tuning` reports it, checkpoints and ``trained.safetensors`` hold it)."""
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
 def _modules_of_types(model: nn.Module, type_names: Iterable[str]) -> list[tuple[str, nn.Module]]:
@@ -192,7 +198,7 @@ def check_tune(tune: dict[str, Any], arch: dict[str, Any], model_name: str = "",
         )
 
 
-def apply_tuning(adapter: nn.Module, tune: dict[str, Any]) -> TuneReport:
+def apply_tuning(adapter: nn.Module, tune: dict[str, Any]) -> TuneSummary:
     """Freeze everything, then unfreeze (or add, for peft's methods) exactly what ``tune`` selects.
 
     ``adapter`` exposes ``.model`` (the Hugging Face model; replaced by a peft model for LoRA) and
@@ -204,7 +210,7 @@ def apply_tuning(adapter: nn.Module, tune: dict[str, Any]) -> TuneReport:
     check_tune(tune, arch, getattr(adapter, "name", ""), _checkpointing(adapter.model))
     wanted = list(tune["components"]) if tune.get("components") else None
     _check_components(arch, wanted)
-    report = TuneReport(mode, unused=unused_modules(adapter.model, arch))
+    report = TuneSummary(mode, unused=unused_modules(adapter.model, arch))
 
     adapter.model.requires_grad_(False)
     if select in ("lora", "ia3", "prefix"):  # peft marks its adapters (and only them) trainable
@@ -222,7 +228,7 @@ def apply_tuning(adapter: nn.Module, tune: dict[str, Any]) -> TuneReport:
             if kind and any(p.requires_grad for p in module.parameters(recurse=False)):
                 report.modules[kind] = report.modules.get(kind, 0) + 1
 
-    report.trainable = [n for n, p in adapter.model.named_parameters() if p.requires_grad]
+    report.trainable = list(trainable_parameters(adapter.model))
     if select != "none" and not report.trainable:
         where = f" in components {wanted}" if wanted else ""
         raise ConfigError(f"tune mode {mode!r} (select={select}) matched no parameter{where}: check tune.components")
