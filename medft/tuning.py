@@ -279,6 +279,21 @@ def lora_target_names(
     ]
 
 
+def _target_names(
+    model: nn.Module, tune: dict[str, Any], arch: dict[str, Any], wanted: list[str] | None, skip: list[str],
+    default: str, key: str, fix: str,
+) -> list[str]:
+    """The Linear layers ``tune.target_modules`` (else ``arch[default]``) names: :func:`lora_target_names`,
+    or a ConfigError saying that they matched none and ``fix``."""
+    targets = tune.get("target_modules") or arch.get(default) or []
+    names = lora_target_names(model, targets, arch, wanted, skip)
+    if not names:
+        where = f" in components {wanted}" if wanted else ""
+        other = "" if targets else f", or arch.{default} in the model config"
+        raise ConfigError(f"{key}={targets} matched no Linear layer{where}; {fix}{other}")
+    return names
+
+
 def _wrap_lora(
     model: nn.Module, tune: dict[str, Any], arch: dict[str, Any], wanted: list[str] | None, skip: list[str]
 ) -> nn.Module:
@@ -287,14 +302,8 @@ def _wrap_lora(
     r = int(tune.get("r", 8))
     if r <= 0:
         raise ConfigError(f"tune.r={r} must be > 0")
-    targets = tune.get("target_modules") or arch.get("lora_targets") or []
-    names = lora_target_names(model, targets, arch, wanted, skip)
-    if not names:
-        raise ConfigError(
-            f"tune.target_modules={targets} matched no Linear layer"
-            + (f" in components {wanted}" if wanted else "")
-            + "; set tune.target_modules to names of Linear layers of this model"
-        )
+    names = _target_names(model, tune, arch, wanted, skip, "lora_targets", "tune.target_modules",
+                          "set tune.target_modules to names of Linear layers of this model")
     config = LoraConfig(
         r=r,
         lora_alpha=int(tune.get("alpha", 16)),
@@ -323,15 +332,8 @@ def _wrap_ia3(
 ) -> nn.Module:
     from peft import IA3Config
 
-    targets = tune.get("target_modules") or arch.get("ia3_targets") or []
-    names = lora_target_names(model, targets, arch, wanted, skip)
-    if not names:
-        raise ConfigError(
-            f"tune=ia3: target_modules={targets} matched no Linear layer"
-            + (f" in components {wanted}" if wanted else "")
-            + "; set tune.target_modules (and tune.feedforward_modules) to Linear layers of this model"
-            + ("" if targets else ", or arch.ia3_targets in the model config")
-        )
+    names = _target_names(model, tune, arch, wanted, skip, "ia3_targets", "tune=ia3: target_modules",
+                          "set tune.target_modules (and tune.feedforward_modules) to Linear layers of this model")
     feedforward = tune.get("feedforward_modules") or arch.get("ia3_feedforward") or []
     ff_names = set(lora_target_names(model, feedforward, arch, wanted, skip)) & set(names)
     config = IA3Config(target_modules=names, feedforward_modules=sorted(ff_names))
