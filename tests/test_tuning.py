@@ -209,11 +209,14 @@ def test_peft_scales_get_no_weight_decay(mode, scale):
 def test_one_mode_order_covers_every_shipped_mode_and_drives_make_sweep():
     """MODE_ORDER is the one list of tune modes: every configs/tune/ file once, and what `make sweep` runs."""
     import subprocess
+    import sys
+    from pathlib import Path
 
     from medft.config import CONFIG_DIR, available
 
     assert sorted(MODE_ORDER) == sorted(available("tune")) and len(set(MODE_ORDER)) == len(MODE_ORDER)
-    dry = subprocess.run(["make", "-n", "sweep"], cwd=CONFIG_DIR.parent, capture_output=True, text=True, check=True).stdout
+    dry = subprocess.run(["make", "-n", "sweep", f"BIN={Path(sys.executable).parent}"], cwd=CONFIG_DIR.parent,
+                         capture_output=True, text=True, check=True).stdout
     swept = next(line for line in dry.splitlines() if "tune=" in line).split("tune=")[1].split()[0]
     assert swept.split(",") == [m for m in MODE_ORDER if m != "prefix"]
 
