@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed
 LOGS   ?= $(or $(MEDFT_LOG_DIR),logs)
 NOW    := $(shell date +%Y-%m-%d_%H-%M-%S)
 MODES  ?= layernorm,ffn,attention,lora,full
+# make sweep: every tune mode but prefix (BLIP has none), in medft.tuning.MODE_ORDER (read when the sweep runs)
+SWEEP_MODES = $(shell $(BIN)/python -c "from medft.tuning import MODE_ORDER; print(','.join(m for m in MODE_ORDER if m != 'prefix'))")
 # make study: STUDY_JOBS jobs at a time, one thread each (2 on a 2-core machine)
 STUDY_JOBS ?= 2
 STUDY_LAUNCH = hydra/launcher=joblib hydra.launcher.n_jobs=$(STUDY_JOBS)
@@ -36,7 +38,7 @@ test: install ## Run the test suite
 
 sweep: install ## Every tune mode on the demo set with the tiny BLIP (prefix: tiny LLaVA, beside its layernorm and lora), then the report
 	@# the report is written even when jobs failed; then the target fails with the sweeps' status
-	status=0; $(BIN)/medft train -m tune=frozen,layernorm,bitfit,ia3,lora,dora,attention,ffn,full hydra.sweep.dir=$(LOGS)/sweeps/$(NOW) $(ARGS) || status=$$?; \
+	status=0; $(BIN)/medft train -m tune=$(SWEEP_MODES) hydra.sweep.dir=$(LOGS)/sweeps/$(NOW) $(ARGS) || status=$$?; \
 	$(BIN)/medft train -m model=llava_tiny tune=layernorm,prefix,lora hydra.sweep.dir=$(LOGS)/sweeps/$(NOW) $(ARGS) || status=$$?; \
 	$(BIN)/medft report $(LOGS)/sweeps/$(NOW); exit $$status
 

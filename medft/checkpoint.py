@@ -159,32 +159,13 @@ class BestCheckpoint(ModelCheckpoint):
 def check_compatible(
     saved: dict[str, torch.Tensor], expected: dict[str, torch.Size], saved_tune: str, run_tune: str
 ) -> None:
-    """Raise CheckpointError unless ``saved`` has exactly the ``expected`` trained keys and shapes."""
-    missing = sorted(set(expected) - set(saved))
-    unexpected = sorted(set(saved) - set(expected))
-    reshaped = sorted(
-        f"{k} {tuple(saved[k].shape)} vs {tuple(expected[k])}"
-        for k in set(saved) & set(expected)
-        if tuple(saved[k].shape) != tuple(expected[k])
-    )
-    if not (missing or unexpected or reshaped):
-        from medft.trained import weights_problem
+    """Raise CheckpointError unless ``saved`` has exactly the ``expected`` trained keys and shapes
+    (:func:`medft.trained.check_state`, the check ``trained.safetensors`` goes through too)."""
+    from medft.trained import check_state
 
-        problem = weights_problem(saved, expected)
-        if problem:
-            raise CheckpointError(f"checkpoint was not loaded: it holds {problem}; use an earlier checkpoint")
-        return
-    parts = [
-        f"{len(items)} {label}, e.g. {items[:3]}"
-        for label, items in (
-            ("trained key(s) missing", missing),
-            ("unexpected key(s)", unexpected),
-            ("key(s) with another shape (checkpoint vs run)", reshaped),
-        )
-        if items
-    ]
-    raise CheckpointError(
-        f"checkpoint does not match this run (checkpoint tune={saved_tune!r}, run tune={run_tune!r}): "
-        + "; ".join(parts)
-        + " — resume with the same model and tune mode"
+    check_state(
+        saved, expected, CheckpointError,
+        f"checkpoint does not match this run (checkpoint tune={saved_tune!r}, run tune={run_tune!r})",
+        "resume with the same model and tune mode", "checkpoint was not loaded: it holds {problem}; use an earlier checkpoint",
+        compare="checkpoint vs run",
     )

@@ -6,6 +6,7 @@ import errno
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,6 +26,10 @@ class WriteError(MedftError, OSError):
 def write_error(err: BaseException, path: str | Path | None = None) -> WriteError | None:
     """The one-line error for a failed write (full disk, quota, read-only place), or None for other errors."""
     code = getattr(err, "errno", None)
+    rust = re.search(r"\(os error (\d+)\)", str(err)) if code is None else None  # safetensors: "... (os error 28)"
+    if rust:
+        code = int(rust.group(1))
+        err = OSError(code, os.strerror(code))
     where = path or getattr(err, "filename", None) or "a file"
     if code in NO_SPACE or (isinstance(err, RuntimeError) and any(
             m in str(err) for m in ("unexpected pos", "PytorchStreamWriter failed", "file write failed"))):
@@ -87,8 +92,8 @@ def file_mode() -> int:
     return 0o666 & ~_umask()
 
 
-def write_atomic(path: str | Path, write: Callable[[IO], Any], binary: bool = False) -> Path:
-    """Call ``write(fh)`` on a temp file beside ``path``, fsync it, then rename it over ``path``."""
+def _replace_atomic(path: str | Path, fill: Callable[[int, str], Any]) -> Path:
+    """``fill(fd, tmp)`` writes and fsyncs a temp file beside ``path`` (mode by the umask), then it replaces ``path``."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,10 +102,7 @@ def write_atomic(path: str | Path, write: Callable[[IO], Any], binary: bool = Fa
         raise (write_error(err, path) or err) from None
     try:
         os.fchmod(fd, file_mode())  # mkstemp's 0600 would hide results from the group (shared clusters)
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
+        fill(fd, tmp)
         os.replace(tmp, path)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
@@ -109,6 +111,35 @@ def write_atomic(path: str | Path, write: Callable[[IO], Any], binary: bool = Fa
             raise one_line from None
         raise
     return path
+
+
+def write_atomic(path: str | Path, write: Callable[[IO], Any], binary: bool = False) -> Path:
+    """Call ``write(fh)`` on a temp file beside ``path``, fsync it, then rename it over ``path``."""
+
+    def fill(fd: int, tmp: str) -> None:
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    return _replace_atomic(path, fill)
+
+
+def write_named_atomic(path: str | Path, write: Callable[[str], Any]) -> Path:
+    """:func:`write_atomic` for writers that open the file by name themselves (safetensors' ``save_file``):
+    ``write(tmp)``, then the umask's mode (the writer may have made it 0600 anew), fsync, rename."""
+
+    def fill(fd: int, tmp: str) -> None:
+        os.close(fd)
+        write(tmp)
+        os.chmod(tmp, file_mode())
+        done = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(done)
+        finally:
+            os.close(done)
+
+    return _replace_atomic(path, fill)
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

@@ -19,7 +19,7 @@ from torch import nn
 from medft.checkpoint import check_compatible
 from medft.errors import ConfigError, TrainingDiverged
 from medft.metrics.evaluators import make_evaluator
-from medft.tuning import param_groups
+from medft.tuning import param_groups, trainable_parameters
 
 
 class MedVLMModule(L.LightningModule):
@@ -130,7 +130,7 @@ class MedVLMModule(L.LightningModule):
 
     # -- checkpoints: only what was trained -------------------------------------------------
     def trainable_keys(self) -> set[str]:
-        return {n for n, p in self.named_parameters() if p.requires_grad}
+        return set(trainable_parameters(self))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         keep = self.trainable_keys()
@@ -138,7 +138,7 @@ class MedVLMModule(L.LightningModule):
         checkpoint["medft"] = {"tune": self.tune_name, "trainable_keys": sorted(keep)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        expected = {n: p.shape for n, p in self.named_parameters() if p.requires_grad}
+        expected = {n: p.shape for n, p in trainable_parameters(self).items()}
         saved_tune = checkpoint.get("medft", {}).get("tune", "?")
         check_compatible(checkpoint["state_dict"], expected, saved_tune, self.tune_name)
 

@@ -9,14 +9,13 @@ then :func:`load_trained_file` (its keys must be exactly the trainable ones).
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medft.errors import ConfigError
-from medft.files import file_mode, write_error
+from medft.files import write_named_atomic
+from medft.tuning import trainable_parameters
 
 if TYPE_CHECKING:  # torch only where tensors are handled: `medft eval` resolves paths first
     import torch
@@ -27,31 +26,23 @@ FILENAME = "trained.safetensors"
 
 def trained_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The trainable parameters of ``model`` (tied weights once), detached and contiguous."""
-    return {n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    return {n: p.detach().contiguous() for n, p in trainable_parameters(model).items()}
 
 
 def trained_bytes(model: nn.Module) -> int:
     """Bytes of tensor data :func:`save_trained` writes for ``model`` (works on the meta device)."""
-    return sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    return sum(p.numel() * p.element_size() for p in trainable_parameters(model).values())
 
 
 def save_trained(path: str | Path, net: nn.Module, tune: dict[str, Any], **extra: Any) -> Path:
     """Write ``net.model``'s trainable parameters and the provenance metadata to ``path`` (atomically)."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"model": getattr(net, "name", ""), "pretrained": getattr(net, "pretrained", None), "tune": tune, **extra}
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        save_file(trained_state(net.model), str(tmp), metadata={"format": "pt", "medft": json.dumps(meta, sort_keys=True)})
-    except Exception as err:  # safetensors reports I/O errors as SafetensorError("... (os error 28)")
-        tmp.unlink(missing_ok=True)
-        code = next((c for c in (errno.ENOSPC, errno.EROFS, errno.EACCES) if f"os error {c})" in str(err)), None)
-        raise (write_error(OSError(code, os.strerror(code)), path) if code else err) from None
-    os.chmod(tmp, file_mode())  # safetensors creates it 0600: follow the umask like every other file
-    tmp.replace(path)
-    return path
+    state = trained_state(net.model)
+    return write_named_atomic(
+        path, lambda tmp: save_file(state, tmp, metadata={"format": "pt", "medft": json.dumps(meta, sort_keys=True)})
+    )
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
@@ -94,29 +85,48 @@ def weights_problem(state: dict[str, Any], shapes: dict[str, Any]) -> str | None
     return None
 
 
+def check_state(
+    state: dict[str, Any], expected: dict[str, Any], error: type[Exception], mismatch: str, fix: str, refused: str,
+    compare: str | None = None,
+) -> None:
+    """The one check of trained tensors against the parameters they go into (``expected``: name -> shape):
+    exactly the expected keys, then shapes, dtypes and finite values (:func:`weights_problem`).
+
+    ``error(f"{mismatch}: <missing / unexpected keys> — {fix}")`` when the keys differ (with ``compare``,
+    e.g. ``"checkpoint vs run"``, the keys of another shape are listed there too), else ``error(refused)``
+    with ``{problem}`` in it replaced by what makes the tensors unusable.
+    """
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    reshaped = (sorted(f"{k} {tuple(state[k].shape)} vs {tuple(expected[k])}" for k in set(state) & set(expected)
+                       if tuple(state[k].shape) != tuple(expected[k])) if compare else [])
+    parts = [
+        f"{len(items)} {label}, e.g. {items[:3]}"
+        for label, items in (("trained key(s) missing", missing), ("unexpected key(s)", unexpected),
+                             (f"key(s) with another shape ({compare})", reshaped))
+        if items
+    ]
+    if parts:
+        raise error(f"{mismatch}: " + "; ".join(parts) + f" — {fix}")
+    problem = weights_problem(state, expected)
+    if problem:
+        raise error(refused.replace("{problem}", problem))
+
+
 def load_trained_file(net: nn.Module, path: str | Path) -> dict[str, Any]:
     """Put the file's parameters into ``net.model`` (already tuned like the run); return its metadata.
 
-    Its keys must be exactly ``net.model``'s trainable parameters: a file from another model or
-    tune mode is a ConfigError naming the missing and unexpected keys.
+    Its keys must be exactly ``net.model``'s trainable parameters (:func:`check_state`): a file from another
+    model or tune mode is a ConfigError naming the missing and unexpected keys.
     """
     import torch
     from safetensors.torch import load_file
 
     meta = read_metadata(path)
     state = load_file(str(path))
-    expected = {n for n, p in net.model.named_parameters() if p.requires_grad}
-    if set(state) != expected:
-        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-        tune = (meta.get("tune") or {}).get("name", "?")
-        raise ConfigError(
-            f"{path} does not match this model (file tune={tune!r}): {len(missing)} trained key(s) missing, "
-            f"e.g. {missing[:3]}; {len(unexpected)} unexpected, e.g. {unexpected[:3]} — use the same model and tune mode"
-        )
-    params = dict(net.model.named_parameters())
-    problem = weights_problem(state, {n: params[n].shape for n in state})
-    if problem:
-        raise ConfigError(f"{path} was not loaded: {problem}")
+    params = trainable_parameters(net.model)
+    tune = (meta.get("tune") or {}).get("name", "?")
+    check_state(state, {n: p.shape for n, p in params.items()}, ConfigError, f"{path} does not match this model (file tune={tune!r})",
+                "use the same model and tune mode", f"{path} was not loaded: {{problem}}")
     with torch.no_grad():
         for name, tensor in state.items():
             params[name].copy_(tensor.to(params[name].dtype))

@@ -32,19 +32,25 @@ counts (``params/*``, ``medft params``) hold only parameters that can learn.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable
-
-from torch import nn
+from typing import TYPE_CHECKING, Any, Iterable
 
 from medft.errors import ConfigError
 
+if TYPE_CHECKING:  # torch where modules are handled: `medft report` / `medft params` read MODE_ORDER first
+    from torch import nn
+
 SELECTORS = ("all", "norm", "ffn", "attention", "bias", "lora", "ia3", "prefix", "none")
+# The shipped tune modes (configs/tune/), from nothing trained to everything: the one order of
+# `medft params`, `medft report` (rows, plot colours), `make sweep`, scripts/ and the tests.
+MODE_ORDER = ("frozen", "layernorm", "bitfit", "ia3", "prefix", "lora", "dora", "attention", "ffn", "full")
 NORM_PARAMS = ("both", "weight", "bias")
 PEFT_PREFIX = "base_model.model."  # what peft puts in front of the wrapped model's names
 
 
 def norm_kind(module: nn.Module) -> str | None:
     """``"layernorm"``, ``"rmsnorm"``, ``"norm"`` (group/batch norm) or None for other modules."""
+    from torch import nn
+
     name = type(module).__name__
     if isinstance(module, nn.RMSNorm) or name.endswith("RMSNorm"):
         return "rmsnorm"
@@ -94,13 +100,19 @@ def unused_modules(model: nn.Module, arch: dict[str, Any]) -> list[str]:
 
 
 @dataclass
-class TuneReport:
+class TuneSummary:
     """What a tune mode matched: trainable parameter names and module counts."""
 
     mode: str
     trainable: list[str] = field(default_factory=list)
     modules: dict[str, int] = field(default_factory=dict)  # trained norm layers, e.g. {"layernorm": 25, "rmsnorm": 0}
     unused: list[str] = field(default_factory=list)  # modules left frozen: the forward pass never uses them
+
+
+def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The parameters of ``model`` that train (``requires_grad``), by name, tied weights once: the one
+    trainable key set (:func:`apply_tuning` reports it, checkpoints and ``trained.safetensors`` hold it)."""
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
 def _modules_of_types(model: nn.Module, type_names: Iterable[str]) -> list[tuple[str, nn.Module]]:
@@ -110,6 +122,8 @@ def _modules_of_types(model: nn.Module, type_names: Iterable[str]) -> list[tuple
 
 def _linear_children(parents: list[tuple[str, nn.Module]]) -> list[tuple[str, nn.Module]]:
     """The Linear layers directly inside the given modules (not their norms, not nested blocks)."""
+    from torch import nn
+
     out = []
     for pname, parent in parents:
         for cname, child in parent.named_children():
@@ -184,7 +198,7 @@ def check_tune(tune: dict[str, Any], arch: dict[str, Any], model_name: str = "",
         )
 
 
-def apply_tuning(adapter: nn.Module, tune: dict[str, Any]) -> TuneReport:
+def apply_tuning(adapter: nn.Module, tune: dict[str, Any]) -> TuneSummary:
     """Freeze everything, then unfreeze (or add, for peft's methods) exactly what ``tune`` selects.
 
     ``adapter`` exposes ``.model`` (the Hugging Face model; replaced by a peft model for LoRA) and
@@ -196,7 +210,7 @@ def apply_tuning(adapter: nn.Module, tune: dict[str, Any]) -> TuneReport:
     check_tune(tune, arch, getattr(adapter, "name", ""), _checkpointing(adapter.model))
     wanted = list(tune["components"]) if tune.get("components") else None
     _check_components(arch, wanted)
-    report = TuneReport(mode, unused=unused_modules(adapter.model, arch))
+    report = TuneSummary(mode, unused=unused_modules(adapter.model, arch))
 
     adapter.model.requires_grad_(False)
     if select in ("lora", "ia3", "prefix"):  # peft marks its adapters (and only them) trainable
@@ -214,7 +228,7 @@ def apply_tuning(adapter: nn.Module, tune: dict[str, Any]) -> TuneReport:
             if kind and any(p.requires_grad for p in module.parameters(recurse=False)):
                 report.modules[kind] = report.modules.get(kind, 0) + 1
 
-    report.trainable = [n for n, p in adapter.model.named_parameters() if p.requires_grad]
+    report.trainable = list(trainable_parameters(adapter.model))
     if select != "none" and not report.trainable:
         where = f" in components {wanted}" if wanted else ""
         raise ConfigError(f"tune mode {mode!r} (select={select}) matched no parameter{where}: check tune.components")
@@ -250,6 +264,8 @@ def lora_target_names(
             n for comp, names in targets.items() if wanted is None or comp in wanted
             for n in lora_target_names(model, list(names), arch, [comp], skip)
         ]
+    from torch import nn
+
     modules = dict(model.named_modules())
 
     def named(name: str) -> bool:
@@ -263,6 +279,21 @@ def lora_target_names(
     ]
 
 
+def _target_names(
+    model: nn.Module, tune: dict[str, Any], arch: dict[str, Any], wanted: list[str] | None, skip: list[str],
+    default: str, key: str, fix: str,
+) -> list[str]:
+    """The Linear layers ``tune.target_modules`` (else ``arch[default]``) names: :func:`lora_target_names`,
+    or a ConfigError saying that they matched none and ``fix``."""
+    targets = tune.get("target_modules") or arch.get(default) or []
+    names = lora_target_names(model, targets, arch, wanted, skip)
+    if not names:
+        where = f" in components {wanted}" if wanted else ""
+        other = "" if targets else f", or arch.{default} in the model config"
+        raise ConfigError(f"{key}={targets} matched no Linear layer{where}; {fix}{other}")
+    return names
+
+
 def _wrap_lora(
     model: nn.Module, tune: dict[str, Any], arch: dict[str, Any], wanted: list[str] | None, skip: list[str]
 ) -> nn.Module:
@@ -271,14 +302,8 @@ def _wrap_lora(
     r = int(tune.get("r", 8))
     if r <= 0:
         raise ConfigError(f"tune.r={r} must be > 0")
-    targets = tune.get("target_modules") or arch.get("lora_targets") or []
-    names = lora_target_names(model, targets, arch, wanted, skip)
-    if not names:
-        raise ConfigError(
-            f"tune.target_modules={targets} matched no Linear layer"
-            + (f" in components {wanted}" if wanted else "")
-            + "; set tune.target_modules to names of Linear layers of this model"
-        )
+    names = _target_names(model, tune, arch, wanted, skip, "lora_targets", "tune.target_modules",
+                          "set tune.target_modules to names of Linear layers of this model")
     config = LoraConfig(
         r=r,
         lora_alpha=int(tune.get("alpha", 16)),
@@ -307,15 +332,8 @@ def _wrap_ia3(
 ) -> nn.Module:
     from peft import IA3Config
 
-    targets = tune.get("target_modules") or arch.get("ia3_targets") or []
-    names = lora_target_names(model, targets, arch, wanted, skip)
-    if not names:
-        raise ConfigError(
-            f"tune=ia3: target_modules={targets} matched no Linear layer"
-            + (f" in components {wanted}" if wanted else "")
-            + "; set tune.target_modules (and tune.feedforward_modules) to Linear layers of this model"
-            + ("" if targets else ", or arch.ia3_targets in the model config")
-        )
+    names = _target_names(model, tune, arch, wanted, skip, "ia3_targets", "tune=ia3: target_modules",
+                          "set tune.target_modules (and tune.feedforward_modules) to Linear layers of this model")
     feedforward = tune.get("feedforward_modules") or arch.get("ia3_feedforward") or []
     ff_names = set(lora_target_names(model, feedforward, arch, wanted, skip)) & set(names)
     config = IA3Config(target_modules=names, feedforward_modules=sorted(ff_names))

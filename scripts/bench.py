@@ -30,8 +30,10 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from medft.tuning import MODE_ORDER
+
 REPO = Path(__file__).resolve().parents[1]
-MODES = ["full", "layernorm", "bitfit", "attention", "ffn", "lora", "dora", "ia3"]  # prefix: not on BLIP
+MODES = [m for m in MODE_ORDER if m not in ("frozen", "prefix")]  # frozen: measured apart; prefix: not on BLIP
 
 
 def rss_mb() -> float:

@@ -19,10 +19,10 @@ from transformers import BlipForQuestionAnswering, LlavaForConditionalGeneration
 from medft.models import blip as blip_mod
 from medft.models import llava as llava_mod
 from medft.models.loading import arch_config, enable_gradient_checkpointing
-from medft.tuning import UnsupportedMode, apply_tuning, count_parameters
+from medft.tuning import MODE_ORDER, UnsupportedMode, apply_tuning, count_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
-MODES = ["layernorm", "ffn", "attention", "lora", "dora", "ia3", "prefix", "bitfit", "full", "frozen"]
+MODES = MODE_ORDER
 
 
 def tune(mode):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 from medft.models.blip import build_blip_vqa
-from medft.tuning import norm_kind
+from medft.tuning import MODE_ORDER, norm_kind
 from tests.conftest import FAST, model_cfg
 
 
@@ -35,7 +35,7 @@ def test_no_tune_lists_the_modes(run_cli, tmp_path):
     out = run_cli("train")
     assert out.returncode == 2
     assert "no tune mode given" in out.stderr
-    for mode in ("layernorm", "ffn", "attention", "lora", "dora", "ia3", "prefix", "full", "bitfit", "frozen"):
+    for mode in MODE_ORDER:
         assert mode in out.stderr
     assert not (tmp_path / "logs").exists()  # refused before any run dir was made
 

@@ -206,3 +206,38 @@ def test_truncation_is_counted(tmp_path):
 def test_corrupt_image_fixture_modes(tmp_path):
     for i in range(5):
         assert load_rgb(write_image(tmp_path / f"{i}.png", i)).mode == "RGB"
+
+
+# --- one data layer: the shared record / split code depends on no dataset -------------------------
+
+SHARED = {"check_root", "read_json", "read_json_list", "is_text", "text", "_text", "drop_reason", "vqa_record",
+          "report_record", "carve_val", "make_ids_unique", "_make_ids_unique", "finish", "check_val_fraction"}
+
+
+def test_the_shared_data_module_imports_no_dataset_module():
+    import ast
+    import subprocess
+    import sys
+
+    import medft.data.common as common
+
+    tree = ast.parse(Path(common.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not [m for m in imported if m and m.startswith("medft.data")], imported
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, medft.data.common; print(sorted(m for m in sys.modules if m.startswith('medft.data.')))"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert loaded.strip() == "['medft.data.common']"
+
+
+def test_records_and_splits_are_made_in_the_shared_module_only():
+    import ast
+
+    data = Path(sources.__file__).parent
+    for path in sorted(data.glob("*.py")):
+        if path.name == "common.py":
+            continue
+        defined = {n.name for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.FunctionDef)}
+        assert not defined & SHARED, f"{path.name} re-implements {sorted(defined & SHARED)} of medft.data.common"

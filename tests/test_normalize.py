@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from medft.metrics.vqa import is_correct, normalize_answer, vqa_accuracy
+from medft.metrics.accuracy import vqa_accuracy
+from medft.metrics.vqa import is_correct, normalize_answer
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MEVF_TEST = SHARED_DATA / "vqa_rad" / "mevf" / "testset.json"
@@ -86,3 +87,24 @@ def test_vqa_accuracy_of_an_empty_split_is_none():
     empty = vqa_accuracy([])
     assert empty["acc"] is None and empty["n"] == 0
     assert not any(isinstance(v, float) and math.isnan(v) for v in empty.values())
+
+
+def test_training_metric_and_vqa_accuracy_follow_one_rule():
+    """The evaluator a run logs through and vqa_accuracy (rescoring, protocols) count the same way:
+    answer types in any case / with spaces are CLOSED or OPEN, another type counts overall only."""
+    from medft.metrics.evaluators import VQAEvaluator
+
+    metas = [
+        {"id": "1", "answer": "yes", "answer_type": "closed"},
+        {"id": "2", "answer": "no", "answer_type": "CLOSED "},
+        {"id": "3", "answer": "left lung", "answer_type": "OPEN"},
+        {"id": "4", "answer": "2", "answer_type": ""},
+    ]
+    predictions = ["Yes", "yes", "the left lung", "two"]
+    evaluator = VQAEvaluator()
+    rows = evaluator.update(predictions, metas)
+    logged = {k: float(v) for k, v in evaluator.compute().items()}
+    acc = vqa_accuracy(rows)
+    assert (acc["n"], acc["n_closed"], acc["n_open"]) == (4, 2, 1)
+    assert logged == pytest.approx({k: acc[k] for k in ("acc", "acc_closed", "acc_open")})
+    assert (acc["acc"], acc["acc_closed"], acc["acc_open"]) == (0.75, 0.5, 1.0)

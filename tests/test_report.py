@@ -8,7 +8,7 @@ from PIL import Image
 from medft.config import CONFIG_DIR
 from medft.metrics.evaluators import ReportEvaluator, VQAEvaluator, make_evaluator
 from medft.metrics.report_gen import clean_report, coco_scores
-from medft.tuning import apply_tuning
+from medft.tuning import MODE_ORDER, apply_tuning
 from tests.conftest import model_cfg
 
 
@@ -87,7 +87,7 @@ def test_collate_masks_prompt_and_padding():
     assert len(texts) == 2 and all(isinstance(t, str) and not t.startswith("findings") for t in texts)
 
 
-@pytest.mark.parametrize("mode", ["layernorm", "ffn", "attention", "lora", "dora", "ia3", "bitfit", "full", "frozen"])
+@pytest.mark.parametrize("mode", [m for m in MODE_ORDER if m != "prefix"])
 def test_every_tune_mode_trains_the_report_model(mode):
     net = build()
     tune = yaml.safe_load((CONFIG_DIR / "tune" / f"{mode}.yaml").read_text())

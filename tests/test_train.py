@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from medft.commands.train import train
+from medft.tuning import MODE_ORDER
 
-MODES = ["layernorm", "ffn", "attention", "lora", "dora", "ia3", "bitfit", "full", "frozen"]  # prefix (LLaVA only): tests/test_peft_modes.py
+MODES = [m for m in MODE_ORDER if m != "prefix"]  # prefix (LLaVA only): tests/test_peft_modes.py
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -324,6 +324,25 @@ def test_trained_file_with_bad_metadata_json_is_one_line(tmp_path):
         load_trained_file(TinyNet(), path)
 
 
+def test_checkpoints_and_trained_files_go_through_one_key_check(tmp_path):
+    """check_compatible (last.ckpt) and load_trained_file (trained.safetensors) list key differences alike."""
+    from safetensors.torch import save_file
+
+    from medft.checkpoint import check_compatible
+    from medft.errors import CheckpointError, ConfigError
+    from medft.trained import load_trained_file
+
+    state = {"weight": torch.ones(64), "gain": torch.ones(64)}
+    parts = "1 trained key(s) missing, e.g. ['bias']; 1 unexpected key(s), e.g. ['gain']"
+    path = tmp_path / "trained.safetensors"
+    save_file(state, str(path), metadata={"medft": '{"tune": {"name": "layernorm"}}'})
+    with pytest.raises(ConfigError) as from_file:
+        load_trained_file(TinyNet(), path)
+    with pytest.raises(CheckpointError) as from_ckpt:
+        check_compatible(state, {n: p.shape for n, p in TinyNet().model.named_parameters()}, "layernorm", "layernorm")
+    assert parts in str(from_file.value) and parts in str(from_ckpt.value)
+
+
 def test_checkpoint_with_nan_weights_is_refused():
     from medft.checkpoint import check_compatible
     from medft.errors import CheckpointError
@@ -388,6 +407,30 @@ def test_a_full_disk_during_a_checkpoint_save_is_one_line_and_keeps_the_old_file
         io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "global_step": 2}, path)
     monkeypatch.undo()
     assert io.load_checkpoint(path)["global_step"] == 1 and sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
+
+
+@pytest.mark.parametrize("code, message", [(28, "no space left on the device"), (30, "read-only or not yours")])
+def test_a_failed_trained_file_save_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch, code, message):
+    """save_trained goes through medft.files' atomic writer: safetensors' I/O errors ("(os error N)")
+    become the one-line WriteError, the earlier file stays whole and no temp file is left."""
+    import safetensors.torch
+
+    from medft.files import WriteError
+    from medft.trained import read_metadata, save_trained
+
+    net = TinyNet()
+    path = save_trained(tmp_path / "trained.safetensors", net, {"name": "first"})
+
+    def failing(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half")
+        raise Exception(f"Error while serializing: IoError(Os {{ code: {code} }}) (os error {code})")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", failing)
+    with pytest.raises(WriteError, match=f"cannot write {path}: .*{message}") as excinfo:
+        save_trained(path, net, {"name": "second"})
+    assert "\n" not in str(excinfo.value)
+    monkeypatch.undo()
+    assert read_metadata(path)["tune"] == {"name": "first"} and [p.name for p in tmp_path.iterdir()] == [path.name]
 
 
 def test_a_full_disk_during_training_is_one_line(cli, monkeypatch):

@@ -8,10 +8,10 @@ from torch import nn
 
 from medft.errors import ConfigError
 from medft.models.blip import build_blip_vqa
-from medft.tuning import apply_tuning, count_parameters, norm_kind, param_groups, summary_line
+from medft.tuning import MODE_ORDER, apply_tuning, count_parameters, norm_kind, param_groups, summary_line
 from tests.conftest import model_cfg, tune_cfg
 
-MODES = ["layernorm", "ffn", "attention", "lora", "dora", "ia3", "bitfit", "full", "frozen"]
+MODES = [m for m in MODE_ORDER if m != "prefix"]  # prefix (LLaVA only): tests/test_peft_modes.py
 
 
 def tuned(mode: str, **tune_overrides):
@@ -204,3 +204,26 @@ def test_peft_scales_get_no_weight_decay(mode, scale):
     for name, param in trainable(net).items():
         assert (id(param) in plain) == (scale in name), name
     assert sum(len(g["params"]) for g in groups) == len(trainable(net))
+
+
+def test_one_mode_order_covers_every_shipped_mode_and_drives_make_sweep():
+    """MODE_ORDER is the one list of tune modes: every configs/tune/ file once, and what `make sweep` runs."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from medft.config import CONFIG_DIR, available
+
+    assert sorted(MODE_ORDER) == sorted(available("tune")) and len(set(MODE_ORDER)) == len(MODE_ORDER)
+    dry = subprocess.run(["make", "-n", "sweep", f"BIN={Path(sys.executable).parent}"], cwd=CONFIG_DIR.parent,
+                         capture_output=True, text=True, check=True).stdout
+    swept = next(line for line in dry.splitlines() if "tune=" in line).split("tune=")[1].split()[0]
+    assert swept.split(",") == [m for m in MODE_ORDER if m != "prefix"]
+
+
+def test_medft_params_and_report_list_modes_in_mode_order():
+    from medft.commands.params import mode_names
+    from medft.commands.report import _mode_key
+
+    assert mode_names(None) == list(MODE_ORDER)
+    assert sorted(reversed(MODE_ORDER), key=_mode_key) == list(MODE_ORDER)

@@ -25,19 +25,18 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from medft.config import CONFIG_DIR, available, normalize_overrides, register_resolvers
 from medft.errors import ConfigError, MedftError, user_error
-
-STUDY_ORDER = ("layernorm", "ffn", "attention", "lora", "dora", "ia3", "prefix", "bitfit", "full", "frozen")
+from medft.tuning import MODE_ORDER
 
 
 def mode_names(requested: list[str] | None) -> list[str]:
-    """The tune modes to count: ``requested``, or every mode in configs/tune/ (study order first)."""
+    """The tune modes to count: ``requested``, or every mode in configs/tune/ (``MODE_ORDER`` first)."""
     shipped = available("tune")
     if requested:
         unknown = [m for m in requested if m not in shipped]
         if unknown:
             raise ConfigError(f"modes={list(requested)}: unknown mode(s) {unknown}; choose from {shipped}")
         return list(requested)
-    return [m for m in STUDY_ORDER if m in shipped] + [m for m in shipped if m not in STUDY_ORDER]
+    return [m for m in MODE_ORDER if m in shipped] + [m for m in shipped if m not in MODE_ORDER]
 
 
 def tune_config(

@@ -22,8 +22,8 @@ import yaml
 
 from medft.errors import MedftError
 from medft.files import write_text_atomic
+from medft.tuning import MODE_ORDER
 
-MODE_ORDER = ["frozen", "layernorm", "bitfit", "ia3", "prefix", "lora", "dora", "attention", "ffn", "full"]
 # The metric a dataset is judged by in the pivot and the plot: the first one present.
 MAIN_METRICS = ["test/acc", "test/bleu_4", "test/cider"]
 PIVOT_METRICS = ["test/acc_closed", "test/acc_open", "test/acc", "test/bleu_4", "test/rouge_l", "test/cider"]

@@ -14,8 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from medft.data.common import closed_if_yes_no, read_json
-from medft.data.vqa_rad import _text
+from medft.data.common import closed_if_yes_no, read_json, text
 from medft.errors import DataError
 
 FROM_FILE = "from the annotations (answer_type)"
@@ -23,7 +22,7 @@ YES_NO = "yes/no rule (CLOSED iff the answer is yes or no; the layout has no ans
 
 
 def _key(question: Any, answer: Any) -> tuple[str, str]:
-    return " ".join(_text(question).lower().split()), " ".join(_text(answer).lower().split())
+    return " ".join(text(question).lower().split()), " ".join(text(answer).lower().split())
 
 
 def _annotation_rows(path: Path) -> list[dict[str, Any]]:
@@ -46,7 +45,7 @@ def join_answer_types(splits: dict[str, list[dict[str, Any]]], path: str | Path)
         raise DataError(f"dataset.answer_types_from={path} does not exist: give the original annotation file or folder")
     votes: dict[tuple[str, str], Counter] = {}
     for r in _annotation_rows(path):
-        kind = _text(r.get("answer_type")).upper()
+        kind = text(r.get("answer_type")).upper()
         if kind in ("CLOSED", "OPEN"):
             votes.setdefault(_key(r.get("question"), r.get("answer")), Counter())[kind] += 1
     if not votes:

@@ -3,7 +3,7 @@
 Two record shapes leave the loaders (plain dicts; images are paths, never opened here):
 
 * VQA:    ``{"id", "image", "image_name", "question", "answer", "answer_type", "question_type", "organ"}``
-  (the shape :mod:`medft.data.vqa_rad` defines);
+  (:func:`vqa_record`; ``image`` an absolute path, ``answer_type`` ``CLOSED`` or ``OPEN``);
 * report: ``{"id", "image", "images", "views", "report"}``: ``images`` lists every view of the
   study, ``image`` is the first, ``views`` the ones the model sees (side by side when several).
 """
@@ -11,15 +11,17 @@ Two record shapes leave the loaders (plain dicts; images are paths, never opened
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
-from medft.data.vqa_rad import _make_ids_unique, _text, carve_val, is_text
 from medft.errors import ConfigError, DataError
 
 Splits = dict[str, list[dict[str, Any]]]
 SPLITS = ("train", "val", "test")
 YES_NO = {"yes", "no"}
+# The placeholder VQA-RAD uses for "no value". ("None" is a real answer there: keep it.)
+MISSING = {"", "NULL"}
 
 
 def check_root(root: str | Path, expected: str) -> Path:
@@ -49,9 +51,35 @@ def read_json(path: Path) -> Any:
         raise DataError(f"cannot read annotation file {path}: {exc.strerror or exc}") from None
 
 
+def read_json_list(path: Path) -> list[dict[str, Any]]:
+    """A JSON annotation file holding a list of question objects (VQA-RAD, SLAKE), or a one-line DataError."""
+    data = read_json(path)
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise DataError(f"annotation file {path} must hold a JSON list of question objects: restore the original file")
+    return data
+
+
+def is_text(value: Any) -> bool:
+    """Whether a question / answer field holds text: a string, a number (VQA-RAD has int answers) or null."""
+    return value is None or (isinstance(value, (str, int, float)) and not isinstance(value, bool))
+
+
 def text(value: Any) -> str:
     """A field as a stripped string; None and VQA-RAD's "NULL" placeholder become ""."""
-    return _text(value)
+    if value is None:
+        return ""
+    out = str(value).strip()
+    return "" if out in MISSING else out
+
+
+def drop_reason(question: Any, answer: Any, image_name: str | None = None) -> str:
+    """Why a raw question / answer (/ image name, when given) makes no record, or "" when it makes one:
+    ``not_text`` (a list, mapping or bool), ``empty``, ``no_image_name``: the reasons ``medft data`` counts."""
+    if not (is_text(question) and is_text(answer)):
+        return "not_text"
+    if not text(question) or not text(answer):
+        return "empty"
+    return "no_image_name" if image_name is not None and not image_name else ""
 
 
 def closed_if_yes_no(answer: str) -> str:
@@ -93,22 +121,63 @@ def report_record(id: str, images: list[Path], report: Any, views: str = "first"
     return {"id": str(id), "image": paths[0], "images": paths, "views": paths if views == "all" else paths[:1], "report": r}
 
 
+def check_val_fraction(val_fraction: float) -> None:
+    if not 0.0 <= float(val_fraction) < 1.0:
+        raise ConfigError(f"dataset.val_fraction={val_fraction!r} must be in [0, 1)")
+
+
+def carve_val(records: list[dict], val_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """Split ``records`` into (train, val) with ``random.Random(seed)``; both keep file order.
+
+    The validation set has ``round(len * val_fraction)`` records (at least one when the
+    fraction is positive and there are two or more records; never all of them).
+    """
+    n = len(records)
+    n_val = int(round(n * val_fraction))
+    if val_fraction > 0 and n >= 2:
+        n_val = max(1, n_val)
+    n_val = min(n_val, max(n - 1, 0))
+    if n_val == 0:
+        return list(records), []
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    val_idx = set(order[:n_val])
+    train = [r for i, r in enumerate(records) if i not in val_idx]
+    val = [r for i, r in enumerate(records) if i in val_idx]
+    return train, val
+
+
+def make_ids_unique(splits: Splits) -> None:
+    """Give every record across all splits a distinct id: repeats get ``-2``, ``-3``, ..."""
+    seen: set[str] = set()
+    for records in splits.values():
+        for rec in records:
+            base = new = rec["id"]
+            k = 2
+            while new in seen:
+                new = f"{base}-{k}"
+                k += 1
+            rec["id"] = new
+            seen.add(new)
+
+
 def finish(
     splits: dict[str, list[dict[str, Any]]],
     val_fraction: float,
     split_seed: int,
     where: str,
+    required: tuple[str, ...] = ("train", "test"),
 ) -> Splits:
-    """Carve val from train when the layout has none, make ids unique, reject empty splits."""
-    if not 0.0 <= float(val_fraction) < 1.0:
-        raise ConfigError(f"dataset.val_fraction={val_fraction!r} must be in [0, 1)")
+    """Carve val from train when the layout has none, make ids unique, reject the ``required`` splits
+    left empty (VQA-RAD requires none: ``medft data`` / training say which split is unusable)."""
+    check_val_fraction(val_fraction)
     splits = {k: list(v) for k, v in splits.items()}
     if not splits.get("val"):
         splits["train"], splits["val"] = carve_val(splits.get("train", []), val_fraction, split_seed)
     out = {name: splits.get(name, []) for name in SPLITS}
-    for name in ("train", "test"):
+    for name in required:
         if not out[name]:
             raise DataError(f"the {name} split of {where} is empty: check dataset.root and the annotation files")
-    _make_ids_unique(out)
+    make_ids_unique(out)
     return out
 

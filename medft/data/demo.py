@@ -66,26 +66,24 @@ _ORGAN_CODES = {"chest": "CHEST", "head": "HEAD", "abdomen": "ABD"}  # VQA-RAD's
 # so "Is there a lesion?" is close to 50/50 and a third of images get a side question.
 _LESION_COUNT_PATTERN = (0,) * 9 + (1,) * 8 + (2,) * 3
 
-# (freeform, paraphrase) wording per question kind.
-_TEMPLATES = {
-    "pres": ("Is there a lesion?", "Is a lesion present in this image?"),
-    "organ_closed": ("Is this an image of the {organ}?", "Does this image show the {organ}?"),
-    "organ_open": ("Which organ is shown?", "What organ is shown in this image?"),
-    "count": ("How many lesions are there?", "How many lesions are seen?"),
-    "side_closed": ("Is the lesion on the {side} side?", "Is the lesion located on the {side}?"),
-    "side_open": ("Which side is the lesion on?", "On which side is the lesion?"),
+# Question wording per kind: (freeform, paraphrase) for the lesion domains (source, ct), then for
+# the findings domain (other findings and wording, see the module docstring).
+_WORDING = {
+    "pres": (("Is there a lesion?", "Is a lesion present in this image?"), ("Is there a nodule?", "Can a nodule be seen?")),
+    "organ_closed": (("Is this an image of the {organ}?", "Does this image show the {organ}?"),
+                     ("Is the {organ} imaged here?", "Is this a {organ} image?")),
+    "organ_open": (("Which organ is shown?", "What organ is shown in this image?"),
+                   ("Which body region is imaged?", "What body region does this image show?")),
+    "count": (("How many lesions are there?", "How many lesions are seen?"),
+              ("How many nodules are visible?", "What is the number of nodules?")),
+    "side_closed": (("Is the lesion on the {side} side?", "Is the lesion located on the {side}?"),
+                    ("Is the nodule in the {side} half?", "Does the {side} half hold the nodule?")),
+    "side_open": (("Which side is the lesion on?", "On which side is the lesion?"),
+                  ("Which half holds the nodule?", "In which half is the nodule?")),
 }
+_TEMPLATES = {kind: lesion for kind, (lesion, _) in _WORDING.items()}
+_FINDINGS_TEMPLATES = {kind: findings for kind, (_, findings) in _WORDING.items()}
 _PARAPHRASE_RATE = 0.3
-
-# The findings domain: other anatomy, findings, wording and answers (see the module docstring).
-_FINDINGS_TEMPLATES = {
-    "pres": ("Is there a nodule?", "Can a nodule be seen?"),
-    "organ_closed": ("Is the {organ} imaged here?", "Is this a {organ} image?"),
-    "organ_open": ("Which body region is imaged?", "What body region does this image show?"),
-    "count": ("How many nodules are visible?", "What is the number of nodules?"),
-    "side_closed": ("Is the nodule in the {side} half?", "Does the {side} half hold the nodule?"),
-    "side_open": ("Which half holds the nodule?", "In which half is the nodule?"),
-}
 
 # domain -> organs, question wording, side answers, lesion radius range, image profile, and the
 # random stream of its scenes (source: the original demo's, so `dataset=demo` keeps its bytes)

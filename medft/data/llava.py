@@ -14,9 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medft.data.common import read_json, vqa_record
+from medft.data.common import drop_reason, read_json, text, vqa_record
 from medft.data.drops import Drops
-from medft.data.vqa_rad import _text, is_text
 from medft.errors import DataError
 
 FILES = {"train": ("train.json",), "val": ("val.json", "valid.json", "validation.json"), "test": ("test.json",)}
@@ -82,22 +81,17 @@ def load_llava(root: Path, drops: Drops) -> dict[str, list[dict[str, Any]]]:
         if data is None:
             raise DataError(f"{path} holds no LLaVA-Med records (objects with 'conversations'): restore the original file")
         raw[split] = data
-    image_dir = _image_dir(root, [_text(r.get("image")) for rows in raw.values() for r in rows])
+    image_dir = _image_dir(root, [text(r.get("image")) for rows in raw.values() for r in rows])
     splits: dict[str, list[dict[str, Any]]] = {}
     for split, data in raw.items():
         records = []
         for i, r in enumerate(data):
-            id = _text(r.get("id")) or f"{split}-{i}"
+            id = text(r.get("id")) or f"{split}-{i}"
             q, a = _turns(r)
-            if not (is_text(q) and is_text(a)):
-                drops.add(split, "not_text", id)
-                continue
-            if not _text(q) or not _text(a):
-                drops.add(split, "empty", id)
-                continue
-            name = _text(r.get("image"))
-            if not name:
-                drops.add(split, "no_image_name", id)
+            name = text(r.get("image"))
+            reason = drop_reason(q, a, name)
+            if reason:
+                drops.add(split, reason, id)
                 continue
             records.append(vqa_record(id, image_dir / name, name, q, a, r.get("answer_type")))
         splits[split] = records

@@ -21,7 +21,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-from medft.data.common import Splits, check_root, closed_if_yes_no, finish, is_text, text, vqa_record
+from medft.data.common import Splits, check_root, closed_if_yes_no, drop_reason, finish, text, vqa_record
 from medft.errors import DataError
 
 PKL_SPLITS = {"train": "train", "val": "val", "test": "test"}
@@ -38,22 +38,6 @@ def load_path_vqa(root: str | Path, val_fraction: float = 0.1, seed: int = 0, dr
     if not (root / "qas").is_dir():
         raise DataError(f"no PathVQA dataset in {root}: expected {EXPECTED} or LLaVA-Med's train.json + test.json")
     return finish(_load_pickles(root, drops), val_fraction, seed, f"PathVQA ({root})")
-
-
-def _record(id: str, image: Path, question: Any, answer: Any, name: str = "") -> dict | None:
-    if not (is_text(question) and is_text(answer)):  # a list, mapping or bool is no text: dropped
-        return None
-    answer = text(answer)
-    return vqa_record(id, image, name or image.name, question, answer, closed_if_yes_no(answer))
-
-
-def _reason(question: Any, answer: Any, image: str) -> str:
-    """Why a row is dropped ("" when it is kept)."""
-    if not (is_text(question) and is_text(answer)):
-        return "not_text"
-    if not text(question) or not text(answer):
-        return "empty"
-    return "" if image else "no_image_name"
 
 
 # --- original release: pickles ---------------------------------------------------------------
@@ -75,13 +59,14 @@ def _load_pickles(root: Path, drops: Any = None) -> Splits:
         for i, r in enumerate(rows):
             image = text(r.get("image"))
             id = f"{name}-{i}"
-            reason = _reason(r.get("question"), r.get("answer"), image)
+            reason = drop_reason(r.get("question"), r.get("answer"), image)
             if reason:
                 if drops is not None:
                     drops.add(split, reason, id)
                 continue
-            file = image if Path(image).suffix else f"{image}.jpg"
-            records.append(_record(id, image_dir / file, r.get("question"), r.get("answer")))
+            file = image_dir / (image if Path(image).suffix else f"{image}.jpg")
+            answer = text(r.get("answer"))
+            records.append(vqa_record(id, file, file.name, r.get("question"), answer, closed_if_yes_no(answer)))
         splits[split] = records
     return splits
 

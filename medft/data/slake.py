@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from medft.data.common import Splits, check_root, finish, is_text, read_json, text, vqa_record
+from medft.data.common import Splits, check_root, drop_reason, finish, read_json_list, text, vqa_record
 from medft.errors import ConfigError, DataError
 
 SPLIT_FILES = {"train": ("train.json",), "val": ("validate.json", "validation.json"), "test": ("test.json",)}
@@ -46,29 +46,22 @@ def load_slake(root: str | Path, lang: str = "en", val_fraction: float = 0.1, se
     for split, path in files.items():
         if path is None:
             continue
-        raw = read_json(path)
-        if not isinstance(raw, list) or not all(isinstance(r, dict) for r in raw):
-            raise DataError(f"annotation file {path} must hold a JSON list of question objects: restore the original file")
-        records = []
-        for i, r in enumerate(raw):
+        records = splits[split] = []
+        for i, r in enumerate(read_json_list(path)):
             if lang != "all" and text(r.get("q_lang")).lower() != lang:
                 continue
             name = text(r.get("img_name"))
             id = text(r.get("qid")) or f"{split}-{i}"
-            rec = vqa_record(
-                text(r.get("qid")) or f"{split}-{i}", root / IMAGE_DIR / name, name, r.get("question"),
-                r.get("answer"), r.get("answer_type"), r.get("content_type"), r.get("location"),
-            )
-            if rec is not None and name:
-                records.append(rec)
-            else:
+            reason = drop_reason(r.get("question"), r.get("answer"), name)
+            if reason:
                 skipped += 1
                 if drops is not None:
-                    q, a = r.get("question"), r.get("answer")
-                    reason = ("not_text" if not (is_text(q) and is_text(a)) else "empty" if not (text(q) and text(a))
-                              else "no_image_name")
                     drops.add(split, reason, id)
-        splits[split] = records
+                continue
+            records.append(vqa_record(
+                id, root / IMAGE_DIR / name, name, r.get("question"), r.get("answer"), r.get("answer_type"),
+                r.get("content_type"), r.get("location"),
+            ))
     if skipped:
         logging.getLogger(__name__).warning(
             f"dataset {root}: skipped {skipped} record(s) with an empty question, answer or image name, or a "

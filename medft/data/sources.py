@@ -1,7 +1,7 @@
 """Dataset entry points named by ``configs/dataset/*.yaml`` (``dataset.load._target_``).
 
 Each returns ``{"train": [...], "val": [...], "test": [...]}`` lists of records (see
-``medft.data.vqa_rad`` for the record fields). Nothing here opens an image or builds a model.
+``medft.data.common`` for the record fields). Nothing here opens an image or builds a model.
 """
 
 from __future__ import annotations

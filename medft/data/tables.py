@@ -146,8 +146,7 @@ def load_table_vqa(
     ``lang`` keeps the rows whose ``q_lang`` is that language (SLAKE's every-column copy; a table
     without ``q_lang`` is taken as it is).
     """
-    from medft.data.common import vqa_record
-    from medft.data.vqa_rad import _text, is_text
+    from medft.data.common import drop_reason, text, vqa_record
 
     tables = read_tables(root, cache_dir)
     typed = True
@@ -161,21 +160,19 @@ def load_table_vqa(
         typed = typed and "answer_type" in ds.column_names
         records = splits.setdefault(split, [])
         for i, row in enumerate(rows(ds, VQA_COLUMNS)):
-            if lang not in (None, "all") and "q_lang" in row and _text(row["q_lang"]).lower() != lang:
+            if lang not in (None, "all") and "q_lang" in row and text(row["q_lang"]).lower() != lang:
                 continue
-            id = _text(row.get("qid")) or _text(row.get("id")) or f"{split}-{i}"
-            if not (is_text(row["question"]) and is_text(row["answer"])):
-                drops.add(split, "not_text", id)
-                continue
-            if not _text(row["question"]) or not _text(row["answer"]):
-                drops.add(split, "empty", id)
+            id = text(row.get("qid")) or text(row.get("id")) or f"{split}-{i}"
+            reason = drop_reason(row["question"], row["answer"])
+            if reason:
+                drops.add(split, reason, id)
                 continue
             path, name = cached_image(row["image"], cache)
             if path is None:
                 drops.add(split, "missing_image", id)
                 continue
             rec = vqa_record(
-                id, path, _text(row.get("img_name")) or name, row["question"], row["answer"],
+                id, path, text(row.get("img_name")) or name, row["question"], row["answer"],
                 row.get("answer_type") if typed else None, row.get("content_type") or row.get("question_type") or "",
                 row.get("location") or row.get("organ") or "",
             )

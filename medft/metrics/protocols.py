@@ -73,7 +73,7 @@ def protocol_metrics(rows: Sequence[Mapping[str, Any]], protocol: str, candidate
                      split: str = "test") -> dict[str, Any]:
     """The metrics of ``rows`` (prediction rows with answer, prediction, answer_type) under ``protocol``,
     with the ``<split>/`` prefix, plus ``eval/protocol``."""
-    from medft.metrics.vqa import vqa_accuracy
+    from medft.metrics.accuracy import vqa_accuracy
 
     exact = vqa_accuracy(rows)
     out: dict[str, Any] = {f"{split}/acc": exact["acc"], "eval/protocol": protocol}

@@ -1,14 +1,15 @@
-"""Exact-match accuracy for medical VQA, overall and split into CLOSED / OPEN questions.
+"""Exact match for medical VQA: when a generated answer counts as right.
 
 Answers are compared after :func:`normalize_answer`, the usual Med-VQA normalisation
 (lower case, no punctuation or articles, number words as digits), so "Two." matches "2" and
-"The left lung" matches "left lung".
+"The left lung" matches "left lung". The accuracies (overall, CLOSED, OPEN) are
+:mod:`medft.metrics.accuracy`'s.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 _NUMBER_WORDS = {
     word: str(i)
@@ -47,34 +48,4 @@ def is_correct(prediction: Any, answer: Any) -> bool:
     return normalize_answer(prediction) == normalize_answer(answer)
 
 
-def vqa_accuracy(records: Iterable[Mapping[str, Any]]) -> dict[str, float | int | None]:
-    """Exact-match accuracy of ``records`` (dicts with prediction, answer, answer_type).
-
-    Returns ``{"acc", "acc_closed", "acc_open", "n", "n_closed", "n_open"}``. An accuracy over
-    zero records is ``None`` (not 0, not NaN) so that "no OPEN questions" is not mistaken for
-    "all OPEN questions wrong". Records whose answer_type is neither CLOSED nor OPEN count
-    only towards the overall accuracy.
-    """
-    n = {"all": 0, "CLOSED": 0, "OPEN": 0}
-    hits = {"all": 0, "CLOSED": 0, "OPEN": 0}
-    for rec in records:
-        kind = str(rec.get("answer_type") or "").strip().upper()
-        correct = is_correct(rec.get("prediction"), rec.get("answer"))
-        for key in ("all", kind) if kind in ("CLOSED", "OPEN") else ("all",):
-            n[key] += 1
-            hits[key] += int(correct)
-    return {
-        "acc": _ratio(hits["all"], n["all"]),
-        "acc_closed": _ratio(hits["CLOSED"], n["CLOSED"]),
-        "acc_open": _ratio(hits["OPEN"], n["OPEN"]),
-        "n": n["all"],
-        "n_closed": n["CLOSED"],
-        "n_open": n["OPEN"],
-    }
-
-
-def _ratio(hits: int, total: int) -> float | None:
-    return None if total == 0 else hits / total
-
-
-__all__ = ["normalize_answer", "is_correct", "vqa_accuracy"]
+__all__ = ["normalize_answer", "is_correct"]
