@@ -96,7 +96,9 @@ def trusted_model_config(node: Any, source: str) -> dict[str, Any]:
     """
     if not isinstance(node, dict):
         raise RunDirError(f"{source}: model is not a mapping: is it a medft train run?")
-    target = node.get("_target_")
+    from medft.models.base import FORMER_TARGETS, TASKS
+
+    target = FORMER_TARGETS.get(node.get("_target_"), node.get("_target_"))  # runs from before a rename
     own = _own_config("model", node.get("name"), source) if node.get("name") in available("model") else {}
     if target is not None and target != own.get("_target_"):
         built_by = f"model {node['name']} is built by {own['_target_']}" if own else "it names no medft model"
@@ -115,6 +117,8 @@ def trusted_model_config(node: Any, source: str) -> dict[str, Any]:
             f"{source}: model.trust_remote_code=true is refused: a run dir cannot switch on code from a model "
             "repository; train or evaluate from your own config"
         )
+    if "task" not in plain and own.get("task") in TASKS:  # runs from before every model config stated its task
+        plain["task"] = own["task"]
     return {"_target_": own["_target_"], **plain}
 
 

@@ -22,6 +22,8 @@ if TYPE_CHECKING:  # torch only where tensors are handled: `medft eval` resolves
     import torch
     from torch import nn
 
+    from medft.models.base import MedVLM
+
 FILENAME = "trained.safetensors"
 
 
@@ -35,13 +37,13 @@ def trained_bytes(model: nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
 
 
-def save_trained(path: str | Path, net: nn.Module, tune: dict[str, Any], **extra: Any) -> Path:
+def save_trained(path: str | Path, net: MedVLM, tune: dict[str, Any], **extra: Any) -> Path:
     """Write ``net.model``'s trainable parameters and the provenance metadata to ``path`` (atomically)."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"model": getattr(net, "name", ""), "pretrained": getattr(net, "pretrained", None), "tune": tune, **extra}
+    meta = {"model": net.name, "pretrained": net.pretrained, "tune": tune, **extra}
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         save_file(trained_state(net.model), str(tmp), metadata={"format": "pt", "medft": json.dumps(meta, sort_keys=True)})

@@ -52,7 +52,7 @@ def build_llava(checkpointing=True):
     torch.set_default_dtype(torch.float32)
     if checkpointing:
         enable_gradient_checkpointing(model)
-    return llava_mod.LlavaVQA(model, processor, arch("llava_med"), max_answer_len=8)
+    return llava_mod.LlavaVQA(model, processor, arch("llava_med"), name="llava_med", max_answer_len=8)
 
 
 def build_blip(checkpointing=True):
@@ -62,7 +62,7 @@ def build_blip(checkpointing=True):
         model = BlipForQuestionAnswering(config)
     if checkpointing:
         enable_gradient_checkpointing(model)
-    return blip_mod.BlipVQA(model, processor, arch("blip_vqa"))
+    return blip_mod.BlipVQA(model, processor, arch("blip_vqa"), name="blip_vqa")
 
 
 def to_cuda(batch):
