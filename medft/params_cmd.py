@@ -91,7 +91,7 @@ def count_modes(
         "total": base_counts["total"],
         "modes": {},
         "components": {c: {"total": v["total"], "trainable": {}} for c, v in base_counts["components"].items()},
-        "unused": unused_modules(base),  # frozen in every mode
+        "unused": unused_modules(base.model, base.arch),  # frozen in every mode
     }
     for mode in modes:
         net = make()

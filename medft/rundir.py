@@ -68,6 +68,10 @@ def _own_config(group: str, name: Any, source: str) -> dict[str, Any]:
             f"{source}: {group}.name={name!r} is not one of medft's own {group} configs ({', '.join(names)}); "
             f"{_DATA_ONLY}"
         )
+    if group == "model":  # with its defaults: the family's arch (configs/model/arch/), a parent model config
+        from medft.models.base import model_config
+
+        return model_config(name)
     return yaml.safe_load((CONFIG_DIR / group / f"{name}.yaml").read_text()) or {}
 
 

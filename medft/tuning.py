@@ -37,7 +37,7 @@ from typing import Any, Iterable
 from torch import nn
 
 from medft.errors import ConfigError
-from medft.models.base import MedVLM, is_prompt_learning
+from medft.models.base import MedVLM, is_prompt_learning, vision_feature_layer
 
 SELECTORS = ("all", "norm", "ffn", "attention", "bias", "lora", "ia3", "prefix", "none")
 NORM_PARAMS = ("both", "weight", "bias")
@@ -76,16 +76,15 @@ def component_of(name: str, components: dict[str, str | list[str]]) -> str | Non
     return None
 
 
-def unused_modules(net: MedVLM) -> list[str]:
+def unused_modules(model: nn.Module, arch: dict[str, Any]) -> list[str]:
     """Names of modules whose output the forward pass discards, so they can never get a gradient.
 
     ``arch.never_trained`` lists such modules outright. LLaVA-style models take image features from
     the vision hidden state ``config.vision_feature_layer`` (-2 for LLaVA-Med): the layers of
     ``arch.vision_layers`` after it, and ``arch.vision_head`` (the tower's final norm), are unused.
     """
-    model, arch = net.model, net.arch
     names = list(arch.get("never_trained") or [])
-    feature_layer = net.vision_feature_layer
+    feature_layer = vision_feature_layer(model)
     if arch.get("vision_layers") and feature_layer is not None:
         n = len(model.get_submodule(arch["vision_layers"]))
         selected = [feature_layer] if isinstance(feature_layer, int) else list(feature_layer)
@@ -198,7 +197,7 @@ def apply_tuning(net: MedVLM, tune: dict[str, Any]) -> TuneReport:
     check_tune(tune, arch, net.name, net.uses_gradient_checkpointing)
     wanted = list(tune["components"]) if tune.get("components") else None
     _check_components(arch, wanted)
-    report = TuneReport(mode, unused=unused_modules(net))
+    report = TuneReport(mode, unused=unused_modules(net.model, arch))
 
     net.model.requires_grad_(False)
     if select in ("lora", "ia3", "prefix"):  # peft marks its adapters (and only them) trainable

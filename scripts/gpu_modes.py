@@ -17,6 +17,7 @@ from PIL import Image
 from transformers import BlipForQuestionAnswering, LlavaForConditionalGeneration
 
 from medft.models import blip as blip_mod
+from medft.models.base import model_config
 from medft.models import llava as llava_mod
 from medft.models.loading import arch_config, enable_gradient_checkpointing
 from medft.tuning import UnsupportedMode, apply_tuning, count_parameters
@@ -30,7 +31,7 @@ def tune(mode):
 
 
 def arch(name):
-    return yaml.safe_load((ROOT / "configs" / "model" / f"{name}.yaml").read_text())["arch"]
+    return model_config(name)["arch"]
 
 
 def records(n=4, size=336):

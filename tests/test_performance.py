@@ -14,7 +14,7 @@ import torch
 
 from medft.trained import load_trained_file, read_metadata, save_trained, trained_bytes
 from medft.errors import ConfigError
-from medft.models.base import Skeleton
+from medft.models.base import Skeleton, model_config
 from medft.models.loading import arch_config, build_on_meta
 from medft.module import answer_by_rank
 from medft.tuning import apply_tuning
@@ -77,11 +77,7 @@ def test_trained_file_of_another_mode_is_refused(tmp_path):
 
 def test_layernorm_file_of_full_size_blip_vqa_is_under_1mb():
     """The shipped blip-vqa-base architecture on the meta device: what trained.safetensors would hold."""
-    import yaml
-
-    from medft.config import CONFIG_DIR
-
-    arch = yaml.safe_load((CONFIG_DIR / "model" / "blip_vqa.yaml").read_text())["arch"]
+    arch = model_config("blip_vqa")["arch"]
     sizes = {}
     for mode in ("layernorm", "full"):
         net = Skeleton(build_on_meta(arch_config("Salesforce/blip-vqa-base")), arch, name="blip_vqa")

@@ -1,4 +1,4 @@
-"""Report generation: R2Gen cleaning, pycocoevalcap scores, the BLIP captioning adapter, every tune mode."""
+"""Report generation: R2Gen cleaning, pycocoevalcap scores, the BLIP captioning model (BlipReportGen), every tune mode."""
 
 import pytest
 import torch

@@ -37,6 +37,8 @@ class MedVLM(nn.Module):
 
     Subclasses set ``tasks`` (what they can do), ``does`` (that, in words, for the one-line refusal)
     and implement ``collate``, ``loss``, ``generate`` and ``text_limits``; ``can_rank`` ones ``rank``.
+    Their constructors take the model, processor and arch, their own settings, and pass ``name``,
+    ``pretrained`` and ``task`` (default: the first of ``tasks``) on to this one.
     """
 
     tasks: tuple[str, ...] = TASKS
@@ -44,9 +46,11 @@ class MedVLM(nn.Module):
     can_rank = False  # eval.closed=rank: score the candidate answers instead of generating
 
     def __init__(
-        self, model: nn.Module, processor: Any, arch: dict[str, Any], *, name: str, pretrained: str | None, task: str
+        self, model: nn.Module, processor: Any, arch: dict[str, Any], *, name: str, pretrained: str | None = None,
+        task: str | None = None,
     ) -> None:
         super().__init__()
+        task = task or self.tasks[0]
         self.check_can_do(task, name)
         self.model = model
         self.processor = processor
@@ -100,8 +104,7 @@ class MedVLM(nn.Module):
 
     @property
     def vision_feature_layer(self) -> int | list[int] | None:
-        """The vision hidden state the language side reads (LLaVA: ``config.vision_feature_layer``), else None."""
-        return getattr(getattr(self.model, "config", None), "vision_feature_layer", None)
+        return vision_feature_layer(self.model)
 
     def merged_model(self) -> nn.Module:
         """The Hugging Face model with any LoRA weights merged in (for a complete export)."""
@@ -121,11 +124,33 @@ class Skeleton(MedVLM):
         super().__init__(model, None, arch, name=name, pretrained=pretrained, task=task)
 
 
+def vision_feature_layer(model: nn.Module) -> int | list[int] | None:
+    """The vision hidden state the language side reads (LLaVA: ``config.vision_feature_layer``), else None."""
+    return getattr(getattr(model, "config", None), "vision_feature_layer", None)
+
+
 def is_prompt_learning(model: nn.Module) -> bool:
     """True if ``model`` is a peft prompt-learning model (``tune=prefix``): its base model and prompt
     encoder sit beside each other rather than one inside the other."""
     config = getattr(model, "active_peft_config", None)
     return config is not None and bool(config.is_prompt_learning)
+
+
+def model_config(name: str) -> dict[str, Any]:
+    """``configs/model/<name>.yaml`` as Hydra composes it (its defaults merged: the family's ``arch``
+    from ``configs/model/arch/``, a parent model config), unresolved."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from medft.config import CONFIG_DIR
+
+    if GlobalHydra.instance().is_initialized():  # inside a medft command: its search path is CONFIG_DIR
+        cfg = compose(config_name=f"model/{name}")
+    else:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose(config_name=f"model/{name}")
+    return OmegaConf.to_container(cfg.model, resolve=False)
 
 
 def configured_task(name: str) -> str | None:

@@ -38,19 +38,10 @@ class BlipVQA(MedVLM):
     can_rank = True
 
     def __init__(
-        self,
-        model: BlipForQuestionAnswering,
-        processor: BlipProcessor,
-        arch: dict[str, Any],
-        *,
-        name: str = "blip",
-        pretrained: str | None = None,
-        task: str = "vqa",
-        max_question_len: int = 32,
-        max_answer_len: int = 8,
-        cache_image_features: str | bool = "auto",
+        self, *parts: Any, max_question_len: int = 32, max_answer_len: int = 8, cache_image_features: str | bool = "auto",
+        **identity: Any,
     ) -> None:
-        super().__init__(model, processor, arch, name=name, pretrained=pretrained, task=task)
+        super().__init__(*parts, **identity)  # model, processor, arch; name, pretrained, task
         self.max_question_len = max_question_len
         self.max_answer_len = max_answer_len
         if cache_image_features not in ("auto", False, "false"):
@@ -218,16 +209,9 @@ def load_blip(model_cls: type, pretrained: str | None, config: dict[str, Any] | 
 
 
 def build_blip_vqa(
-    arch: dict[str, Any],
-    name: str = "blip",
-    pretrained: str | None = None,
-    config: dict[str, Any] | None = None,
-    task: str = "vqa",
-    image_size: int = 384,
-    max_question_len: int = 32,
-    max_answer_len: int = 8,
-    cache_image_features: str | bool = "auto",
-    embedded_dir: str | None = None,
+    arch: dict[str, Any], name: str = "blip", pretrained: str | None = None, config: dict[str, Any] | None = None,
+    task: str = "vqa", image_size: int = 384, max_question_len: int = 32, max_answer_len: int = 8,
+    cache_image_features: str | bool = "auto", embedded_dir: str | None = None, trust_remote_code: bool = False,
     **load: Any,
 ) -> BlipVQA:
     """A :class:`BlipVQA` over ``BlipForQuestionAnswering`` (see :func:`load_blip`).
@@ -242,8 +226,11 @@ def build_blip_vqa(
         if not embedded_dir:
             raise ConfigError("model.pretrained=embedded needs model.embedded_dir (the cache dir holding pretrained/)")
         source = str(ensure_embedded(embedded_dir))
-    model, processor = load_blip(BlipForQuestionAnswering, source, config, image_size, max_question_len, **load)
+    model, processor = load_blip(
+        BlipForQuestionAnswering, source, config, image_size, max_question_len, trust_remote_code=trust_remote_code, **load
+    )
+    limits = {"max_question_len": max_question_len, "max_answer_len": max_answer_len}
     return BlipVQA(
-        model, processor, arch, name=name, pretrained=pretrained, task=task, max_question_len=max_question_len,
-        max_answer_len=max_answer_len, cache_image_features=cache_image_features,
+        model, processor, arch, cache_image_features=cache_image_features, name=name, pretrained=pretrained, task=task,
+        **limits,
     )

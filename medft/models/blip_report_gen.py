@@ -23,19 +23,8 @@ class BlipReportGen(MedVLM):
     tasks = ("report",)
     does = "writes reports (task report); pick a VQA model for questions"
 
-    def __init__(
-        self,
-        model: BlipForConditionalGeneration,
-        processor: BlipProcessor,
-        arch: dict[str, Any],
-        *,
-        name: str = "blip_report",
-        pretrained: str | None = None,
-        task: str = "report",
-        max_report_len: int = 60,
-        prompt: str = "",
-    ) -> None:
-        super().__init__(model, processor, arch, name=name, pretrained=pretrained, task=task)
+    def __init__(self, *parts: Any, max_report_len: int = 60, prompt: str = "", **identity: Any) -> None:
+        super().__init__(*parts, **identity)  # model, processor, arch; name, pretrained, task
         self.max_report_len = max_report_len
         self.prompt = prompt.strip()
 
@@ -88,19 +77,15 @@ class BlipReportGen(MedVLM):
 
 
 def build_blip_report_gen(
-    arch: dict[str, Any],
-    name: str = "blip_report",
-    pretrained: str | None = None,
-    config: dict[str, Any] | None = None,
-    task: str = "report",
-    image_size: int = 384,
-    max_report_len: int = 60,
-    prompt: str = "",
-    **load: Any,
+    arch: dict[str, Any], name: str = "blip_report", pretrained: str | None = None, config: dict[str, Any] | None = None,
+    task: str = "report", image_size: int = 384, max_report_len: int = 60, prompt: str = "",
+    trust_remote_code: bool = False, **load: Any,
 ) -> BlipReportGen:
     """A :class:`BlipReportGen` over ``BlipForConditionalGeneration`` (see :func:`medft.models.blip.load_blip`)."""
     BlipReportGen.check_can_do(task, name)  # before any weights load
-    model, processor = load_blip(BlipForConditionalGeneration, pretrained, config, image_size, max_report_len, **load)
-    return BlipReportGen(
-        model, processor, arch, name=name, pretrained=pretrained, task=task, max_report_len=max_report_len, prompt=prompt
+    model, processor = load_blip(
+        BlipForConditionalGeneration, pretrained, config, image_size, max_report_len,
+        trust_remote_code=trust_remote_code, **load,
     )
+    identity = {"name": name, "pretrained": pretrained, "task": task}
+    return BlipReportGen(model, processor, arch, max_report_len=max_report_len, prompt=prompt, **identity)

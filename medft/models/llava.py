@@ -31,19 +31,10 @@ class LlavaVQA(MedVLM):
     """
 
     def __init__(
-        self,
-        model: LlavaForConditionalGeneration,
-        processor: LlavaProcessor,
-        arch: dict[str, Any],
-        *,
-        name: str = "llava",
-        pretrained: str | None = None,
-        task: str = "vqa",
-        max_question_len: int = 32,
-        max_answer_len: int = 16,
-        report_prompt: str = DEFAULT_REPORT_PROMPT,
+        self, *parts: Any, max_question_len: int = 32, max_answer_len: int = 16, report_prompt: str = DEFAULT_REPORT_PROMPT,
+        **identity: Any,
     ) -> None:
-        super().__init__(model, processor, arch, name=name, pretrained=pretrained, task=task)
+        super().__init__(*parts, **identity)  # model, processor, arch; name, pretrained, task
         self.max_question_len = max_question_len
         self.max_answer_len = max_answer_len
         self.report_prompt = report_prompt
@@ -195,17 +186,10 @@ def _complete_processor(processor: LlavaProcessor, config: LlavaConfig) -> None:
 
 
 def build_llava(
-    arch: dict[str, Any],
-    name: str = "llava",
-    pretrained: str | None = None,
-    config: dict[str, Any] | None = None,
-    task: str = "vqa",
-    image_size: int = 336,
-    chat_template: str | None = None,
-    report_prompt: str = DEFAULT_REPORT_PROMPT,
-    max_question_len: int = 32,
-    max_answer_len: int = 16,
-    **load: Any,
+    arch: dict[str, Any], name: str = "llava", pretrained: str | None = None, config: dict[str, Any] | None = None,
+    task: str = "vqa", image_size: int = 336, chat_template: str | None = None,
+    report_prompt: str = DEFAULT_REPORT_PROMPT, max_question_len: int = 32, max_answer_len: int = 16,
+    trust_remote_code: bool = False, **load: Any,
 ) -> LlavaVQA:
     """Load ``pretrained`` (a llava-hf-format hub id or local dir), or build random weights from
     ``config`` (tiny models); ``load``: dtype, gradient_checkpointing, attn_implementation,
@@ -220,12 +204,12 @@ def build_llava(
 
     model, processor = load_or_build(
         LlavaForConditionalGeneration, LlavaProcessor, pretrained, config, random_processor,
-        lambda processor: tiny_model(config, processor, image_size), **load,
+        lambda processor: tiny_model(config, processor, image_size), trust_remote_code=trust_remote_code,
+        **load,
     )
     _complete_processor(processor, model.config)
     if chat_template or not getattr(processor, "chat_template", None):
         processor.chat_template = chat_template or MISTRAL_CHAT_TEMPLATE
-    return LlavaVQA(
-        model, processor, arch, name=name, pretrained=pretrained, task=task, max_question_len=max_question_len,
-        max_answer_len=max_answer_len, report_prompt=report_prompt,
-    )
+    limits = {"max_question_len": max_question_len, "max_answer_len": max_answer_len}
+    return LlavaVQA(model, processor, arch, report_prompt=report_prompt, name=name, pretrained=pretrained, task=task,
+                    **limits)
