@@ -108,3 +108,15 @@ def test_rank_is_declared_and_refused_where_not_supported():
     net = build_model(_builder_cfg("llava_tiny"))
     with pytest.raises(ConfigError, match="LlavaVQA cannot rank answers; use eval.closed=generate"):
         net.rank({}, ("yes", "no"))
+
+
+def test_runs_from_before_the_rename_and_the_stated_task_still_load_as_data():
+    """A run dir written before BlipReport became BlipReportGen, or before blip_vqa.yaml stated its task."""
+    from medft.rundir import trusted_model_config
+
+    old_report = {"_target_": "medft.models.blip_report.build_blip_report", "name": "blip_report_tiny", "task": "report"}
+    assert trusted_model_config(old_report, "run")["_target_"] == "medft.models.blip_report_gen.build_blip_report_gen"
+    old_vqa = {"_target_": "medft.models.blip.build_blip_vqa", "name": "blip_vqa", "pretrained": "/ckpt/blip"}
+    assert trusted_model_config(old_vqa, "run")["task"] == "vqa"
+    arch = {"components": {"vision": "vision_model"}}  # a run's arch is checked against the composed own config
+    assert trusted_model_config({"name": "blip_tiny", "arch": arch}, "run")["arch"] == arch
