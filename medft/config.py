@@ -155,7 +155,7 @@ def validate(cfg: DictConfig) -> None:
         ("trainer.max_epochs", OmegaConf.select(cfg, "trainer.max_epochs", default=1), lambda v: v >= 1 or v == -1, ">= 1 (or -1: until max_steps)"),
         ("checkpoint.every_n_steps", OmegaConf.select(cfg, "checkpoint.every_n_steps", default=0), lambda v: v >= 0 and v == int(v), "(an integer) >= 0"),
     ]
-    check_task(cfg)
+    check_model_task(cfg)
     check_keys(cfg)
     check_values(cfg)
     check_tune_fits(cfg)
@@ -188,6 +188,14 @@ def check_values(cfg: DictConfig) -> None:
             print(f"medft: warning: optim.lr={lr!r} is unusually high (the tune modes' defaults are 1e-3 to 1e-1)", file=sys.stderr)
 
 
+def check_model_task(cfg: DictConfig) -> None:
+    """The model config's task is the dataset's (:func:`medft.models.check_task`), before any weights load."""
+    from medft.models import check_task
+
+    if cfg.get("model") is not None and cfg.get("dataset") is not None:
+        check_task(cfg.model, cfg.dataset)
+
+
 def check_tune_fits(cfg: DictConfig) -> None:
     """The tune mode must be one the model can take (``tune=prefix`` on BLIP is refused here, not after the model loads)."""
     from medft.tuning import check_tune
@@ -196,27 +204,6 @@ def check_tune_fits(cfg: DictConfig) -> None:
     arch = OmegaConf.to_container(cfg.model.arch, resolve=True) if OmegaConf.select(cfg, "model.arch") else {}
     check_tune(tune, arch, str(OmegaConf.select(cfg, "model.name", default="") or ""),
                bool(OmegaConf.select(cfg, "model.gradient_checkpointing", default=False)))
-
-
-def check_task(cfg: DictConfig) -> None:
-    """The model must do the dataset's task (``model.task`` vs ``dataset.task``: vqa or report)."""
-    model_task = OmegaConf.select(cfg, "model.task", default=None)
-    data_task = OmegaConf.select(cfg, "dataset.task", default=None)
-    if model_task and data_task and model_task != data_task:
-        name = OmegaConf.select(cfg, "model.name", default="?")
-        dataset = OmegaConf.select(cfg, "dataset.name", default="?")
-        fits = [m for m in available("model") if _model_task(m) == data_task]
-        raise ConfigError(
-            f"model={name} does {model_task} but dataset={dataset} is a {data_task} dataset: "
-            f"use a {data_task} model ({', '.join(fits) or 'none installed'}) or leave model= out"
-        )
-
-
-def _model_task(name: str) -> str | None:
-    try:
-        return (yaml.safe_load((CONFIG_DIR / "model" / f"{name}.yaml").read_text()) or {}).get("task")
-    except (OSError, yaml.YAMLError):
-        return None
 
 
 # -- keys a user can mistype: refused in one line, naming the nearest valid key ---------------

@@ -1,6 +1,6 @@
 """The LightningModule: loss in training, generated text scored in validation and test.
 
-What "scored" means follows the adapter's task (``net.task``): an evaluator per split from
+What "scored" means follows the model's task (``net.task``): an evaluator per split from
 :func:`medft.metrics.evaluators.make_evaluator` (VQA accuracy, or report BLEU/METEOR/ROUGE/CIDEr).
 
 Checkpoints hold only what was trained (the parameters with ``requires_grad``), plus the tune
@@ -36,7 +36,7 @@ class MedVLMModule(L.LightningModule):
         super().__init__()
         if closed not in ("generate", "rank"):
             raise ConfigError(f"eval.closed={closed!r}: use generate or rank")
-        if closed == "rank" and not hasattr(net, "rank"):
+        if closed == "rank" and not net.can_rank:
             raise ConfigError(f"eval.closed=rank: {type(net).__name__} cannot rank answers; use eval.closed=generate")
         self.closed, self.candidates = closed, tuple(candidates)
         self.net = net
@@ -44,8 +44,7 @@ class MedVLMModule(L.LightningModule):
         self.scheduler = scheduler or {}
         self.generate_kwargs = dict(generate_kwargs or {})
         self.tune_name = tune_name
-        task = getattr(net, "task", "vqa")
-        self.metrics = nn.ModuleDict({split: make_evaluator(task, split) for split in ("val", "test")})
+        self.metrics = nn.ModuleDict({split: make_evaluator(net.task, split) for split in ("val", "test")})
         self.predictions: list[dict[str, Any]] = []
         self.strict_loading = False  # checkpoints hold only the trained parameters; checked below
 

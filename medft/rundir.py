@@ -83,6 +83,10 @@ def _own_config(group: str, name: Any, source: str) -> dict[str, Any]:
             f"{source}: {group}.name={name!r} is not one of medft's own {group} configs ({', '.join(names)}); "
             f"{_DATA_ONLY}"
         )
+    if group == "model":  # with its defaults: the family's arch (configs/model/arch/), a parent model config
+        from medft.models.base import model_config
+
+        return model_config(name)
     return yaml.safe_load((CONFIG_DIR / group / f"{name}.yaml").read_text()) or {}
 
 
@@ -111,7 +115,9 @@ def trusted_model_config(node: Any, source: str) -> dict[str, Any]:
     """
     if not isinstance(node, dict):
         raise RunDirError(f"{source}: model is not a mapping: is it a medft train run?")
-    target = node.get("_target_")
+    from medft.models.base import FORMER_TARGETS, TASKS
+
+    target = FORMER_TARGETS.get(node.get("_target_"), node.get("_target_"))  # runs from before a rename
     own = _own_config("model", node.get("name"), source) if node.get("name") in available("model") else {}
     if target is not None and target != own.get("_target_"):
         built_by = f"model {node['name']} is built by {own['_target_']}" if own else "it names no medft model"
@@ -130,6 +136,8 @@ def trusted_model_config(node: Any, source: str) -> dict[str, Any]:
             f"{source}: model.trust_remote_code=true is refused: a run dir cannot switch on code from a model "
             "repository; train or evaluate from your own config"
         )
+    if "task" not in plain and own.get("task") in TASKS:  # runs from before every model config stated its task
+        plain["task"] = own["task"]
     return {"_target_": own["_target_"], **plain}
 
 

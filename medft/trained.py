@@ -21,6 +21,8 @@ if TYPE_CHECKING:  # torch only where tensors are handled: `medft eval` resolves
     import torch
     from torch import nn
 
+    from medft.models.base import MedVLM
+
 FILENAME = "trained.safetensors"
 
 
@@ -34,11 +36,11 @@ def trained_bytes(model: nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in trainable_parameters(model).values())
 
 
-def save_trained(path: str | Path, net: nn.Module, tune: dict[str, Any], **extra: Any) -> Path:
+def save_trained(path: str | Path, net: MedVLM, tune: dict[str, Any], **extra: Any) -> Path:
     """Write ``net.model``'s trainable parameters and the provenance metadata to ``path`` (atomically)."""
     from safetensors.torch import save_file
 
-    meta = {"model": getattr(net, "name", ""), "pretrained": getattr(net, "pretrained", None), "tune": tune, **extra}
+    meta = {"model": net.name, "pretrained": net.pretrained, "tune": tune, **extra}
     state = trained_state(net.model)
     return write_named_atomic(
         path, lambda tmp: save_file(state, tmp, metadata={"format": "pt", "medft": json.dumps(meta, sort_keys=True)})

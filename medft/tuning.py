@@ -39,6 +39,8 @@ from medft.errors import ConfigError
 if TYPE_CHECKING:  # torch where modules are handled: `medft report` / `medft params` read MODE_ORDER first
     from torch import nn
 
+    from medft.models.base import MedVLM
+
 SELECTORS = ("all", "norm", "ffn", "attention", "bias", "lora", "ia3", "prefix", "none")
 # The shipped tune modes (configs/tune/), from nothing trained to everything: the one order of
 # `medft params`, `medft report` (rows, plot colours), `make sweep`, scripts/ and the tests.
@@ -89,7 +91,9 @@ def unused_modules(model: nn.Module, arch: dict[str, Any]) -> list[str]:
     ``arch.vision_layers`` after it, and ``arch.vision_head`` (the tower's final norm), are unused.
     """
     names = list(arch.get("never_trained") or [])
-    feature_layer = getattr(getattr(model, "config", None), "vision_feature_layer", None)
+    from medft.models.base import vision_feature_layer
+
+    feature_layer = vision_feature_layer(model)
     if arch.get("vision_layers") and feature_layer is not None:
         n = len(model.get_submodule(arch["vision_layers"]))
         selected = [feature_layer] if isinstance(feature_layer, int) else list(feature_layer)
@@ -198,37 +202,37 @@ def check_tune(tune: dict[str, Any], arch: dict[str, Any], model_name: str = "",
         )
 
 
-def apply_tuning(adapter: nn.Module, tune: dict[str, Any]) -> TuneSummary:
+def apply_tuning(net: MedVLM, tune: dict[str, Any]) -> TuneSummary:
     """Freeze everything, then unfreeze (or add, for peft's methods) exactly what ``tune`` selects.
 
-    ``adapter`` exposes ``.model`` (the Hugging Face model; replaced by a peft model for LoRA) and
-    ``.arch`` (component prefixes and module types from the model config). Raises ConfigError when
-    the mode or component matches nothing.
+    ``net`` (a :class:`medft.models.base.MedVLM`) holds ``.model`` (the Hugging Face model; replaced by
+    a peft model for LoRA, IA3 and prefix) and ``.arch`` (component prefixes and module types from
+    the model config). Raises ConfigError when the mode or component matches nothing.
     """
     mode, select = tune["name"], tune["select"]
-    arch = adapter.arch
-    check_tune(tune, arch, getattr(adapter, "name", ""), _checkpointing(adapter.model))
+    arch = net.arch
+    check_tune(tune, arch, net.name, net.uses_gradient_checkpointing)
     wanted = list(tune["components"]) if tune.get("components") else None
     _check_components(arch, wanted)
-    report = TuneSummary(mode, unused=unused_modules(adapter.model, arch))
+    report = TuneSummary(mode, unused=unused_modules(net.model, arch))
 
-    adapter.model.requires_grad_(False)
+    net.model.requires_grad_(False)
     if select in ("lora", "ia3", "prefix"):  # peft marks its adapters (and only them) trainable
         wrap = {"lora": _wrap_lora, "ia3": _wrap_ia3, "prefix": _wrap_prefix}[select]
-        adapter.model = wrap(adapter.model, tune, arch, wanted, report.unused)
+        net.model = wrap(net.model, tune, arch, wanted, report.unused)
     elif select != "none":
         norm_params = tune.get("norm_params", "both") if select == "norm" else "both"
-        for name, param in _params_to_train(adapter.model, select, arch, wanted):
+        for name, param in _params_to_train(net.model, select, arch, wanted):
             if norm_params == "both" or name.rsplit(".", 1)[-1] == norm_params:  # weight = gain, bias = shift
                 param.requires_grad_(not under(name, report.unused))
     if select == "norm":
         report.modules = {"layernorm": 0, "rmsnorm": 0}
-        for name, module in adapter.model.named_modules():
+        for name, module in net.model.named_modules():
             kind = norm_kind(module)
             if kind and any(p.requires_grad for p in module.parameters(recurse=False)):
                 report.modules[kind] = report.modules.get(kind, 0) + 1
 
-    report.trainable = list(trainable_parameters(adapter.model))
+    report.trainable = list(trainable_parameters(net.model))
     if select != "none" and not report.trainable:
         where = f" in components {wanted}" if wanted else ""
         raise ConfigError(f"tune mode {mode!r} (select={select}) matched no parameter{where}: check tune.components")
@@ -349,17 +353,14 @@ def _wrap_prefix(
     return _peft(model, config)  # the layer count, KV heads and head size come from the text config
 
 
-def _checkpointing(model: nn.Module) -> bool:
-    return any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
-
-
 def _component_params(model: nn.Module):
     """``(name, parameter)`` with the names of the unwrapped model, for per-component counts. peft's
     prompt learning (``prefix``) keeps the base model as ``base_model`` (not ``base_model.model``) and
     its prompt encoder beside it; the prefix extends the language model, so its parameters are counted
     where that model's input embeddings are."""
-    config = getattr(model, "active_peft_config", None)
-    if config is None or not config.is_prompt_learning:
+    from medft.models.base import is_prompt_learning
+
+    if not is_prompt_learning(model):
         yield from model.named_parameters()
         return
     base = model.get_base_model()

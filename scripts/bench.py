@@ -213,7 +213,7 @@ def child(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         ckpt_bytes = save_trained(Path(tmp) / "trained.safetensors", net, tune).stat().st_size
 
-    # evaluation throughput (generate, and rank for CLOSED questions if the adapter has it)
+    # evaluation throughput (generate, and rank for CLOSED questions if the model can rank)
     module.eval()
     out = {"step_s": medft_step, "torch_loop_step_s": hand_step, "peak_mb": peak_mb, "base_mb": base_mb,
            "trainable": counts["trainable"], "total": counts["total"], "ckpt_bytes": ckpt_bytes,
@@ -224,7 +224,7 @@ def child(args: argparse.Namespace) -> dict:
         for _ in range(args.eval_reps):
             net.generate(batch, max_new_tokens=8)
         out["eval_samples_per_s"] = args.batch * args.eval_reps / (time.perf_counter() - start)
-        if hasattr(net, "rank"):  # eval.closed=rank: yes/no by likelihood, one decoder pass
+        if net.can_rank:  # eval.closed=rank: yes/no by likelihood, one decoder pass
             net.rank(batch)
             start = time.perf_counter()
             for _ in range(args.eval_reps):

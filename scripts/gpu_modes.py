@@ -17,6 +17,7 @@ from PIL import Image
 from transformers import BlipForQuestionAnswering, LlavaForConditionalGeneration
 
 from medft.models import blip as blip_mod
+from medft.models.base import model_config
 from medft.models import llava as llava_mod
 from medft.models.loading import arch_config, enable_gradient_checkpointing
 from medft.tuning import MODE_ORDER, UnsupportedMode, apply_tuning, count_parameters
@@ -30,7 +31,7 @@ def tune(mode):
 
 
 def arch(name):
-    return yaml.safe_load((ROOT / "configs" / "model" / f"{name}.yaml").read_text())["arch"]
+    return model_config(name)["arch"]
 
 
 def records(n=4, size=336):
@@ -52,7 +53,7 @@ def build_llava(checkpointing=True):
     torch.set_default_dtype(torch.float32)
     if checkpointing:
         enable_gradient_checkpointing(model)
-    return llava_mod.LlavaVQA(model, processor, arch("llava_med"), max_answer_len=8)
+    return llava_mod.LlavaVQA(model, processor, arch("llava_med"), name="llava_med", max_answer_len=8)
 
 
 def build_blip(checkpointing=True):
@@ -62,7 +63,7 @@ def build_blip(checkpointing=True):
         model = BlipForQuestionAnswering(config)
     if checkpointing:
         enable_gradient_checkpointing(model)
-    return blip_mod.BlipVQA(model, processor, arch("blip_vqa"))
+    return blip_mod.BlipVQA(model, processor, arch("blip_vqa"), name="blip_vqa")
 
 
 def to_cuda(batch):

@@ -15,9 +15,10 @@ import yaml
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from medft.config import CONFIG_DIR, register_resolvers
+from medft.config import CONFIG_DIR, available, register_resolvers
 from medft.errors import ConfigError, user_error
 from medft.models import build_model
+from medft.models.base import model_config
 from medft.models.llava import LlavaVQA
 from tests.conftest import model_cfg
 
@@ -199,9 +200,26 @@ def test_llava_truncates_long_answers_and_counts_them():
 # -- configs ------------------------------------------------------------------------------------
 
 
+FAMILIES = {"blip_tiny": "blip_vqa", "blip_bench": "blip_vqa", "blip_med": "blip_vqa", "blip_vqa": "blip_vqa",
+            "blip_report_tiny": "blip_report_gen", "blip_report": "blip_report_gen",
+            "llava_tiny": "llava", "llava_med": "llava"}
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_each_model_config_resolves_to_its_familys_arch(name):
+    """The ``arch`` block is written once per family (configs/model/arch/<family>.yaml) and inherited."""
+    family = yaml.safe_load((CONFIG_DIR / "model" / "arch" / f"{FAMILIES[name]}.yaml").read_text())
+    parent = family.pop("defaults", [])
+    for base in (p for p in parent if p != "_self_"):
+        family = {**yaml.safe_load((CONFIG_DIR / "model" / "arch" / f"{base}.yaml").read_text()), **family}
+    assert model_cfg(name)["arch"] == family
+    assert "arch" not in yaml.safe_load((CONFIG_DIR / "model" / f"{name}.yaml").read_text())  # not copied
+    assert set(FAMILIES) == set(available("model"))
+
+
 @pytest.mark.parametrize(("tiny", "full"), [("blip_tiny", "blip_vqa"), ("llava_tiny", "llava_med")])
 def test_tiny_and_full_size_configs_share_the_architecture_description(tiny, full):
-    load = lambda name: yaml.safe_load((CONFIG_DIR / "model" / f"{name}.yaml").read_text())  # noqa: E731
+    load = lambda name: model_config(name)  # noqa: E731 - composed: the arch comes from the family's file
     assert load(tiny)["arch"] == load(full)["arch"]
     assert load(tiny)["_target_"] == load(full)["_target_"]
 

@@ -14,6 +14,7 @@ import torch
 
 from medft.trained import load_trained_file, read_metadata, save_trained, trained_bytes
 from medft.errors import ConfigError
+from medft.models.base import Skeleton, model_config
 from medft.models.loading import arch_config, build_on_meta
 from medft.module import answer_by_rank
 from medft.tuning import apply_tuning
@@ -76,14 +77,10 @@ def test_trained_file_of_another_mode_is_refused(tmp_path):
 
 def test_layernorm_file_of_full_size_blip_vqa_is_under_1mb():
     """The shipped blip-vqa-base architecture on the meta device: what trained.safetensors would hold."""
-    import yaml
-
-    from medft.config import CONFIG_DIR
-
-    arch = yaml.safe_load((CONFIG_DIR / "model" / "blip_vqa.yaml").read_text())["arch"]
+    arch = model_config("blip_vqa")["arch"]
     sizes = {}
     for mode in ("layernorm", "full"):
-        net = SimpleNamespace(model=build_on_meta(arch_config("Salesforce/blip-vqa-base")), arch=arch)
+        net = Skeleton(build_on_meta(arch_config("Salesforce/blip-vqa-base")), arch, name="blip_vqa")
         apply_tuning(net, tune_cfg(mode))
         sizes[mode] = trained_bytes(net.model)
     assert sizes["layernorm"] == 153_600 * 4  # 0.61 MB
@@ -150,7 +147,7 @@ def test_closed_rank_is_checked_before_training():
     with pytest.raises(ConfigError, match="eval.closed='vote'"):
         MedVLMModule(tuned("layernorm"), optim=None, closed="vote")
     with pytest.raises(ConfigError, match="cannot rank answers"):
-        MedVLMModule(SimpleNamespace(task="vqa"), optim=None, closed="rank")
+        MedVLMModule(SimpleNamespace(task="vqa", can_rank=False), optim=None, closed="rank")
 
 
 # -- bf16-mixed and gradient checkpointing ------------------------------------------------------

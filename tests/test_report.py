@@ -1,4 +1,4 @@
-"""Report generation: R2Gen cleaning, pycocoevalcap scores, the BLIP captioning adapter, every tune mode."""
+"""Report generation: R2Gen cleaning, pycocoevalcap scores, the BLIP captioning model (BlipReportGen), every tune mode."""
 
 import pytest
 import torch
@@ -13,9 +13,9 @@ from tests.conftest import model_cfg
 
 
 def build(**overrides):
-    from medft.models.blip_report import build_blip_report
+    from medft.models.blip_report_gen import build_blip_report_gen
 
-    return build_blip_report(**model_cfg("blip_report_tiny", **overrides))
+    return build_blip_report_gen(**model_cfg("blip_report_tiny", **overrides))
 
 
 def records(n=2):
@@ -108,10 +108,10 @@ def test_every_tune_mode_trains_the_report_model(mode):
 def test_report_model_refuses_the_vqa_task():
     from medft.errors import ConfigError
 
-    from medft.models.blip_report import build_blip_report
+    from medft.models.blip_report_gen import build_blip_report_gen
 
     with pytest.raises(ConfigError, match="writes reports"):
-        build_blip_report(**model_cfg("blip_report_tiny", task="vqa"))
+        build_blip_report_gen(**model_cfg("blip_report_tiny", task="vqa"))
 
 
 def test_pretrained_round_trip(tmp_path):

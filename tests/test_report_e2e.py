@@ -70,11 +70,12 @@ def test_eval_reproduces_the_runs_own_test_predictions(tmp_path):
     assert "test/recall_open" in evaluated and evaluated["test/exact_acc_closed"] == pytest.approx(trained["test/acc_closed"])
     assert "test llava_med: closed" in proc.stdout and (out / "candidates.json").is_file()
     # the same run on a report dataset: refused before any model is built
-    from medft.commands.eval import check_run_task, resolve_run, run_model_config
+    from medft.commands.eval import resolve_run, run_model_config
+    from medft.models import check_task
 
     assert resolve_run(run / "checkpoints" / "last.ckpt") == (run, run / "checkpoints" / "last.ckpt")
     assert resolve_run(run) == (run, run / "trained.safetensors")  # preferred over the Lightning checkpoints
     model_cfg, tune = run_model_config(run, OmegaConf.create({"paths": {}}))
     assert model_cfg.name == "blip_tiny" and tune["name"] == "lora"
     with pytest.raises(ConfigError, match="is a report dataset: evaluate it on a vqa dataset"):
-        check_run_task(run, model_cfg, OmegaConf.create({"name": "iu_xray", "task": "report"}))
+        check_task(model_cfg, OmegaConf.create({"name": "iu_xray", "task": "report"}), run=run.name)

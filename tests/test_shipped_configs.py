@@ -16,7 +16,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from medft.config import CONFIG_DIR, _model_task, available, register_resolvers, validate
+from medft.config import CONFIG_DIR, available, register_resolvers, validate
+from medft.models import configured_task
 from medft.errors import ConfigError
 
 # group -> the root config that uses it and how it is named on the command line
@@ -57,7 +58,7 @@ def option_overrides(group: str, option: str) -> list[str]:
         return [f"tune={option}", "model=llava_tiny"] if option == "prefix" else [f"tune={option}"]
     if group == "generation":
         return [f"generation@eval={option}", "tune=layernorm"]
-    if group == "model" and _model_task(option) == "report":  # a report model needs a report dataset
+    if group == "model" and configured_task(option) == "report":  # a report model needs a report dataset
         return [f"model={option}", "dataset=iu_xray", "tune=layernorm"]
     if group == "hparams_search":
         return [f"hparams_search={option}", "tune=layernorm"]

@@ -250,6 +250,7 @@ def test_written_files_follow_the_umask(tmp_path, umask):
         def __init__(self):
             super().__init__()
             self.model = nn.Linear(2, 2)
+            self.name, self.pretrained = "linear", None
 
     old = os.umask(umask)
     try:

@@ -8,12 +8,11 @@ from functools import partial
 import lightning as L
 import pytest
 import torch
-import yaml
 
-from medft.config import CONFIG_DIR
 from medft.data.datamodule import MedDataModule
 from medft.data.sources import demo
 from medft.errors import ConfigError
+from medft.models.base import model_config
 from medft.module import MedVLMModule
 from medft.commands.params import mode_names, tune_config
 from medft.tuning import apply_tuning, count_parameters, unused_modules
@@ -25,7 +24,7 @@ MODES = mode_names(None)  # every mode in configs/tune/
 
 def takes(model: str, mode: str) -> bool:
     """Whether ``model`` can have ``mode``: prefix tuning needs a language model to prefix (``arch.prefix``)."""
-    arch = yaml.safe_load((CONFIG_DIR / "model" / f"{model}.yaml").read_text())["arch"]
+    arch = model_config(model)["arch"]
     return mode != "prefix" or bool(arch.get("prefix"))
 
 
@@ -126,7 +125,7 @@ def test_llava_components_split_the_whole_model():
 
 @pytest.mark.parametrize("mode", MODES)
 def test_llava_report_generation_trains_in_every_mode(mode):
-    """Reports: the same adapter with task=report; two optimizer steps, same gradient check."""
+    """Reports: the same model class with task=report; two optimizer steps, same gradient check."""
     from test_models import image
 
     torch.manual_seed(0)

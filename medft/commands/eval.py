@@ -101,8 +101,9 @@ def load_run_model(ckpt: str | Path, paths: Any = None, keep_original: bool = Fa
     plus ``"original"`` (the trainable parameters' values before loading) with ``keep_original``."""
     import lightning as L
 
-    from medft.models import build_model
+    from medft.models import build_model, check_task
     from medft.module import MedVLMModule
+    from medft.rundir import read_run_config
     from medft.trained import trained_state
     from medft.tuning import apply_tuning
 
@@ -113,6 +114,8 @@ def load_run_model(ckpt: str | Path, paths: Any = None, keep_original: bool = Fa
         cache = os.environ.get("MEDFT_CACHE_DIR") or str(Path("~/.cache/medft").expanduser())
         paths = {"log_dir": os.environ.get("MEDFT_LOG_DIR", "logs"), "cache_dir": cache, "output_dir": str(run_dir)}
     model_cfg, tune = run_model_config(run_dir, OmegaConf.create({"paths": paths}))
+    dataset = read_run_config(run_dir).get("dataset")
+    check_task(model_cfg, dataset if isinstance(dataset, dict) else {}, run=run_dir.name)  # before any weights load
     L.seed_everything(int(model_cfg.get("seed", 0) or 0), workers=True, verbose=False)
     net = build_model(model_cfg)
     report = apply_tuning(net, tune)
@@ -124,16 +127,6 @@ def load_run_model(ckpt: str | Path, paths: Any = None, keep_original: bool = Fa
             "tune": tune, "original": original}
 
 
-def check_run_task(run_dir: Path, model_cfg: DictConfig, dataset_cfg: DictConfig) -> None:
-    """The run's model must do the dataset's task (before any model is built)."""
-    task = dataset_cfg.get("task", "vqa")
-    if model_cfg.get("task") and model_cfg.task != task:
-        raise ConfigError(
-            f"run {run_dir.name} trained {model_cfg.get('name')} for {model_cfg.task}, but dataset={dataset_cfg.name} "
-            f"is a {task} dataset: evaluate it on a {model_cfg.task} dataset"
-        )
-
-
 @task_wrapper
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     import lightning as L
@@ -142,7 +135,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from medft.data.datamodule import MedDataModule
     from medft.data.sources import load_splits
     from medft.metrics.evaluators import scores_line
-    from medft.models import build_model
+    from medft.models import build_model, check_task
     from medft.module import MedVLMModule
     from medft.tuning import apply_tuning
 
@@ -155,7 +148,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"split={cfg.split!r} is not known; use test, val or train")
     run_dir, ckpt_file = resolve_run(cfg.ckpt)
     model_cfg, tune = run_model_config(run_dir, cfg)
-    check_run_task(run_dir, model_cfg, cfg.dataset)
+    check_task(model_cfg, cfg.dataset, run=run_dir.name)  # before any model is built
     from medft.metrics.protocols import apply_protocol, dataset_candidates, resolve_protocol, write_candidates
 
     vqa = cfg.dataset.get("task", "vqa") == "vqa"
@@ -201,7 +194,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     print(scores_line(net.task, metrics, cfg.split))
     metrics.update(finish_data_stats(data_stats, datamodule))
     metrics.update({"eval/run_dir": str(run_dir), "eval/ckpt": str(ckpt_file), "eval/tune": report.mode,
-                    "eval/model": getattr(net, "name", ""), "eval/dataset": cfg.dataset.name, "eval/split": cfg.split})
+                    "eval/model": net.name, "eval/dataset": cfg.dataset.name, "eval/split": cfg.split})
     write_json_atomic(output_dir / "metrics.json", metrics)
     write_jsonl_atomic(output_dir / "predictions.jsonl", module.predictions)
     print(f"run dir: {output_dir}")

@@ -74,7 +74,7 @@ def export(run: str | Path, fmt: str = "hf", out: str | Path | None = None) -> P
     net = loaded["net"]
     out.mkdir(parents=True, exist_ok=True)
     if fmt == "hf":
-        model = net.model.merge_and_unload() if hasattr(net.model, "merge_and_unload") else net.model
+        model = net.merged_model()
         model.save_pretrained(out)
         net.processor.save_pretrained(out)
         base = None
@@ -86,7 +86,7 @@ def export(run: str | Path, fmt: str = "hf", out: str | Path | None = None) -> P
 
 def _base_reference(net: Any, out: Path) -> tuple[str, bool]:
     """What ``adapter_config.json`` names as base: the run's hub id / directory, or ``out/base`` (to write)."""
-    pretrained = getattr(net, "pretrained", None)
+    pretrained = net.pretrained
     if pretrained:
         path = Path(str(pretrained)).expanduser()
         return (str(path.resolve()) if path.is_dir() else str(pretrained)), False
@@ -140,11 +140,11 @@ def write_model_card(out: Path, loaded: dict[str, Any], fmt: str, base: str | No
     cfg = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text()) or {}
     dataset = (cfg.get("dataset") or {}).get("name", "?")
     net = loaded["net"]
-    cls = type(net.model.get_base_model() if hasattr(net.model, "get_base_model") else net.model).__name__
+    cls = type(net.base_model()).__name__
     tested = {k: v for k, v in metrics.items() if k.startswith("test/") and isinstance(v, (int, float))}
     lines = [
         f"# {model_cfg.get('name', 'model')} fine-tuned with medft (tune={loaded['report'].mode})", "",
-        f"- base model: {getattr(net, 'pretrained', None) or 'random weights from medft model config ' + str(model_cfg.get('name'))}",
+        f"- base model: {net.pretrained or 'random weights from medft model config ' + str(model_cfg.get('name'))}",
         f"- architecture: `{cls}`",
         f"- dataset: {dataset}",
         f"- tune mode: {loaded['report'].mode} ({json.dumps(loaded['tune'], sort_keys=True)})",

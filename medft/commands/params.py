@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import sys
 import warnings
-from types import SimpleNamespace
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -53,9 +52,10 @@ def tune_config(
 
 
 def skeleton_factory(model_cfg: DictConfig):
-    """A function returning a fresh ``(model, arch)`` holder for each mode: on the meta device from
-    the architecture config for full-size models, the real tiny model otherwise."""
+    """A function returning a fresh model for each mode: a :class:`medft.models.base.Skeleton` on the
+    meta device from the architecture config for full-size models, the real tiny model otherwise."""
     from medft.models import build_model
+    from medft.models.base import Skeleton
     from medft.models.loading import arch_config, build_on_meta
 
     arch = OmegaConf.to_container(model_cfg.arch, resolve=True)
@@ -68,7 +68,8 @@ def skeleton_factory(model_cfg: DictConfig):
     if not pretrained:
         return lambda: build_model(model_cfg)
     config = arch_config(str(pretrained), bool(model_cfg.get("trust_remote_code", False)))
-    return lambda: SimpleNamespace(model=build_on_meta(config), arch=arch, name=model_cfg.get("name"))
+    return lambda: Skeleton(build_on_meta(config), arch, name=model_cfg.get("name"), pretrained=pretrained,
+                            task=model_cfg.get("task"))
 
 
 def count_modes(

@@ -14,10 +14,13 @@ import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medft.data.images import load_rgb, set_max_pixels
-from medft.errors import ConfigError, DataError
+from medft.errors import DataError
+
+if TYPE_CHECKING:
+    from medft.models.base import MedVLM
 
 Splits = dict[str, list[dict[str, Any]]]
 
@@ -108,17 +111,6 @@ def _present(path: str) -> bool:
     return os.path.isfile(path) and st.st_size > 0
 
 
-def text_limits(net: Any) -> dict[str, int]:
-    """Record field -> the model's maximum token length for it (what the collate truncates)."""
-    limits = getattr(net, "text_limits", None)
-    if limits:
-        return dict(limits)
-    fields = {"question": "max_question_len", "answer": "max_answer_len"}  # BlipVQA's limits
-    if getattr(net, "task", "vqa") == "vqa":
-        return {f: int(getattr(net, attr)) for f, attr in fields.items() if hasattr(net, attr)}
-    return {}
-
-
 def count_truncated(splits: Splits, tokenizer: Any, limits: dict[str, int]) -> dict[str, int]:
     """``{field: n}``: records (all splits) whose ``field`` has more tokens than its limit."""
     out = {}
@@ -189,16 +181,11 @@ def prepare_splits(splits: Splits, dataset_cfg: Any) -> tuple[Splits, dict[str, 
                     "data/dropped/missing_image": loaded_stats.get("data/dropped/missing_image", 0) + n}
 
 
-def check_model_fits(net: Any, dataset_cfg: Any, splits: Splits) -> dict[str, int]:
+def check_model_fits(net: MedVLM, dataset_cfg: Any, splits: Splits) -> dict[str, int]:
     """The model does the dataset's task; count (and say) how many texts will be truncated."""
-    task = dataset_cfg.get("task", "vqa")
-    if getattr(net, "task", task) != task:
-        raise ConfigError(
-            f"model {getattr(net, 'name', '?')} does {net.task} but dataset={dataset_cfg.get('name')} is a "
-            f"{task} dataset: pick a {task} model"
-        )
+    net.check_dataset(dataset_cfg)
     out = {}
-    limits = text_limits(net)
+    limits = net.text_limits
     total = sum(len(v) for v in splits.values())
     for field, n in count_truncated(splits, net.tokenizer, limits).items():
         out[f"data/truncated_{field}"] = n

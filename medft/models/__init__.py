@@ -1,4 +1,5 @@
-"""Model adapters. ``build_model(cfg.model)`` turns a model config into an adapter."""
+"""The Med-VLMs. ``build_model(cfg.model)`` turns a model config into a :class:`MedVLM` (the model
+contract, ``medft/models/base.py``); :func:`check_task` is the one model/dataset task check."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from medft.models.base import MedVLM, check_task, configured_task
+
+__all__ = ["MedVLM", "NOT_BUILDER_ARGS", "build_model", "check_task", "configured_task"]
+
 # Model-config keys that other configs read (optim.lr = tune.lr * model.lr_scale, or the tune's
 # lr_key entry for the embedded pretrained model; eval.protocol's default), not the builder.
 NOT_BUILDER_ARGS = ("lr_scale", "eval_protocol", "lr_key")
 
 
-def build_model(cfg: DictConfig) -> Any:
+def build_model(cfg: DictConfig) -> MedVLM:
     """Instantiate the model config's ``_target_`` builder with its own keys, minus the shared ones."""
     node = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in NOT_BUILDER_ARGS}
     return hydra.utils.instantiate(node, _convert_="all")

@@ -20,36 +20,30 @@ from torch import nn
 from transformers import BlipConfig, BlipForQuestionAnswering, BlipImageProcessorPil, BlipProcessor
 
 from medft.errors import ConfigError
-from medft.models.loading import DTYPES, enable_gradient_checkpointing, load_pretrained, torch_dtype  # noqa: F401
+from medft.models.base import MedVLM
+from medft.models.loading import load_or_build
 from medft.models.tokenizer import build_offline_tokenizer
 
 
-class BlipVQA(nn.Module):
-    """Adapter around a BLIP VQA model: batching, loss and answer generation.
+class BlipVQA(MedVLM):
+    """A BLIP VQA model: batching, loss, answer generation and answer ranking.
 
     ``arch`` (from the model config) names the architecture's pieces for the tuning module:
     ``components`` (component name -> module prefix), ``attention`` and ``ffn`` (module class
     names whose Linear children are attention / feed-forward projections), ``lora_targets``.
     """
 
-    task = "vqa"
+    tasks = ("vqa",)
+    does = "answers questions (task vqa); pick a report model for reports"
+    can_rank = True
 
     def __init__(
-        self,
-        model: BlipForQuestionAnswering,
-        processor: BlipProcessor,
-        arch: dict[str, Any],
-        max_question_len: int = 32,
-        max_answer_len: int = 8,
-        cache_image_features: str | bool = "auto",
+        self, *parts: Any, max_question_len: int = 32, max_answer_len: int = 8, cache_image_features: str | bool = "auto",
+        **identity: Any,
     ) -> None:
-        super().__init__()
-        self.model = model
-        self.processor = processor
-        self.arch = arch
+        super().__init__(*parts, **identity)  # model, processor, arch; name, pretrained, task
         self.max_question_len = max_question_len
         self.max_answer_len = max_answer_len
-        self.truncated = 0  # questions / answers cut to the maximum length so far
         if cache_image_features not in ("auto", False, "false"):
             raise ConfigError(f"model.cache_image_features={cache_image_features!r}: use auto or false")
         self.cache_image_features = cache_image_features == "auto"
@@ -57,8 +51,8 @@ class BlipVQA(nn.Module):
         self.cache_hits = 0
 
     @property
-    def tokenizer(self):
-        return self.processor.tokenizer
+    def text_limits(self) -> dict[str, int]:
+        return {"question": self.max_question_len, "answer": self.max_answer_len}
 
     def collate(self, records: list[dict]) -> dict[str, Any]:
         """Turn records (with a PIL ``pil_image``) into model inputs plus the metadata to score them."""
@@ -200,59 +194,31 @@ def tiny_blip_config(config: dict[str, Any], tokenizer, image_size: int) -> Blip
     return BlipConfig(vision_config=vision_config, text_config=text_config)
 
 
-def load_or_build(
-    model_cls: type,
-    pretrained: str | None,
-    config: dict[str, Any] | None,
-    image_size: int,
-    dtype: str,
-    attn_implementation: str | None,
-    trust_remote_code: bool,
-    gradient_checkpointing: bool,
-    max_text_len: int,
-    seed: int,
-) -> tuple[nn.Module, BlipProcessor]:
-    """A BLIP model and processor: ``pretrained`` (hub id or local dir) loaded, or random weights
-    built from ``config`` (tiny models, with the offline processor)."""
-    if pretrained:
-        model, processor = load_pretrained(
-            model_cls, BlipProcessor, pretrained, dtype, attn_implementation, trust_remote_code
-        )
-    else:
-        if config is None:
-            raise ConfigError("model.pretrained is null and model.config is empty: set model.pretrained=PATH")
-        processor = tiny_processor(image_size, max_text_len)
-        blip_config = tiny_blip_config(config, processor.tokenizer, image_size)
-        torch.manual_seed(seed)  # the random "pretrained" weights are a function of the seed
-        model = model_cls(blip_config).to(torch_dtype(dtype))
-    if gradient_checkpointing:
-        enable_gradient_checkpointing(model)
-    return model, processor
+def load_blip(model_cls: type, pretrained: str | None, config: dict[str, Any] | None, image_size: int,
+              max_text_len: int, **load: Any) -> tuple[nn.Module, BlipProcessor]:
+    """A BLIP model and processor: ``pretrained`` loaded, or random weights built from ``config`` (tiny
+    models, with the offline processor); ``load``: dtype, gradient_checkpointing, attn_implementation,
+    trust_remote_code, seed (:func:`medft.models.loading.load_or_build`)."""
+    def random_processor() -> BlipProcessor:
+        return tiny_processor(image_size, max_text_len)
+
+    def random_model(processor: BlipProcessor) -> nn.Module:
+        return model_cls(tiny_blip_config(config, processor.tokenizer, image_size))
+
+    return load_or_build(model_cls, BlipProcessor, pretrained, config, random_processor, random_model, **load)
 
 
 def build_blip_vqa(
-    arch: dict[str, Any],
-    name: str = "blip",
-    pretrained: str | None = None,
-    config: dict[str, Any] | None = None,
-    image_size: int = 384,
-    dtype: str = "float32",
-    gradient_checkpointing: bool = False,
-    attn_implementation: str | None = None,
-    trust_remote_code: bool = False,
-    max_question_len: int = 32,
-    max_answer_len: int = 8,
-    seed: int = 0,
-    task: str = "vqa",
-    cache_image_features: str | bool = "auto",
-    embedded_dir: str | None = None,
+    arch: dict[str, Any], name: str = "blip", pretrained: str | None = None, config: dict[str, Any] | None = None,
+    task: str = "vqa", image_size: int = 384, max_question_len: int = 32, max_answer_len: int = 8,
+    cache_image_features: str | bool = "auto", embedded_dir: str | None = None, trust_remote_code: bool = False,
+    **load: Any,
 ) -> BlipVQA:
-    """The VQA adapter over ``BlipForQuestionAnswering`` (see :func:`load_or_build`).
+    """A :class:`BlipVQA` over ``BlipForQuestionAnswering`` (see :func:`load_blip`).
 
     ``pretrained: embedded`` is medft's own pretrained checkpoint (``medft pretrain``), built on first
     use under ``embedded_dir`` (the cache dir) by :func:`medft.embedded.ensure_embedded`."""
-    if task != BlipVQA.task:
-        raise ConfigError(f"model.task={task!r}: {name} answers questions (task vqa); pick a report model for reports")
+    BlipVQA.check_can_do(task, name)  # before any weights load
     source = pretrained
     if pretrained == "embedded":
         from medft.embedded import ensure_embedded
@@ -260,10 +226,11 @@ def build_blip_vqa(
         if not embedded_dir:
             raise ConfigError("model.pretrained=embedded needs model.embedded_dir (the cache dir holding pretrained/)")
         source = str(ensure_embedded(embedded_dir))
-    model, processor = load_or_build(
-        BlipForQuestionAnswering, source, config, image_size, dtype, attn_implementation,
-        trust_remote_code, gradient_checkpointing, max_question_len, seed,
+    model, processor = load_blip(
+        BlipForQuestionAnswering, source, config, image_size, max_question_len, trust_remote_code=trust_remote_code, **load
     )
-    adapter = BlipVQA(model, processor, dict(arch), max_question_len, max_answer_len, cache_image_features)
-    adapter.name, adapter.pretrained = name, pretrained
-    return adapter
+    limits = {"max_question_len": max_question_len, "max_answer_len": max_answer_len}
+    return BlipVQA(
+        model, processor, arch, cache_image_features=cache_image_features, name=name, pretrained=pretrained, task=task,
+        **limits,
+    )

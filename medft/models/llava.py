@@ -14,51 +14,36 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 from transformers import CLIPImageProcessorPil, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
 from medft.errors import ConfigError
-from medft.models.loading import enable_gradient_checkpointing, load_pretrained, torch_dtype
+from medft.models.base import MedVLM
+from medft.models.loading import load_or_build
 from medft.models.tokenizer import MISTRAL_CHAT_TEMPLATE, build_offline_llama_tokenizer
 
-TASKS = ("vqa", "report")
 DEFAULT_REPORT_PROMPT = "Describe the findings of this medical image."
 
 
-class LlavaVQA(nn.Module):
-    """Adapter around a LLaVA model: chat-template prompts, answer-only loss, generation.
+class LlavaVQA(MedVLM):
+    """A LLaVA model: chat-template prompts, answer-only loss, generation.
 
-    Same API as :class:`medft.models.blip.BlipVQA`: ``.model``, ``.processor``, ``.arch``,
-    ``.task``, ``collate(records)``, ``loss(batch)``, ``generate(batch, **kwargs)``. With
-    ``task="report"`` the prompt is ``report_prompt`` and the target is the record's ``report``.
+    With ``task="report"`` the prompt is ``report_prompt`` and the target is the record's ``report``.
     """
 
     def __init__(
-        self,
-        model: LlavaForConditionalGeneration,
-        processor: LlavaProcessor,
-        arch: dict[str, Any],
-        task: str = "vqa",
-        max_question_len: int = 32,
-        max_answer_len: int = 16,
-        report_prompt: str = DEFAULT_REPORT_PROMPT,
+        self, *parts: Any, max_question_len: int = 32, max_answer_len: int = 16, report_prompt: str = DEFAULT_REPORT_PROMPT,
+        **identity: Any,
     ) -> None:
-        super().__init__()
-        if task not in TASKS:
-            raise ConfigError(f"model.task={task!r} is not known; use one of {list(TASKS)}")
-        self.model = model
-        self.processor = processor
-        self.arch = arch
-        self.task = task
+        super().__init__(*parts, **identity)  # model, processor, arch; name, pretrained, task
         self.max_question_len = max_question_len
         self.max_answer_len = max_answer_len
         self.report_prompt = report_prompt
-        self.truncated = 0  # questions / answers cut to the maximum length so far
         self.tokenizer.padding_side = "left"  # prompts are left-padded: generation continues each from its end
 
     @property
-    def tokenizer(self):
-        return self.processor.tokenizer
+    def text_limits(self) -> dict[str, int]:
+        """Questions and answers (VQA); a report's length is limited only by ``max_answer_len``, not counted."""
+        return {"question": self.max_question_len, "answer": self.max_answer_len} if self.task == "vqa" else {}
 
     @property
     def pad_token_id(self) -> int:
@@ -201,42 +186,30 @@ def _complete_processor(processor: LlavaProcessor, config: LlavaConfig) -> None:
 
 
 def build_llava(
-    arch: dict[str, Any],
-    name: str = "llava",
-    pretrained: str | None = None,
-    config: dict[str, Any] | None = None,
-    task: str = "vqa",
-    image_size: int = 336,
-    dtype: str = "float32",
-    gradient_checkpointing: bool = False,
-    attn_implementation: str | None = None,
-    trust_remote_code: bool = False,
-    chat_template: str | None = None,
-    report_prompt: str = DEFAULT_REPORT_PROMPT,
-    max_question_len: int = 32,
-    max_answer_len: int = 16,
-    seed: int = 0,
+    arch: dict[str, Any], name: str = "llava", pretrained: str | None = None, config: dict[str, Any] | None = None,
+    task: str = "vqa", image_size: int = 336, chat_template: str | None = None,
+    report_prompt: str = DEFAULT_REPORT_PROMPT, max_question_len: int = 32, max_answer_len: int = 16,
+    trust_remote_code: bool = False, **load: Any,
 ) -> LlavaVQA:
     """Load ``pretrained`` (a llava-hf-format hub id or local dir), or build random weights from
-    ``config`` (tiny models). ``chat_template`` replaces the checkpoint's (null: keep it; a
-    checkpoint without one gets LLaVA-Med v1.5's Mistral ``[INST]`` template)."""
-    if pretrained:
-        model, processor = load_pretrained(
-            LlavaForConditionalGeneration, LlavaProcessor, pretrained, dtype, attn_implementation, trust_remote_code
-        )
-    else:
-        if config is None:
-            raise ConfigError("model.pretrained is null and model.config is empty: set model.pretrained=PATH")
-        dtype_ = torch_dtype(dtype)
+    ``config`` (tiny models); ``load``: dtype, gradient_checkpointing, attn_implementation,
+    trust_remote_code, seed (:func:`medft.models.loading.load_or_build`). ``chat_template`` replaces
+    the checkpoint's (null: keep it; a checkpoint without one gets LLaVA-Med v1.5's Mistral ``[INST]``
+    template)."""
+    LlavaVQA.check_can_do(task, name)  # before any weights load
+
+    def random_processor() -> LlavaProcessor:
         max_length = int(config["text_config"].get("max_position_embeddings", 512))  # prompt = image tokens + text
-        processor = tiny_processor(image_size, int(config["vision_config"]["patch_size"]), max_length)
-        torch.manual_seed(seed)  # the random "pretrained" weights are a function of the seed
-        model = tiny_model(config, processor, image_size).to(dtype_)
+        return tiny_processor(image_size, int(config["vision_config"]["patch_size"]), max_length)
+
+    model, processor = load_or_build(
+        LlavaForConditionalGeneration, LlavaProcessor, pretrained, config, random_processor,
+        lambda processor: tiny_model(config, processor, image_size), trust_remote_code=trust_remote_code,
+        **load,
+    )
     _complete_processor(processor, model.config)
     if chat_template or not getattr(processor, "chat_template", None):
         processor.chat_template = chat_template or MISTRAL_CHAT_TEMPLATE
-    if gradient_checkpointing:
-        enable_gradient_checkpointing(model)
-    adapter = LlavaVQA(model, processor, dict(arch), task, max_question_len, max_answer_len, report_prompt)
-    adapter.name, adapter.pretrained = name, pretrained
-    return adapter
+    limits = {"max_question_len": max_question_len, "max_answer_len": max_answer_len}
+    return LlavaVQA(model, processor, arch, report_prompt=report_prompt, name=name, pretrained=pretrained, task=task,
+                    **limits)

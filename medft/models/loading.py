@@ -13,7 +13,7 @@ checkpoint's ``config.json``, the copy medft ships for the default checkpoints
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -85,6 +85,34 @@ def load_pretrained(
         raise ConfigError(
             f"cannot load model.pretrained={pretrained!r} from the {where_looked(pretrained)}: {first} — {fix}"
         ) from None
+    return model, processor
+
+
+def load_or_build(
+    model_cls: type,
+    processor_cls: type,
+    pretrained: str | None,
+    config: dict[str, Any] | None,
+    random_processor: Callable[[], Any],
+    random_model: Callable[[Any], nn.Module],
+    dtype: str = "float32",
+    gradient_checkpointing: bool = False,
+    attn_implementation: str | None = None,
+    trust_remote_code: bool = False,
+    seed: int = 0,
+) -> tuple[nn.Module, Any]:
+    """A model and processor: ``pretrained`` (hub id or local dir) loaded, or random weights built
+    from ``config`` (tiny models): ``random_processor()``, then ``random_model(processor)`` seeded."""
+    if pretrained:
+        model, processor = load_pretrained(model_cls, processor_cls, pretrained, dtype, attn_implementation, trust_remote_code)
+    else:
+        if config is None:
+            raise ConfigError("model.pretrained is null and model.config is empty: set model.pretrained=PATH")
+        processor = random_processor()
+        torch.manual_seed(seed)  # the random "pretrained" weights are a function of the seed
+        model = random_model(processor).to(torch_dtype(dtype))
+    if gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     return model, processor
 
 

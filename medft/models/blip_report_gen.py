@@ -10,37 +10,27 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 from transformers import BlipForConditionalGeneration, BlipProcessor
 
 from medft.errors import ConfigError
-from medft.models.blip import load_or_build
+from medft.models.base import MedVLM
+from medft.models.blip import load_blip
 
 
-class BlipReport(nn.Module):
-    """Adapter around a BLIP captioning model with the same API as :class:`medft.models.blip.BlipVQA`."""
+class BlipReportGen(MedVLM):
+    """A BLIP captioning model writing reports: batching, loss and report generation."""
 
-    task = "report"
+    tasks = ("report",)
+    does = "writes reports (task report); pick a VQA model for questions"
 
-    def __init__(
-        self,
-        model: BlipForConditionalGeneration,
-        processor: BlipProcessor,
-        arch: dict[str, Any],
-        max_report_len: int = 60,
-        prompt: str = "",
-    ) -> None:
-        super().__init__()
-        self.model = model
-        self.processor = processor
-        self.arch = arch
+    def __init__(self, *parts: Any, max_report_len: int = 60, prompt: str = "", **identity: Any) -> None:
+        super().__init__(*parts, **identity)  # model, processor, arch; name, pretrained, task
         self.max_report_len = max_report_len
         self.prompt = prompt.strip()
-        self.text_limits = {"report": max_report_len}  # what collate truncates (counted by medft.data.checks)
 
     @property
-    def tokenizer(self):
-        return self.processor.tokenizer
+    def text_limits(self) -> dict[str, int]:
+        return {"report": self.max_report_len}  # what collate truncates (counted by medft.data.checks)
 
     def _prompt_len(self) -> int:
         """Tokens before the report: ``[DEC]`` plus the prompt's word pieces."""
@@ -86,28 +76,16 @@ class BlipReport(nn.Module):
         return [t.strip()[len(prompt):].strip() if prompt and t.strip().startswith(prompt) else t.strip() for t in texts]
 
 
-def build_blip_report(
-    arch: dict[str, Any],
-    name: str = "blip_report",
-    pretrained: str | None = None,
-    config: dict[str, Any] | None = None,
-    image_size: int = 384,
-    dtype: str = "float32",
-    gradient_checkpointing: bool = False,
-    attn_implementation: str | None = None,
-    trust_remote_code: bool = False,
-    max_report_len: int = 60,
-    prompt: str = "",
-    seed: int = 0,
-    task: str = "report",
-) -> BlipReport:
-    """The report adapter over ``BlipForConditionalGeneration`` (see :func:`medft.models.blip.load_or_build`)."""
-    if task != BlipReport.task:
-        raise ConfigError(f"model.task={task!r}: {name} writes reports (task report); pick a VQA model for questions")
-    model, processor = load_or_build(
-        BlipForConditionalGeneration, pretrained, config, image_size, dtype, attn_implementation,
-        trust_remote_code, gradient_checkpointing, max_report_len, seed,
+def build_blip_report_gen(
+    arch: dict[str, Any], name: str = "blip_report", pretrained: str | None = None, config: dict[str, Any] | None = None,
+    task: str = "report", image_size: int = 384, max_report_len: int = 60, prompt: str = "",
+    trust_remote_code: bool = False, **load: Any,
+) -> BlipReportGen:
+    """A :class:`BlipReportGen` over ``BlipForConditionalGeneration`` (see :func:`medft.models.blip.load_blip`)."""
+    BlipReportGen.check_can_do(task, name)  # before any weights load
+    model, processor = load_blip(
+        BlipForConditionalGeneration, pretrained, config, image_size, max_report_len,
+        trust_remote_code=trust_remote_code, **load,
     )
-    adapter = BlipReport(model, processor, dict(arch), max_report_len, prompt)
-    adapter.name, adapter.pretrained = name, pretrained
-    return adapter
+    identity = {"name": name, "pretrained": pretrained, "task": task}
+    return BlipReportGen(model, processor, arch, max_report_len=max_report_len, prompt=prompt, **identity)
