@@ -87,3 +87,22 @@ def test_report_scores_from_gathered_rows_equal_the_direct_ones():
     reloaded = VQAEvaluator()
     reloaded.load_rows(vqa_rows)
     assert {k: float(v) for k, v in reloaded.compute().items()} == {"acc": 0.5, "acc_closed": 1.0, "acc_open": 0.0}
+
+
+def test_also_test_predictions_are_written_by_rank_zero_only(make_cfg, tmp_path):
+    """``also_test.NAME=DATASET`` under several processes: every rank holds the gathered rows
+    (MedVLMModule.on_test_epoch_end), only rank zero writes predictions_NAME.jsonl (as predictions.jsonl)."""
+    from types import SimpleNamespace
+
+    from medft.train import test_on
+
+    cfg = make_cfg("tune=frozen")  # the run's paths.*: test_on loads configs/dataset/demo.yaml into its cache_dir
+    rows = [{"id": "q0", "answer": "yes", "prediction": "yes"}]
+    module, net = SimpleNamespace(predictions=rows), SimpleNamespace(collate=lambda batch: batch, task="vqa")
+    for rank in (1, 0):
+        out = tmp_path / f"rank{rank}"
+        out.mkdir()
+        trainer = SimpleNamespace(test=lambda *a, **k: None, callback_metrics={"test/acc": 1.0}, is_global_zero=rank == 0)
+        assert test_on(cfg, "shift", "demo", trainer, module, net, out) == {"shift/acc": 1.0}
+        assert sorted(p.name for p in out.iterdir()) == ([] if rank else ["predictions_shift.jsonl"])
+    assert json.loads((tmp_path / "rank0" / "predictions_shift.jsonl").read_text()) == rows[0]

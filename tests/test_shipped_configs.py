@@ -43,6 +43,12 @@ def test_the_case_list_covers_the_config_folders():
     assert ("scheduler", "constant") in shipped() and ("experiment", "paper/blip_vqa_rad") in shipped()
 
 
+@pytest.fixture(autouse=True)
+def run_dirs_in_tmp(tmp_path, monkeypatch):
+    """Resolving hydra.run.dir creates the run dir (medft_claim): under tmp_path, not the checkout's logs/."""
+    monkeypatch.setenv("MEDFT_LOG_DIR", str(tmp_path / "logs"))
+
+
 def compose_train(*overrides: str) -> DictConfig:
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):

@@ -223,7 +223,8 @@ def test_on(cfg: DictConfig, name: str, dataset_name: str, trainer: Any, module:
     datamodule = MedDataModule(test, net.collate, cfg.data.batch_size, cfg.data.eval_batch_size, cfg.data.num_workers)
     trainer.test(module, datamodule=datamodule, verbose=False, weights_only=True)
     scores = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-    write_jsonl_atomic(output_dir / f"predictions_{name}.jsonl", module.predictions)
+    if trainer.is_global_zero:  # several devices: every rank holds the gathered rows (MedVLMModule); rank zero writes
+        write_jsonl_atomic(output_dir / f"predictions_{name}.jsonl", module.predictions)
     print(f"{name} ({dataset_name}) " + scores_line(net.task, scores))
     return {f"{name}/{k.removeprefix('test/')}": float(v) for k, v in scores.items()}
 
