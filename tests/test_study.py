@@ -74,14 +74,14 @@ def test_unknown_domain_is_one_line(tmp_path):
 # --- medft pretrain ------------------------------------------------------------------------
 
 
-def run_pretrain(tmp: Path, cache_dir: Path, out: Path) -> None:
+def run_pretrain(tmp: Path, cache_dir: Path, out: Path, **env_extra: str) -> None:
     """`medft pretrain` of blip_tiny for two steps on the demo source set, in a subprocess."""
     import subprocess
     import sys
 
     from tests.medft_testing import env_for
 
-    env = env_for(tmp, MEDFT_CACHE_DIR=str(cache_dir))
+    env = env_for(tmp, MEDFT_CACHE_DIR=str(cache_dir), **env_extra)
     proc = subprocess.run(
         [sys.executable, "-m", "medft.cli", "pretrain", "model=blip_tiny", "dataset=demo", f"out={out}", *FEW_STEPS],
         cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True, timeout=300,
@@ -99,9 +99,13 @@ def pretrained_tiny(tmp_path_factory, cache_dir):
 
 
 def test_pretrain_is_deterministic_given_its_seed(pretrained_tiny, tmp_path, cache_dir):
-    run_pretrain(tmp_path, cache_dir, tmp_path / "again")
+    # another thread setting outside: the recipe's `threads: 1` fixes the float path all the same
+    run_pretrain(tmp_path, cache_dir, tmp_path / "again", MEDFT_THREADS="2", OMP_NUM_THREADS="2")
     again = (tmp_path / "again" / "model.safetensors").read_bytes()
     assert again == (pretrained_tiny / "model.safetensors").read_bytes()
+    info = json.loads((tmp_path / "again" / "pretrain.json").read_text())
+    assert info["threads"] == 1
+    assert json.loads((Path(info["run_dir"]) / "metrics.json").read_text())["system/threads"] == 1
 
 
 def test_pretrain_writes_a_checkpoint_that_loads_back_with_identical_logits(pretrained_tiny):
