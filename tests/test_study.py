@@ -178,6 +178,40 @@ def test_embedded_is_built_once_and_rebuilt_for_a_new_recipe(tmp_path, monkeypat
     assert not list((tmp_path / "pretrained").glob("*.tmp-*"))
 
 
+def test_parallel_first_uses_build_the_embedded_model_once(tmp_path, monkeypatch, capsys):
+    """A sweep's parallel jobs on a fresh cache: the first builds, the others wait for its model."""
+    import threading
+    import time
+
+    import medft.pretrain as pretrain
+
+    calls, started = [], threading.Event()
+
+    def slow_run(cmd, env):
+        calls.append(cmd)
+        started.set()
+        time.sleep(0.5)  # the others arrive while this build is under way
+        out = Path(next(a for a in cmd if a.startswith("out=")).split("=", 1)[1])
+        out.mkdir(parents=True)
+        (out / "pretrain.json").write_text(json.dumps({"recipe_version": pretrain.recipe_version()}))
+        Path(next(a for a in cmd if a.startswith("hydra.run.dir=")).split("=", 1)[1]).mkdir(parents=True)
+        return type("Done", (), {"returncode": 0})()
+
+    monkeypatch.setattr(pretrain.subprocess, "run", slow_run)
+    results = []
+    first = threading.Thread(target=lambda: results.append(pretrain.ensure_embedded(tmp_path)))
+    first.start()
+    assert started.wait(10)
+    others = [threading.Thread(target=lambda: results.append(pretrain.ensure_embedded(tmp_path))) for _ in range(2)]
+    for t in others:
+        t.start()
+    for t in [first, *others]:
+        t.join(30)
+    assert len(calls) == 1 and len(results) == 3 and len(set(results)) == 1
+    assert pretrain.is_built(results[0], pretrain.recipe_version())
+    assert capsys.readouterr().out.count("waiting for it") == 2
+
+
 # --- the study, shrunken -------------------------------------------------------------------
 
 REQUIRED = ["tune", "seed", "init", "train_fraction", "test/acc", "source/acc", "shift/acc", "trainable",
