@@ -13,7 +13,6 @@ import warnings
 WARNINGS = [
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", "Lightning's use of a torch API it will update"),
     (r"`is_gradient_checkpointing` is deprecated", "peft's use of a transformers API it will update"),
-    (r"module\(s\) in eval mode at the start of training", "medft keeps a frozen, cached vision tower in eval mode on purpose"),
 ]
 # Lightning's INFO lines that advertise a product instead of reporting on the run
 LOG_LINES = {"lightning.pytorch.utilities.rank_zero": ("litlogger",)}
