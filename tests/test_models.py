@@ -83,6 +83,15 @@ def test_checkpoint_loads_through_the_full_size_config(tmp_path, tiny, full, ext
         assert torch.allclose(original.loss(batch_a), loaded.loss(batch_b))
 
 
+@pytest.mark.parametrize("tiny", ["blip_tiny", "llava_tiny"])
+def test_a_loaded_checkpoint_trains_with_its_dropout(tmp_path, tiny):
+    """from_pretrained hands back an eval-mode model and Lightning keeps each module's mode: a fine-tuned
+    checkpoint must start in training mode, or its dropout never runs."""
+    ckpt = save_checkpoint(build(tiny), tmp_path / "ckpt")
+    net = build(tiny, f"model.pretrained={ckpt}")
+    assert all(m.training for m in net.model.modules())
+
+
 def test_llava_dtype_and_gradient_checkpointing_come_from_the_config(tmp_path):
     ckpt = save_checkpoint(build("llava_tiny"), tmp_path / "ckpt")
     net = build("llava_med", f"model.pretrained={ckpt}", "model.attn_implementation=eager")

@@ -74,14 +74,14 @@ def test_unknown_domain_is_one_line(tmp_path):
 # --- medft pretrain ------------------------------------------------------------------------
 
 
-def run_pretrain(tmp: Path, cache_dir: Path, out: Path) -> None:
+def run_pretrain(tmp: Path, cache_dir: Path, out: Path, **env_extra: str) -> None:
     """`medft pretrain` of blip_tiny for two steps on the demo source set, in a subprocess."""
     import subprocess
     import sys
 
     from tests.medft_testing import env_for
 
-    env = env_for(tmp, MEDFT_CACHE_DIR=str(cache_dir))
+    env = env_for(tmp, MEDFT_CACHE_DIR=str(cache_dir), **env_extra)
     proc = subprocess.run(
         [sys.executable, "-m", "medft.cli", "pretrain", "model=blip_tiny", "dataset=demo", f"out={out}", *FEW_STEPS],
         cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True, timeout=300,
@@ -99,9 +99,13 @@ def pretrained_tiny(tmp_path_factory, cache_dir):
 
 
 def test_pretrain_is_deterministic_given_its_seed(pretrained_tiny, tmp_path, cache_dir):
-    run_pretrain(tmp_path, cache_dir, tmp_path / "again")
+    # another thread setting outside: the recipe's `threads: 1` fixes the float path all the same
+    run_pretrain(tmp_path, cache_dir, tmp_path / "again", MEDFT_THREADS="2", OMP_NUM_THREADS="2")
     again = (tmp_path / "again" / "model.safetensors").read_bytes()
     assert again == (pretrained_tiny / "model.safetensors").read_bytes()
+    info = json.loads((tmp_path / "again" / "pretrain.json").read_text())
+    assert info["threads"] == 1
+    assert json.loads((Path(info["run_dir"]) / "metrics.json").read_text())["system/threads"] == 1
 
 
 def test_pretrain_writes_a_checkpoint_that_loads_back_with_identical_logits(pretrained_tiny):
@@ -172,6 +176,40 @@ def test_embedded_is_built_once_and_rebuilt_for_a_new_recipe(tmp_path, monkeypat
     monkeypatch.setattr(embedded, "recipe_version", lambda: 99)
     assert embedded.ensure_embedded(tmp_path).name == "blip_med-v99" and len(calls) == 2  # new recipe: rebuilt
     assert not list((tmp_path / "pretrained").glob("*.tmp-*"))
+
+
+def test_parallel_first_uses_build_the_embedded_model_once(tmp_path, monkeypatch, capsys):
+    """A sweep's parallel jobs on a fresh cache: the first builds, the others wait for its model."""
+    import threading
+    import time
+
+    import medft.embedded as pretrain
+
+    calls, started = [], threading.Event()
+
+    def slow_run(cmd, env):
+        calls.append(cmd)
+        started.set()
+        time.sleep(0.5)  # the others arrive while this build is under way
+        out = Path(next(a for a in cmd if a.startswith("out=")).split("=", 1)[1])
+        out.mkdir(parents=True)
+        (out / "pretrain.json").write_text(json.dumps({"recipe_version": pretrain.recipe_version()}))
+        Path(next(a for a in cmd if a.startswith("hydra.run.dir=")).split("=", 1)[1]).mkdir(parents=True)
+        return type("Done", (), {"returncode": 0})()
+
+    monkeypatch.setattr(pretrain.subprocess, "run", slow_run)
+    results = []
+    first = threading.Thread(target=lambda: results.append(pretrain.ensure_embedded(tmp_path)))
+    first.start()
+    assert started.wait(10)
+    others = [threading.Thread(target=lambda: results.append(pretrain.ensure_embedded(tmp_path))) for _ in range(2)]
+    for t in others:
+        t.start()
+    for t in [first, *others]:
+        t.join(30)
+    assert len(calls) == 1 and len(results) == 3 and len(set(results)) == 1
+    assert pretrain.is_built(results[0], pretrain.recipe_version())
+    assert capsys.readouterr().out.count("waiting for it") == 2
 
 
 # --- the study, shrunken -------------------------------------------------------------------

@@ -14,7 +14,8 @@ Trains ``model`` (from random weights, every parameter: ``tune=full``) on ``data
 * ``README.md``: a model card saying the same in words.
 
 The training run itself (metrics.json, predictions, logs) stays in the run dir. The result is
-a function of the seed: the same command gives the same weights on the same machine and threads.
+a function of the seed and the float path: the recipe fixes torch's threads (``threads: 1``), so the
+same command gives the same weights whatever the machine's core count.
 
 The *embedded* model (``model=blip_med``, ``pretrained: embedded``) is this recipe run once into
 ``$MEDFT_CACHE_DIR/pretrained/blip_med-v<recipe_version>`` on first use (see :func:`medft.embedded.ensure_embedded`);
@@ -23,6 +24,7 @@ a change of ``recipe_version`` in ``configs/pretrain.yaml`` builds a new one.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -35,6 +37,7 @@ from medft.config import CONFIG_DIR, normalize_overrides, register_resolvers
 from medft.embedded import INFO_FILE, is_built
 from medft.errors import ConfigError, MedftError
 from medft.files import write_json_atomic, write_text_atomic
+from medft.threads import THREADS_ENV
 
 
 def save_checkpoint(net: Any, out: Path, info: dict[str, Any]) -> Path:
@@ -60,6 +63,7 @@ def model_card(info: dict[str, Any]) -> str:
         "| recipe | value |",
         "| --- | --- |",
         f"| seed | {info['seed']} |",
+        f"| threads | {info.get('threads') or 'as medft train chooses'} |",
         f"| epochs | {info['epochs']} |",
         f"| optimizer | AdamW, lr {info['lr']:g}, weight decay {info['weight_decay']:g}, {info['scheduler']} schedule |",
         f"| batch size | {info['batch_size']} |",
@@ -94,6 +98,8 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
         cfg.model.pretrained = None  # pretraining starts from random weights, whatever the model config says
     from medft.data.sources import load_splits
 
+    if cfg.get("threads"):  # the recipe's float path: the same weights on any machine (medft.threads reads it)
+        os.environ[THREADS_ENV] = str(int(cfg.threads))
     started = time.perf_counter()
     train_samples = len(load_splits(cfg.dataset)["train"])  # records only (generates the set on first use)
     metrics = train(cfg)
@@ -113,6 +119,7 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
         "image_size": int(cfg.model.image_size),
         "train_samples": train_samples,
         "seed": int(cfg.seed),
+        "threads": int(cfg.threads) if cfg.get("threads") else None,
         "epochs": int(cfg.trainer.max_epochs),
         "lr": float(cfg.optim.lr),
         "weight_decay": float(cfg.optim.weight_decay),

@@ -85,6 +85,7 @@ def load_pretrained(
         raise ConfigError(
             f"cannot load model.pretrained={pretrained!r} from the {where_looked(pretrained)}: {first} — {fix}"
         ) from None
+    model.train()  # from_pretrained returns it in eval mode, and Lightning keeps modules' modes: dropout must train
     return model, processor
 
 
