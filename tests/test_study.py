@@ -183,7 +183,7 @@ def test_parallel_first_uses_build_the_embedded_model_once(tmp_path, monkeypatch
     import threading
     import time
 
-    import medft.embedded as pretrain
+    import medft.embedded as embedded
 
     calls, started = [], threading.Event()
 
@@ -193,22 +193,22 @@ def test_parallel_first_uses_build_the_embedded_model_once(tmp_path, monkeypatch
         time.sleep(0.5)  # the others arrive while this build is under way
         out = Path(next(a for a in cmd if a.startswith("out=")).split("=", 1)[1])
         out.mkdir(parents=True)
-        (out / "pretrain.json").write_text(json.dumps({"recipe_version": pretrain.recipe_version()}))
+        (out / "pretrain.json").write_text(json.dumps({"recipe_version": embedded.recipe_version()}))
         Path(next(a for a in cmd if a.startswith("hydra.run.dir=")).split("=", 1)[1]).mkdir(parents=True)
         return type("Done", (), {"returncode": 0})()
 
-    monkeypatch.setattr(pretrain.subprocess, "run", slow_run)
+    monkeypatch.setattr(embedded.subprocess, "run", slow_run)
     results = []
-    first = threading.Thread(target=lambda: results.append(pretrain.ensure_embedded(tmp_path)))
+    first = threading.Thread(target=lambda: results.append(embedded.ensure_embedded(tmp_path)))
     first.start()
     assert started.wait(10)
-    others = [threading.Thread(target=lambda: results.append(pretrain.ensure_embedded(tmp_path))) for _ in range(2)]
+    others = [threading.Thread(target=lambda: results.append(embedded.ensure_embedded(tmp_path))) for _ in range(2)]
     for t in others:
         t.start()
     for t in [first, *others]:
         t.join(30)
     assert len(calls) == 1 and len(results) == 3 and len(set(results)) == 1
-    assert pretrain.is_built(results[0], pretrain.recipe_version())
+    assert embedded.is_built(results[0], embedded.recipe_version())
     assert capsys.readouterr().out.count("waiting for it") == 2
 
 
