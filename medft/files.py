@@ -142,6 +142,10 @@ def write_named_atomic(path: str | Path, write: Callable[[str], Any]) -> Path:
     return _replace_atomic(path, fill)
 
 
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    return write_atomic(path, lambda fh: fh.write(data), binary=True)
+
+
 def write_text_atomic(path: str | Path, text: str) -> Path:
     return write_atomic(path, lambda fh: fh.write(text))
 

@@ -19,7 +19,7 @@ from typing import Any, Callable
 from omegaconf import DictConfig, OmegaConf
 
 from medft.errors import user_error
-from medft.files import write_atomic, write_error, write_text_atomic
+from medft.files import write_bytes_atomic, write_error, write_text_atomic
 from medft.redact import redact
 from medft.rundir import ERROR_FILE, ERRORS_DIR, run_state
 
@@ -140,10 +140,6 @@ def record_error(run_dir: Path, text: str, current: bool = True) -> Path:
     if current:
         write_text_atomic(run_dir / ERROR_FILE, text)
     return kept
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> Path:
-    return write_atomic(path, lambda fh: fh.write(data), binary=True)
 
 
 def clear_error(run_dir: Path) -> None:

@@ -286,6 +286,8 @@ def test_report_lists_a_damaged_run_as_unreadable_and_reports_the_rest(finished_
 
 # -- trained weights: shapes, dtypes, finiteness ---------------------------------------------
 class TinyNet(torch.nn.Module):
+    name, pretrained = "tiny", None  # what save_trained records of a MedVLM
+
     def __init__(self):
         super().__init__()
         self.model = torch.nn.LayerNorm(64)

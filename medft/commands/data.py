@@ -35,7 +35,7 @@ def inspect(cfg: DictConfig) -> dict[str, Any]:
 
     if cfg.format not in ("text", "json"):
         raise ConfigError(f"format={cfg.format!r} is not known; use text or json")
-    from medft.data.drops import dropped_report, examples, info_of
+    from medft.data.drops import dropped_summary, examples, info_of
     from medft.data.sources import resolved_root
 
     splits = load_splits(cfg.dataset, val_fraction=0.0)  # as published: val not carved
@@ -45,7 +45,7 @@ def inspect(cfg: DictConfig) -> dict[str, Any]:
     set_max_pixels(cfg.dataset.get("max_image_pixels"))
     before = {k: len(v) for k, v in splits.items()}
     splits, outside = drop_outside_root(splits, allowed_roots(cfg.dataset), file=sys.stderr)
-    dropped = dropped_report(info) if info is not None else {}
+    dropped = dropped_summary(info) if info is not None else {}
     for split, n in before.items():
         if n - len(splits[split]):
             dropped.setdefault(split, {})["outside_root"] = n - len(splits[split])

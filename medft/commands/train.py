@@ -29,11 +29,11 @@ from medft.config import (
     CONFIG_DIR, SWEEP_ENV, normalize_overrides, quote_paths, register_resolvers, require_tune, run_hydra, sweep_env, validate,
 )
 from medft.errors import ConfigError
-from medft.files import write_json_atomic, write_jsonl_atomic
+from medft.files import write_bytes_atomic, write_json_atomic, write_jsonl_atomic
 from medft.redact import redact
 from medft.resume import check_auto_resume, resume_overrides, resumed_run_dir
 from medft.rundir import CLAIMS_ENV, SweepStatus, run_state, sweep_failures, write_status
-from medft.runner import task_wrapper, write_bytes_atomic
+from medft.runner import task_wrapper
 
 
 def _instantiate_dict(node: DictConfig | None) -> list[Any]:
@@ -102,7 +102,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     net = build_model(cfg.model)
     data_stats.update(check_model_fits(net, cfg.dataset, splits))
     tune = OmegaConf.to_container(cfg.tune, resolve=True)
-    report = apply_tuning(net, tune)
+    summary = apply_tuning(net, tune)
     counts = count_parameters(net.model, net.arch["components"])
     print(summary_line(counts))
 
@@ -116,7 +116,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         scheduler=hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         generate_kwargs=OmegaConf.to_container(cfg.eval.generate, resolve=True),
         closed=cfg.eval.get("closed", "generate"), candidates=tuple(cfg.eval.get("candidates", ("yes", "no"))),
-        tune_name=report.mode,
+        tune_name=summary.mode,
     )
     if "wandb" in (cfg.get("logger") or {}):
         os.environ.setdefault("WANDB_MODE", "offline")  # never needs an account unless asked for
@@ -168,7 +168,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     checkpoints = list((output_dir / "checkpoints").glob("*.ckpt"))
     if checkpoints:
         metrics["checkpoint/bytes"] = max(p.stat().st_size for p in checkpoints)
-    for kind, n in report.modules.items():
+    for kind, n in summary.modules.items():
         metrics[f"params/modules/{kind}"] = n
     if trainer.is_global_zero:
         write_json_atomic(output_dir / "metrics.json", metrics)

@@ -129,7 +129,7 @@ def find_duplicates(splits: Splits, remove: bool) -> Splits:
     return result
 
 
-def dropped_report(splits: Splits) -> dict[str, dict[str, Any]]:
+def dropped_summary(splits: Splits) -> dict[str, dict[str, Any]]:
     """``{split: {reason: n}}`` and ``{split: {reason: [first ids]}}`` for ``medft data``."""
     info = info_of(splits)
     if info is None:
