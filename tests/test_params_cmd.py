@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -102,20 +101,23 @@ def test_table_lists_every_mode_and_component():
     assert rows["full"][1:3] == [f"{result['total']:,}", "100.0000"]
 
 
-def test_cli_counts_llava_med_offline_in_seconds(tmp_path):
+def test_cli_counts_llava_med_offline_without_building_its_weights(tmp_path):
+    """7.6B parameters counted on the meta device: the process never holds the weights (15 GB in bf16).
+    Measured by memory, not time (speed belongs to benchmarks)."""
+    import resource
+
     env = {**os.environ, **ONE_THREAD, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "medft.cli", "params", "model=llava_med", "format=json"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
-    elapsed = time.perf_counter() - started
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["model"] == "llava_med" and result["total"] == 7_566_743_552
     assert set(result["modes"]) == set(mode_names(None))
     assert set(result["components"]) == {"vision", "projector", "language"}
-    assert elapsed < 30, f"medft params took {elapsed:.1f} s"
+    peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # the largest child so far, KiB
+    assert peak_gb < 4, f"a medft child process peaked at {peak_gb:.1f} GB: were the weights built?"
 
 
 def test_training_run_logs_the_same_counts(tmp_path):
