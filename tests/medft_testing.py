@@ -48,6 +48,24 @@ def medft_train(args: list[str], env: dict[str, str], timeout: float = 300) -> s
     )
 
 
+def start_paused(args: list[str], env: dict[str, str], marker: Path, pause_at: int) -> subprocess.Popen:
+    """Start ``medft train ARGS`` with :class:`PauseAtStep` at ``pause_at``; return the process once it
+    has written ``marker`` (paused after that step). stderr is piped; stdout discarded."""
+    env = dict(env, MEDFT_TEST_PAUSE_AT_STEP=str(pause_at), MEDFT_TEST_PAUSE_MARKER=str(marker))
+    proc = subprocess.Popen([sys.executable, "-m", "medft.cli", "train", *args], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists():
+            assert proc.poll() is None, f"run ended before step {pause_at}: {proc.stderr.read()[-3000:]}"
+            assert time.monotonic() < deadline, f"run never reached step {pause_at}"
+            time.sleep(0.1)
+    except BaseException:
+        proc.kill()
+        raise
+    return proc
+
+
 def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
     """The stderr lines that medft printed as its own errors."""
     return [line for line in proc.stderr.splitlines() if line.startswith("medft: error:")]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from medft_testing import REPO, TINY, cache, cli, env_for, medft_train  # noqa: F401 - fixtures
+from medft_testing import REPO, TINY, cache, cli, env_for, medft_train, start_paused  # noqa: F401 - fixtures
 from test_resume import RUN, metrics_of, uninterrupted  # noqa: F401 - the fixture: the same run, never stopped
 
 from medft.rundir import EXIT_PREEMPTED
@@ -24,15 +24,8 @@ def start_and_signal(args, env, run_dir, pause_at, signals=(signal.SIGTERM,)):
     step ends 0.5 s after the first, see medft_testing.PauseAtStep).
     -> (exit status, seconds from the first signal to the exit, stderr)."""
     marker = run_dir.parent / f"{run_dir.name}-paused-at-{pause_at}"
-    env = dict(env, MEDFT_TEST_PAUSE_AT_STEP=str(pause_at), MEDFT_TEST_PAUSE_MARKER=str(marker))
-    proc = subprocess.Popen([sys.executable, "-m", "medft.cli", "train", *args], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = start_paused(args, env, marker, pause_at)
     try:
-        deadline = time.monotonic() + 240
-        while not marker.exists():
-            assert proc.poll() is None, f"run ended before step {pause_at}: {proc.stderr.read()[-3000:]}"
-            assert time.monotonic() < deadline, f"run never reached step {pause_at}"
-            time.sleep(0.1)
         sent = time.monotonic()
         for i, sig in enumerate(signals):
             if i:

@@ -5,14 +5,11 @@ seed gives the same metrics twice."""
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from medft_testing import REPO, TINY, env_for, medft_train, train_in_process
+from medft_testing import TINY, env_for, medft_train, start_paused, train_in_process
 
 # Tiny and fast, but with what makes resuming hard: LoRA dropout (RNG), a shuffled loader, a
 # cosine schedule, AdamW state, two epochs, and a kill part-way through the second one.
@@ -86,17 +83,8 @@ def test_same_seed_same_metrics(uninterrupted):
 def run_until_killed(args: list[str], env: dict[str, str], run_dir: Path, pause_at: int) -> dict:
     """Start ``medft train ARGS``, SIGKILL it once ``pause_at`` steps are done; return last.ckpt."""
     marker = run_dir.parent / f"paused-at-{pause_at}"
-    env = dict(env, MEDFT_TEST_PAUSE_AT_STEP=str(pause_at), MEDFT_TEST_PAUSE_MARKER=str(marker))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "medft.cli", "train", *args],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
+    proc = start_paused(args, env, marker, pause_at)
     try:
-        deadline = time.monotonic() + 240
-        while not marker.exists():
-            assert proc.poll() is None, f"run ended before step {pause_at}: {proc.stderr.read()[-3000:]}"
-            assert time.monotonic() < deadline, f"run never reached step {pause_at}"
-            time.sleep(0.2)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
