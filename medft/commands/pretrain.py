@@ -98,7 +98,7 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
         cfg.model.pretrained = None  # pretraining starts from random weights, whatever the model config says
     from medft.data.sources import load_splits
 
-    if cfg.get("threads"):  # the recipe's float path: the same weights on any machine (medft.threads reads it)
+    if cfg.get("threads"):  # the recipe's float path: the same weights at any core count (medft.threads reads it)
         os.environ[THREADS_ENV] = str(int(cfg.threads))
     started = time.perf_counter()
     train_samples = len(load_splits(cfg.dataset)["train"])  # records only (generates the set on first use)
