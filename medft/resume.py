@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from medft.errors import CheckpointError, ConfigError
 
 RESUME_KEY = "resume"
@@ -29,20 +27,21 @@ def _quote(value: str) -> str:
 
 
 def _read_overrides(saved: Path, given: set[str | None]) -> list[str]:
-    """The run's own overrides, as plain data (medft.rundir.check_replayed_overrides), or one line.
-    Those the command line gives again (``given`` keys) are the user's own and replace them unchecked."""
-    from medft.rundir import RunDirError, check_replayed_overrides
+    """The run's own overrides, bounded (medft.safe_load) and parsed (medft.rundir.parse_run_overrides),
+    or one line. Those the command line gives again (``given`` keys) are the user's own and replace them."""
+    from medft.rundir import RunDirError, parse_run_overrides
+    from medft.safe_load import UnsafeFile, load_yaml
 
     try:
-        original = yaml.safe_load(saved.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        reason = " ".join(str(err).split())[:160]
+        original = load_yaml(saved)
+    except (OSError, UnsafeFile) as err:
+        reason = " ".join(str(getattr(err, "strerror", None) or err).split())[:200]
         raise RunDirError(
             f"{saved} cannot be read ({reason}): restore it, or start a new run with ckpt_path=RUN_DIR/checkpoints/last.ckpt"
         ) from None
     if isinstance(original, list):
         original = [o for o in original if not (isinstance(o, str) and _key(o) in given)]
-    return check_replayed_overrides([] if original is None else original, saved)
+    return parse_run_overrides([] if original is None else original, saved)
 
 
 AUTO = "auto"
@@ -71,6 +70,10 @@ def check_auto_resume(args: list[str]) -> None:
     if not auto or any(a in ("-m", "--multirun") for a in args):
         return
     run_dir = _configured_run_dir(args)
+    if run_dir is not None and (run_dir / ".hydra" / "overrides.yaml").is_file():
+        from medft.rundir import read_run_overrides
+
+        read_run_overrides(run_dir)  # a crafted run dir is refused before its checkpoint is continued
     if run_dir is None or not (run_dir / "metrics.json").is_file() or (run_dir / "error.txt").is_file():
         return
     why = "resume=auto" if values else "resume=auto (on in a SLURM job)"
@@ -111,3 +114,12 @@ def resumed_run_dir(args: list[str]) -> Path | None:
     """The run dir of ``resume=RUN_DIR`` on a command line, if any."""
     run_dirs = [a.split("=", 1)[1] for a in args if _key(a) == RESUME_KEY and a.split("=", 1)[1] not in _OFF]
     return Path(run_dirs[0]).expanduser().resolve() if len(run_dirs) == 1 else None
+
+
+def locked_run_dir(args: list[str]) -> Path | None:
+    """The one run dir a single-job command line names with ``hydra.run.dir=`` (no interpolation), which
+    ``medft train`` locks before Hydra writes there; None for a sweep or a dir Hydra picks."""
+    if any(a in ("-m", "--multirun") for a in args):
+        return None
+    given = [a.split("=", 1)[1] for a in args if _key(a) == "hydra.run.dir"]
+    return _configured_run_dir(args) if given and "${" not in given[-1] else None

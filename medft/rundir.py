@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -157,36 +158,90 @@ def trusted_tune_config(node: Any, source: str) -> dict[str, Any]:
 
 
 # -- resume: the run's own command line, replayed ----------------------------------------------
+# What one entry of .hydra/overrides.yaml may be: [+|++|~]key=value, key a dotted path of plain
+# names (or a config group path such as model/arch). No flags (--cfg, -m, --experimental-rerun,
+# --config-dir), no @package, no paths as group choices, no interpolation.
+_OVERRIDE = re.compile(r"(?P<prefix>\+\+|\+|~)?(?P<key>[A-Za-z_][A-Za-z0-9_-]*(?:[./][A-Za-z_][A-Za-z0-9_-]*)*)(?P<sep>=?)(?P<value>.*)", re.S)
+_CHOICE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*)*")
+MAX_OVERRIDES = 1000
+
+
 def _group_dirs() -> set[str]:
-    return {str(p.relative_to(CONFIG_DIR)) for p in CONFIG_DIR.rglob("*") if p.is_dir()}
+    return {p.relative_to(CONFIG_DIR).as_posix() for p in CONFIG_DIR.rglob("*") if p.is_dir()}
 
 
-def check_replayed_overrides(overrides: Any, path: Path) -> list[str]:
-    """``.hydra/overrides.yaml`` of a run dir as a list of plain overrides, or a one-line refusal."""
+def config_roots() -> set[str]:
+    """The top-level names of medft's config tree: its config groups and the keys of its root configs."""
+    roots = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}
+    for path in CONFIG_DIR.glob("*.yaml"):
+        roots |= {str(k) for k in (yaml.safe_load(path.read_text()) or {})}
+    return roots - {"hydra", "defaults"}
+
+
+def parse_run_overrides(overrides: Any, path: Path | str) -> list[str]:
+    """A run dir's ``.hydra/overrides.yaml`` as a list of overrides medft allows, or a one-line refusal.
+
+    Each entry is ``key=value`` for a key under one of medft's config roots (:func:`config_roots`),
+    or ``group=option`` for an option that is a file of medft's config group; nothing else (a flag, an
+    ``@package``, a path, an interpolation, a ``hydra.*`` setting, a Hydra instantiation key, a sweep)."""
+    from medft.config import _is_sweep
+
     if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
         kind = type(overrides).__name__
         raise RunDirError(
             f"{path} is not a list of overrides (found a {kind}): it is damaged or not written by medft train; "
             "restore it, or start a new run with ckpt_path=RUN_DIR/checkpoints/last.ckpt"
         )
-    groups = _group_dirs()
+    if len(overrides) > MAX_OVERRIDES:
+        raise RunDirError(f"{path} holds {len(overrides)} overrides (medft takes at most {MAX_OVERRIDES}): refused")
+    groups, roots = _group_dirs(), config_roots()
+
+    def refuse(override: str, why: str) -> RunDirError:
+        shown = override if len(override) <= 120 else override[:117] + "..."
+        return RunDirError(f"{path}: {shown!r} {why}: refused, {_DATA_ONLY} (if that run is your own, give the "
+                           "override again after resume=)")
+
     for override in overrides:
-        key, sep, value = override.partition("=")
-        bare = key.lstrip("+~")
-        bad = next((r for r in RESERVED if r in override), None)
-        if bad or "${" in override or bare.split(".")[0].split("/")[0] == "hydra":
-            what = bad or ("an interpolation" if "${" in override else "a hydra setting")
-            raise RunDirError(
-                f"{path}: {override!r} holds {what}: refused, {_DATA_ONLY} (if that run is your own, give the "
-                "override again after resume=)"
-            )
-        if sep and bare in groups and value not in ("null", ""):
-            if ".." in value or not (CONFIG_DIR / bare / f"{value}.yaml").is_file():
-                raise RunDirError(
-                    f"{path}: {override!r} does not name one of medft's own {bare} configs "
-                    f"({', '.join(available(bare))}); {_DATA_ONLY}"
-                )
+        match = _OVERRIDE.fullmatch(override)
+        if match is None or "\n" in override:
+            raise refuse(override, "is not a key=value override of medft's config (a flag, an @package or a path)")
+        key, value = match["key"], match["value"]
+        if not match["sep"] and (match["prefix"] != "~" or value):
+            raise refuse(override, "is not a key=value override of medft's config")
+        parts = re.split(r"[./]", key)
+        if parts[0] == "hydra":
+            raise refuse(override, "holds a hydra setting")
+        bad = next((p for p in parts if p in RESERVED), None) or next((r for r in RESERVED if r in value), None)
+        if bad:
+            raise refuse(override, f"holds {bad}")
+        if "${" in value:
+            raise refuse(override, "holds an interpolation")
+        if parts[0] not in roots:
+            raise refuse(override, f"names {parts[0]!r}, which is not in medft's config tree")
+        if "/" in key and key not in groups:
+            raise refuse(override, f"names no config group of medft ({key})")
+        if key in groups and match["sep"] and value not in ("null", ""):
+            if not _CHOICE.fullmatch(value) or ".." in value or not (CONFIG_DIR / key / f"{value}.yaml").is_file():
+                raise refuse(override, f"does not name one of medft's own {key} configs ({', '.join(available(key))})")
+        elif _is_sweep(value):
+            raise refuse(override, "is a sweep, not one value")
     return overrides
+
+
+def read_run_overrides(run_dir: Path) -> list[str]:
+    """A run dir's ``.hydra/overrides.yaml``, bounded (medft.safe_load) and parsed (:func:`parse_run_overrides`)."""
+    from medft.safe_load import load_yaml
+
+    path = run_dir / ".hydra" / "overrides.yaml"
+    try:
+        items = load_yaml(path)
+    except OSError as err:
+        raise RunDirError(f"{path} cannot be read ({err.strerror or err}): restore it, or start a new run "
+                          "with ckpt_path=RUN_DIR/checkpoints/last.ckpt") from None
+    return parse_run_overrides([] if items is None else items, path)
+
+
+check_replayed_overrides = parse_run_overrides  # the name of before
 
 
 # -- one writer per run dir ------------------------------------------------------------------
@@ -208,6 +263,14 @@ def _alive(host: str, pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def lock_held(run_dir: Path) -> bool:
+    """Whether a live process holds ``run_dir``'s lock (a stale lock of a dead process on this host: no)."""
+    holder = RunLock(run_dir)._holder()
+    if holder is None:
+        return (Path(run_dir) / LOCK_FILE).is_file()  # being written, or damaged: treated as held
+    return _alive(holder["host"], holder["pid"])
 
 
 class RunLock:
@@ -258,9 +321,9 @@ class RunLock:
 
     def _holder(self) -> dict[str, Any] | None:
         try:
-            holder = json.loads(self.path.read_text())
+            holder = json.loads(self.path.read_bytes()[:4096])
             return {"host": str(holder["host"]), "pid": int(holder["pid"])}
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             return None  # being written, or damaged: treated as held
 
     def release(self) -> None:
@@ -275,17 +338,64 @@ class RunLock:
         self.release()
 
 
+# -- a run's config: data, never resolved through a resolver that reads or writes outside it ------
+# The resolvers a run's config may use when medft resolves its model / tune node: lookups inside the
+# config (oc.select) and medft's own arithmetic. ${oc.env:...}, ${medft_claim:...}, ${oc.decode:...},
+# ${hydra:...} and any other resolver are left literal (defused) and refused where medft needs the value.
+SAFE_RESOLVERS = ("oc.select", "medft_lr", "medft_mul")
+_RESOLVER = re.compile(r"\$\{\s*([^\s:{}]+)\s*:")
+DEFUSED = "$\\{"  # what "${" of an unsafe interpolation becomes: plain text to OmegaConf
+
+
+def unsafe_resolvers(text: str) -> list[str]:
+    """The resolvers other than :data:`SAFE_RESOLVERS` that ``text`` calls (``${oc.env:X}`` -> ["oc.env"])."""
+    return [name for name in _RESOLVER.findall(text) if name not in SAFE_RESOLVERS] if "${" in text else []
+
+
+def defuse(value: Any) -> Any:
+    """A copy of ``value`` whose strings calling an unsafe resolver are plain text (``$\\{oc.env:X}``)."""
+    if isinstance(value, dict):
+        return {k: defuse(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [defuse(v) for v in value]
+    if isinstance(value, str) and unsafe_resolvers(value):
+        return value.replace("${", DEFUSED)
+    return value
+
+
+def check_resolvers(node: Any, key: str, source: str) -> None:
+    """No string under ``node`` (a run's model or tune, which medft resolves) calls an unsafe resolver."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            check_resolvers(v, f"{key}.{k}", source)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            check_resolvers(v, f"{key}[{i}]", source)
+    elif isinstance(node, str) and (names := unsafe_resolvers(node)):
+        raise RunDirError(f"{source}: {key} calls ${{{names[0]}:...}}: refused, a run dir brings plain values "
+                          f"(only {', '.join(SAFE_RESOLVERS)} and references to its own keys are resolved)")
+
+
 def read_run_config(run_dir: Path) -> dict[str, Any]:
-    """A run's ``.hydra/config.yaml`` as a plain dict (never instantiated), or a one-line error."""
+    """A run's ``.hydra/config.yaml`` as plain data, or a one-line error: read within medft.safe_load's
+    limits, its ``.hydra/overrides.yaml`` parsed (:func:`parse_run_overrides`), its ``model`` and
+    ``tune`` free of unsafe resolvers, every other unsafe interpolation defused. Never instantiated."""
+    from medft.safe_load import UnsafeFile, load_yaml
+
     path = run_dir / ".hydra" / "config.yaml"
     try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        reason = " ".join(str(err).split())[:160]
-        raise RunDirError(f"{path} cannot be read ({reason}): the run dir is damaged") from None
+        cfg = load_yaml(path)
+    except OSError as err:
+        raise RunDirError(f"{path} cannot be read ({err.strerror or err}): the run dir is damaged") from None
+    except UnsafeFile as err:
+        raise RunDirError(f"{err}: the run dir is damaged or not written by medft") from None
     if not isinstance(cfg, dict):
         raise RunDirError(f"{path} is not a mapping: the run dir is damaged or not written by medft train")
-    return cfg
+    if (run_dir / ".hydra" / "overrides.yaml").is_file():
+        read_run_overrides(run_dir)
+    for key in ("model", "tune"):
+        check_resolvers(cfg.get(key), key, str(path))
+    return defuse(cfg)
 
 
 # -- run dirs never shared, and a sweep's exit status -------------------------------------------
@@ -361,9 +471,11 @@ def write_status(run_dir: str | Path, state: str, **fields: Any) -> None:
 
 def read_status(run_dir: str | Path) -> dict[str, Any]:
     """``status.json`` as a dict ({} when missing or damaged: the run dir predates it, or was cut short)."""
+    from medft.safe_load import load_json
+
     try:
-        status = json.loads((Path(run_dir) / STATUS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        status = load_json(Path(run_dir) / STATUS_FILE, max_bytes=1 << 20)
+    except (OSError, ValueError):  # medft.safe_load.UnsafeFile is a ValueError
         return {}
     return status if isinstance(status, dict) and status.get("state") in STATES else {}
 

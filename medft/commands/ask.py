@@ -30,8 +30,10 @@ def run_generate_kwargs(run_dir: Path, task: str) -> dict[str, Any]:
     from medft.config import register_resolvers
 
     register_resolvers()
+    from medft.rundir import read_run_config
+
+    cfg = OmegaConf.create(read_run_config(run_dir))  # bounded, parsed, unsafe resolvers defused
     try:
-        cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
         node = OmegaConf.select(cfg, "eval.generate")
         values = OmegaConf.to_container(node, resolve=True) if node is not None else {}
     except Exception:  # noqa: BLE001 - an old or odd config: fall back to the defaults
@@ -44,12 +46,11 @@ def run_generate_kwargs(run_dir: Path, task: str) -> dict[str, Any]:
 
 def run_task(run: str | Path) -> str:
     """``vqa`` or ``report``: the run's dataset task, read from its config as plain YAML."""
-    import yaml
-
     from medft.commands.eval import resolve_run
+    from medft.rundir import read_run_config
 
     run_dir, _ = resolve_run(run)
-    cfg = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text()) or {}
+    cfg = read_run_config(run_dir)
     return str((cfg.get("dataset") or {}).get("task") or "vqa")
 
 

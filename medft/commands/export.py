@@ -25,9 +25,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from medft.errors import ConfigError
+from medft.rundir import read_run_config
+from medft.safe_load import load_json
 
 FORMATS = ("hf", "peft")
 PEFT_MODES = ("lora", "layernorm")
@@ -52,7 +52,7 @@ def parse_args(args: list[str], command: str, keys: tuple[str, ...]) -> tuple[st
 
 
 def _run_tune_name(run_dir: Path) -> str:
-    cfg = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text()) or {}
+    cfg = read_run_config(run_dir)
     return str((cfg.get("tune") or {}).get("name", ""))
 
 
@@ -136,8 +136,9 @@ def write_model_card(out: Path, loaded: dict[str, Any], fmt: str, base: str | No
     run_dir = loaded["run_dir"]
     model_cfg = loaded["model_cfg"]
     metrics_file = run_dir / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    cfg = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text()) or {}
+    metrics = load_json(metrics_file) if metrics_file.is_file() else {}
+    metrics = metrics if isinstance(metrics, dict) else {}
+    cfg = read_run_config(run_dir)
     dataset = (cfg.get("dataset") or {}).get("name", "?")
     net = loaded["net"]
     cls = type(net.base_model()).__name__

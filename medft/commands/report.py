@@ -18,8 +18,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from medft.errors import MedftError
 from medft.files import write_text_atomic
 from medft.tuning import MODE_ORDER
@@ -52,12 +50,17 @@ SEED = "seed"
 
 
 def read_overrides(run: Path) -> dict[str, str]:
-    """``{key: value}`` of the run's command-line overrides (``.hydra/overrides.yaml``; Optuna's too)."""
-    path = run / ".hydra" / "overrides.yaml"
-    try:
-        items = yaml.safe_load(path.read_text()) or []
-    except (OSError, yaml.YAMLError):
+    """``{key: value}`` of the run's command-line overrides (``.hydra/overrides.yaml``; Optuna's too),
+    parsed as ``medft train resume=`` parses them (medft.rundir.parse_run_overrides): a crafted one is
+    a ValueError (the run is listed as unreadable)."""
+    from medft.rundir import read_run_overrides
+
+    if not (run / ".hydra" / "overrides.yaml").is_file():
         return {}
+    try:
+        items = read_run_overrides(run)
+    except MedftError as err:
+        raise ValueError(str(err)) from None
     out = {}
     for item in items:
         key, sep, value = str(item).partition("=")
@@ -78,7 +81,7 @@ def read_run(run: Path) -> dict[str, Any]:
     """One row per run dir; a run whose files cannot be read is listed as ``unreadable``, with why."""
     try:
         return _read_run(run)
-    except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError, yaml.YAMLError) as err:
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError, MedftError) as err:
         where = getattr(err, "filename", None) or getattr(err, "source", None)
         reason = " ".join(str(err).split())[:160] or type(err).__name__
         row = {c: "" for c in BASE_COLUMNS}
@@ -86,31 +89,37 @@ def read_run(run: Path) -> dict[str, Any]:
 
 
 def _load(path: Path, parse: Any) -> Any:
+    from medft.safe_load import UnsafeFile
+
     try:
-        return parse(path.read_text(encoding="utf-8"))
-    except (ValueError, yaml.YAMLError) as err:
-        raise ValueError(f"{path.relative_to(path.parent.parent) if path.parent.name == '.hydra' else path.name} "
-                         f"is damaged ({' '.join(str(err).split())[:120]})") from None
+        return parse(path)
+    except UnsafeFile as err:
+        name = path.relative_to(path.parent.parent) if path.parent.name == ".hydra" else path.name
+        raise ValueError(f"{name} is damaged or refused ({' '.join(str(err).split())[:160]})") from None
 
 
 def _read_run(run: Path) -> dict[str, Any]:
     """One row: the run's choices (from its config), test metrics and costs, and its status."""
     from medft.rundir import run_state
+    from medft.safe_load import load_json, load_yaml, read_text
 
-    cfg = _load(run / ".hydra" / "config.yaml", yaml.safe_load) or {}
+    cfg = _load(run / ".hydra" / "config.yaml", load_yaml) or {}
     if not isinstance(cfg, dict):
         raise ValueError(".hydra/config.yaml is not a mapping")
     tune = cfg.get("tune") or {}
     metrics_file, error_file = run / "metrics.json", run / "error.txt"
-    metrics = _load(metrics_file, json.loads) if metrics_file.exists() else {}
+    metrics = _load(metrics_file, load_json) if metrics_file.exists() else {}
     if not isinstance(metrics, dict):
         raise ValueError("metrics.json is not a JSON object")
+    metrics, odd = _numbers(metrics)
     if run_state(run) == "failed":
-        status, error = "failed", _first_line(error_file.read_text())
+        status, error = "failed", _first_line(read_text(error_file, 1 << 20))
     elif metrics:
         status, error = "ok", ""
     else:
         status, error = _unfinished(run)
+    if odd:  # the row stays; what could not be used is said
+        error = "; ".join(filter(None, [error, f"metrics.json: {len(odd)} value(s) not numbers, ignored: {', '.join(odd[:3])}"]))
     row: dict[str, Any] = {
         "model": (cfg.get("model") or {}).get("name", ""),
         "dataset": (cfg.get("dataset") or {}).get("name", ""),
@@ -136,19 +145,32 @@ def _read_run(run: Path) -> dict[str, Any]:
     return row
 
 
+def _numbers(metrics: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """metrics.json's numbers (and medft eval's ``eval/*`` provenance strings); the keys of the other
+    values (a string, a list, a mapping where medft writes a number), which tables and tests cannot use."""
+    kept, odd = {}, []
+    for key, value in metrics.items():
+        number = isinstance(value, (int, float))
+        if number or value is None or (isinstance(value, str) and str(key).startswith("eval/")):
+            kept[str(key)] = value
+        else:
+            odd.append(str(key))
+    return kept, odd
+
+
 def _unfinished(run: Path) -> tuple[str, str]:
     """(status, note) of a run dir without metrics.json or error.txt, from its status.json."""
-    from medft.rundir import LOCK_FILE, read_status
+    from medft.rundir import lock_held, read_status
 
     status = read_status(run)
     state = status.get("state")
     if state == "preempted":
         where = f"at step {status.get('step')}" + (f" ({status['signal']})" if status.get("signal") else "")
         return "preempted", f"stopped {where}, last.ckpt saved: continue with resume=auto or resume={run}"
-    if state == "running" and (run / LOCK_FILE).is_file():
+    if state == "running" and lock_held(run):
         return "running", f"since {status.get('time', '?')} on {status.get('host', '?')} (pid {status.get('pid', '?')})"
-    if state == "running":  # no lock: the process is gone without saying why
-        return "incomplete", "killed while running (status.json says running, no process holds the run dir)"
+    if state == "running":  # no lock, or the lock of a dead process: gone without saying why
+        return "incomplete", "killed while running (status.json says running, no live process holds the run dir)"
     return "incomplete", "no metrics.json (still running, or killed)"
 
 

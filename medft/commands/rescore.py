@@ -12,13 +12,10 @@ read (its config as plain YAML: nothing in it is instantiated).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from medft.errors import ConfigError
 from medft.files import write_json_atomic
@@ -28,14 +25,9 @@ def read_predictions(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / "predictions.jsonl"
     if not path.is_file():
         raise ConfigError(f"rescore={run_dir}: no predictions.jsonl there (a finished medft train or medft eval run writes one)")
-    rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                raise ConfigError(f"{path}:{n} is not a JSON line: the file is damaged") from None
-    return rows
+    from medft.safe_load import load_jsonl
+
+    return load_jsonl(path)  # bounded; a line that is not a JSON object: one line naming it
 
 
 def rescore(run_dir: str | Path, protocol: str | None = None) -> dict[str, Any]:
@@ -48,9 +40,12 @@ def rescore(run_dir: str | Path, protocol: str | None = None) -> dict[str, Any]:
     rows = read_predictions(run_dir)
     if not rows or "answer" not in rows[0] or "prediction" not in rows[0]:
         raise ConfigError(f"rescore={run_dir}: its predictions.jsonl has no answer/prediction rows (report runs cannot be re-scored this way)")
-    config = run_dir / ".hydra" / "config.yaml"
-    cfg = (yaml.safe_load(config.read_text()) or {}) if config.is_file() else {}
-    old = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
+    from medft.rundir import read_run_config
+    from medft.safe_load import load_json
+
+    cfg = read_run_config(run_dir) if (run_dir / ".hydra" / "config.yaml").is_file() else {}
+    old = load_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
+    old = old if isinstance(old, dict) else {}
     model = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
     protocol = resolve_protocol(protocol or (None if model else old.get("eval/protocol")), model)
     split = str(old.get("eval/split") or "test")

@@ -31,7 +31,7 @@ from medft.config import (
 from medft.errors import ConfigError
 from medft.files import write_bytes_atomic, write_json_atomic, write_jsonl_atomic
 from medft.redact import redact
-from medft.resume import check_auto_resume, resume_overrides, resumed_run_dir
+from medft.resume import check_auto_resume, locked_run_dir, resume_overrides, resumed_run_dir
 from medft.rundir import CLAIMS_ENV, SweepStatus, run_state, sweep_failures, write_status
 from medft.runner import task_wrapper
 
@@ -242,8 +242,8 @@ def main(args: list[str] | None = None) -> None:
     register_resolvers()
     os.environ.pop(CLAIMS_ENV, None)  # a new command claims new dirs (its launcher's workers inherit them)
     args = sys.argv[1:] if args is None else list(args)
-    check_auto_resume(args)  # a finished run dir: one line, before Hydra writes into it
     run_dir = resumed_run_dir(args)
+    lock_dir = run_dir or locked_run_dir(args)  # resume=RUN, or one job in a given hydra.run.dir
     args = normalize_overrides(resume_overrides(quote_paths(args)))
     require_tune(args)
     if "hydra/launcher=submitit_local" in args and not any("submitit_folder" in a for a in args):
@@ -256,14 +256,16 @@ def main(args: list[str] | None = None) -> None:
         # `python -m medft.cli train ...`: Lightning's DDP launcher would re-run `-m medft.cli` without
         # `train`; with no module spec it re-runs this file (sys.argv[0]) as `medft train` does
         main_module.__spec__ = None
-    if run_dir is None:
+    if lock_dir is None:
+        check_auto_resume(args)
         _run_jobs()
         return
     from medft.rundir import RunLock
 
-    with RunLock(run_dir):  # before Hydra rewrites the run's .hydra/ and train.log
-        hydra_dir = run_dir / ".hydra"
-        kept = {p: p.read_bytes() for p in hydra_dir.glob("*.yaml")} if run_state(run_dir) == "ok" else {}
+    with RunLock(lock_dir):  # before Hydra rewrites the run's .hydra/ and train.log: a second process stops here
+        check_auto_resume(args)  # a finished run dir: one line, before Hydra writes into it
+        hydra_dir = lock_dir / ".hydra"
+        kept = {p: p.read_bytes() for p in hydra_dir.glob("*.yaml")} if run_state(lock_dir) == "ok" else {}
         try:
             _run_jobs()
         except BaseException as exit_:  # a refused or failed resume leaves a finished run as it was

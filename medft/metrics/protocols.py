@@ -15,7 +15,6 @@ so a run can be re-scored without its model: ``medft eval rescore=RUN_DIR eval.p
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -60,9 +59,11 @@ def read_candidates(run_dir: Path) -> list[str] | None:
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text())
+        from medft.safe_load import load_json
+
+        data = load_json(path)
         answers = data["answers"] if isinstance(data, dict) else data
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):  # medft.safe_load.UnsafeFile is a ValueError
         raise ConfigError(f"{path} is not a candidates file ({{\"answers\": [...]}}): delete it to fall back") from None
     if not isinstance(answers, list):
         raise ConfigError(f"{path}: \"answers\" must be a list of strings")

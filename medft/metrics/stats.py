@@ -21,7 +21,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -78,8 +77,9 @@ class RunScores:
 
 
 def read_rows(run_dir: Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "predictions.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    from medft.safe_load import load_jsonl
+
+    return load_jsonl(Path(run_dir) / "predictions.jsonl")
 
 
 def vqa_scores(rows: Sequence[Mapping[str, Any]], protocol: str = "exact", candidates: Sequence[str] | None = None) -> RunScores:
@@ -237,17 +237,21 @@ def add_statistics(rows: list[dict[str, Any]], reference: str = "full", resample
 
 
 def _metrics(row: Mapping[str, Any]) -> dict[str, Any]:
+    from medft.safe_load import load_json
+
     path = Path(row["run"]) / "metrics.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    metrics = load_json(path) if path.is_file() else {}
+    return metrics if isinstance(metrics, dict) else {}
 
 
 def _seed(run: Path) -> Any:
-    import yaml
+    from medft.safe_load import load_yaml
 
     try:
-        return (yaml.safe_load((run / ".hydra" / "config.yaml").read_text()) or {}).get("seed")
-    except (OSError, yaml.YAMLError):
+        cfg = load_yaml(run / ".hydra" / "config.yaml")
+    except (OSError, ValueError):  # medft.safe_load.UnsafeFile is a ValueError
         return None
+    return cfg.get("seed") if isinstance(cfg, dict) else None
 
 
 def cell(row: Mapping[str, Any], metric: str, reference: str) -> str:
