@@ -174,8 +174,10 @@ def config_roots() -> set[str]:
     """The top-level names of medft's config tree: its config groups and the keys of its root configs."""
     roots = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}
     for path in CONFIG_DIR.glob("*.yaml"):
-        roots |= {str(k) for k in (yaml.safe_load(path.read_text()) or {})}
-    return roots - {"hydra", "defaults"}
+        root = yaml.safe_load(path.read_text()) or {}
+        roots |= {str(k) for k in root}
+        roots |= {str(next(iter(d))).partition("@")[2] for d in root.get("defaults") or [] if isinstance(d, dict)}
+    return roots - {"hydra", "defaults", ""}
 
 
 def parse_run_overrides(overrides: Any, path: Path | str) -> list[str]:
@@ -197,7 +199,7 @@ def parse_run_overrides(overrides: Any, path: Path | str) -> list[str]:
     groups, roots = _group_dirs(), config_roots()
 
     def refuse(override: str, why: str) -> RunDirError:
-        shown = override if len(override) <= 120 else override[:117] + "..."
+        shown = override if len(override) <= 80 else override[:77] + "..."
         return RunDirError(f"{path}: {shown!r} {why}: refused, {_DATA_ONLY} (if that run is your own, give the "
                            "override again after resume=)")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import statistics
 import sys
 from collections import defaultdict
@@ -60,7 +61,7 @@ def read_overrides(run: Path) -> dict[str, str]:
     try:
         items = read_run_overrides(run)
     except MedftError as err:
-        raise ValueError(str(err)) from None
+        raise ValueError(str(err).replace(f"{run}{os.sep}", "")) from None
     out = {}
     for item in items:
         key, sep, value = str(item).partition("=")
@@ -83,7 +84,7 @@ def read_run(run: Path) -> dict[str, Any]:
         return _read_run(run)
     except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError, MedftError) as err:
         where = getattr(err, "filename", None) or getattr(err, "source", None)
-        reason = " ".join(str(err).split())[:160] or type(err).__name__
+        reason = " ".join(str(err).split())[:240] or type(err).__name__
         row = {c: "" for c in BASE_COLUMNS}
         return {**row, "overrides": {}, "status": "unreadable", "error": f"{Path(where).name + ': ' if where else ''}{reason}", "run": str(run)}
 
@@ -95,7 +96,8 @@ def _load(path: Path, parse: Any) -> Any:
         return parse(path)
     except UnsafeFile as err:
         name = path.relative_to(path.parent.parent) if path.parent.name == ".hydra" else path.name
-        raise ValueError(f"{name} is damaged or refused ({' '.join(str(err).split())[:160]})") from None
+        reason = " ".join(str(err).replace(str(path), "").split()).strip(": ")
+        raise ValueError(f"{name} is damaged ({reason[:160]})") from None
 
 
 def _read_run(run: Path) -> dict[str, Any]:
