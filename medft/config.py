@@ -176,6 +176,8 @@ def check_values(cfg: DictConfig) -> None:
          lambda v: v >= 1, "an integer >= 1 (answers need at least one token)"),
         ("dataset.max_image_pixels", OmegaConf.select(cfg, "dataset.max_image_pixels", default=1), lambda v: v >= 1,
          "an integer >= 1"),
+        ("dataset.max_batch_pixels", OmegaConf.select(cfg, "dataset.max_batch_pixels", default=1), lambda v: v >= 1,
+         "an integer >= 1"),
     ]
     for key, value, ok, allowed in ints:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not ok(value)):

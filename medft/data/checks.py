@@ -61,11 +61,13 @@ def allowed_roots(dataset_cfg: Any) -> list[Path]:
     """Where a dataset's images may lie: ``dataset.root`` (and the Parquet image cache), symlinks resolved."""
     from medft.data.sources import resolved_root
 
-    roots = [str(resolved_root(dataset_cfg))]
+    from medft.data.common import data_roots
+
+    roots = data_roots(resolved_root(dataset_cfg))  # a hub snapshot's files are symlinks into its blobs/
     load = dataset_cfg.get("load") or {}
     if load.get("cache_dir"):
-        roots.append(load.get("cache_dir"))
-    return [Path(os.path.realpath(Path(str(r)).expanduser())) for r in roots if r]
+        roots.append(Path(os.path.realpath(Path(str(load.get("cache_dir"))).expanduser())))
+    return roots
 
 
 def drop_outside_root(splits: Splits, roots: list[Path], file: Any = None) -> tuple[Splits, int]:
@@ -166,7 +168,7 @@ def prepare_splits(splits: Splits, dataset_cfg: Any) -> tuple[Splits, dict[str, 
     from medft.data.drops import stats as drop_stats
 
     skip = bool(dataset_cfg.get("skip_bad_images", False))
-    set_max_pixels(dataset_cfg.get("max_image_pixels"))
+    set_max_pixels(dataset_cfg.get("max_image_pixels"), dataset_cfg.get("max_batch_pixels"))
     loaded_stats = drop_stats(splits)  # what the loader dropped or found (data/dropped/<reason>, data/found/<reason>)
     for line in drop_lines(splits):
         print(line)
@@ -177,7 +179,7 @@ def prepare_splits(splits: Splits, dataset_cfg: Any) -> tuple[Splits, dict[str, 
     n = sum(dropped.values())
     if n:
         print(f"skipping {n} sample(s) whose image is missing or empty (dataset.skip_bad_images=true)")
-    return splits, {**loaded_stats, "data/skipped_missing_images": n, "data/dropped/outside_root": outside,
+    return splits, {**loaded_stats, "data/skipped_missing_images": n, "data/dropped/outside_root": loaded_stats.get("data/dropped/outside_root", 0) + outside,
                     "data/dropped/missing_image": loaded_stats.get("data/dropped/missing_image", 0) + n}
 
 

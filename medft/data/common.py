@@ -11,6 +11,7 @@ Two record shapes leave the loaders (plain dicts; images are paths, never opened
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -33,11 +34,50 @@ def check_root(root: str | Path, expected: str) -> Path:
     return path.resolve()
 
 
+def hub_blobs(root: Path) -> Path | None:
+    """``<repo>/blobs`` of a Hugging Face cache snapshot holding ``root`` (``hf download`` stores files
+    in ``datasets--owner--name/snapshots/REV/`` as symlinks into ``../../blobs``), else None."""
+    for folder in (root, *root.parents):
+        repo = folder.parent.parent
+        if folder.parent.name == "snapshots" and repo.name.startswith(("datasets--", "models--")):
+            return repo / "blobs" if (repo / "blobs").is_dir() else None
+    return None
+
+
+def data_roots(root: str | Path) -> list[Path]:
+    """Where the files a dataset names may lie, symlinks resolved: its root (and a hub snapshot's blobs)."""
+    path = Path(root).expanduser()
+    blobs = hub_blobs(Path(os.path.abspath(path)))
+    return [Path(os.path.realpath(path))] + ([Path(os.path.realpath(blobs))] if blobs else [])
+
+
+def is_inside(path: str | Path, roots: list[Path]) -> bool:
+    """Whether ``path``, symlinks resolved, lies in one of ``roots`` (from :func:`data_roots`)."""
+    real = Path(os.path.realpath(path))
+    return any(real == r or real.is_relative_to(r) for r in roots)
+
+
+def check_inside(path: Path, root: Path, what: str = "annotation file") -> Path:
+    """``path`` (a file the dataset's layout names) if it stays inside ``root``; else a one-line DataError."""
+    if not is_inside(path, data_roots(root)):
+        raise DataError(f"{what} {path} leads outside dataset.root {root} (-> {os.path.realpath(path)}): "
+                        "a dataset's files must lie inside its root; copy the file there")
+    return path
+
+
 def read_json(path: Path) -> Any:
     """Parse a JSON annotation file; one-line DataError when it is unreadable."""
+    from medft.safe_load import DATA_BYTES, MAX_DEPTH, depth_of
+
     try:
+        if path.stat().st_size > DATA_BYTES:
+            raise DataError(f"annotation file {path} is {path.stat().st_size:,} bytes, over the {DATA_BYTES:,} medft reads: "
+                            "not an annotation file; restore the original file")
         with open(path, encoding="utf-8-sig") as f:  # a byte-order mark (Windows editors) is read, not refused
-            return json.load(f)
+            data = json.load(f)
+        if depth_of(data, MAX_DEPTH) > MAX_DEPTH:
+            raise RecursionError
+        return data
     except RecursionError:
         raise DataError(f"annotation file {path} is nested too deeply to be an annotation file: restore the original file") from None
     except json.JSONDecodeError as exc:

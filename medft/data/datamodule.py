@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from medft.data.images import load_views
+from medft.data.images import check_batch_pixels, load_views
 from medft.data.resumable import ResumableLoader
 from medft.errors import DataError
 
@@ -37,6 +37,13 @@ class RecordDataset(Dataset):
                 raise
             return {"bad_image": (record["id"], record["image"])}
         return record
+
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        """A batch's items (torch's DataLoader fetches a batch through this): its decoded size is bounded
+        first, from the image headers (medft.data.images.check_batch_pixels)."""
+        check_batch_pixels([self.records[i].get("views") or [self.records[i]["image"]] for i in indices])
+        return [self[i] for i in indices]
 
 
 class SkippingCollate:

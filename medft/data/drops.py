@@ -193,6 +193,6 @@ REASONS = {
     "no_section": "report without the section asked for (dataset.report_section)",
     "duplicate": "duplicate(s) (same image, question and answer twice, in test or in train + val)",
     "train_test_overlap": "train/test overlap(s) (a train or val record that is also a test record)",
-    "outside_root": "image path outside dataset.root",
+    "outside_root": "image or report file outside dataset.root",
     "no_view": "no image of the views asked for (dataset.views)",
 }

@@ -24,13 +24,49 @@ _FIX = "re-download or replace the file, or remove its records from the annotati
 # dataset.max_image_pixels: larger images are refused before they are decoded (Pillow's own
 # decompression-bomb check is replaced by this one, whose limit the user sets and the message names).
 DEFAULT_MAX_PIXELS = 100_000_000
-_limit = {"pixels": DEFAULT_MAX_PIXELS}
+# +dataset.max_batch_pixels: the decoded pixels of one batch's images together (each item is decoded, then
+# copied by the processor): 64 records naming one 9000 x 9000 PNG would otherwise hold ~15 GB at once.
+DEFAULT_MAX_BATCH_PIXELS = 1_000_000_000  # ~3 GB as 8-bit RGB; 64 MIMIC-CXR JPGs (~7.5 Mpx each) take half
+_limit = {"pixels": DEFAULT_MAX_PIXELS, "batch": DEFAULT_MAX_BATCH_PIXELS}
 Image.MAX_IMAGE_PIXELS = None
 
 
-def set_max_pixels(limit: int | None) -> None:
-    """Set the pixel limit of :func:`load_rgb` (``dataset.max_image_pixels``; None: the default)."""
+def set_max_pixels(limit: int | None, batch_limit: int | None = None) -> None:
+    """Set the pixel limits of :func:`load_rgb` (``dataset.max_image_pixels``) and of one batch
+    (``dataset.max_batch_pixels``, :func:`check_batch_pixels`); None: the default."""
     _limit["pixels"] = DEFAULT_MAX_PIXELS if limit is None else int(limit)
+    _limit["batch"] = DEFAULT_MAX_BATCH_PIXELS if batch_limit is None else int(batch_limit)
+
+
+_sizes: dict[str, int] = {}
+
+
+def image_pixels(path: str | Path) -> int:
+    """Width x height from the file's header (nothing decoded); 0 when unreadable (load_rgb says why)."""
+    key = str(path)
+    if key not in _sizes:
+        try:
+            with Image.open(path) as img:
+                _sizes[key] = img.size[0] * img.size[1]
+        except Exception:  # noqa: BLE001 - any unreadable file: load_rgb raises the one-line error
+            _sizes[key] = 0
+        if len(_sizes) > 1_000_000:
+            _sizes.clear()
+    return _sizes[key]
+
+
+def check_batch_pixels(items: list[list[str | Path]]) -> None:
+    """Refuse a batch whose images (``items``: each sample's views) hold more decoded pixels than
+    ``dataset.max_batch_pixels``, from the headers alone, before any of them is decoded."""
+    sizes = [(sum(image_pixels(p) for p in views), views[0]) for views in items if views]
+    total = sum(n for n, _ in sizes)
+    if total > _limit["batch"]:
+        n, path = max(sizes, key=lambda s: s[0])
+        raise DataError(
+            f"a batch of {len(items)} samples holds {total:,} decoded pixels (e.g. {path}: {n:,}), above "
+            f"dataset.max_batch_pixels={_limit['batch']:,} (~{_limit['batch'] * 3 / 2**30:.0f} GB as RGB): lower "
+            "data.batch_size / data.eval_batch_size, downscale the images, or raise +dataset.max_batch_pixels"
+        )
 
 
 def load_rgb(path: str | Path) -> Image.Image:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from medft.data.common import Splits, check_root, finish, read_json, report_record, text
+from medft.data.common import Splits, check_inside, check_root, data_roots, finish, is_inside, read_json, report_record, text
 from medft.errors import ConfigError, DataError
 
 ANNOTATION = "annotation.json"
@@ -110,6 +110,18 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         raise DataError(f"cannot read {path}: {exc}: restore the original file") from None
 
 
+REPORT_BYTES = 1 << 20  # one study's free-text report: a few KB
+
+
+def read_report(path: Path) -> str:
+    """A report text file (at most REPORT_BYTES: more is not a report), undecodable bytes replaced."""
+    with open(path, "rb") as fh:
+        data = fh.read(REPORT_BYTES + 1)
+    if len(data) > REPORT_BYTES:
+        raise DataError(f"report file {path} is over {REPORT_BYTES:,} bytes: not a report; restore the original file")
+    return data.decode("utf-8", errors="replace")
+
+
 def is_mimic_official(root: Path) -> bool:
     return (root / MIMIC_SPLIT).is_file()
 
@@ -117,17 +129,18 @@ def is_mimic_official(root: Path) -> bool:
 def load_mimic_official(root: Path, views: str, section: str, drops) -> dict[str, list[dict]]:
     """MIMIC-CXR-JPG as PhysioNet ships it: the split CSV, the metadata CSV (ViewPosition), the JPGs under
     files/pXX/pSUBJECT/sSTUDY/ and the reports files/pXX/pSUBJECT/sSTUDY.txt (or mimic-cxr-reports/files/...)."""
-    rows = _read_csv(root / MIMIC_SPLIT)
+    rows = _read_csv(check_inside(root / MIMIC_SPLIT, root))
     if rows and not {"dicom_id", "study_id", "subject_id", "split"} <= set(rows[0]):
         raise DataError(f"{root / MIMIC_SPLIT} has columns {sorted(rows[0])}; expected dicom_id, study_id, subject_id, split")
     view_of = {}
     if (root / MIMIC_META).is_file():
-        view_of = {r.get("dicom_id", ""): text(r.get("ViewPosition")).upper() for r in _read_csv(root / MIMIC_META)}
+        view_of = {r.get("dicom_id", ""): text(r.get("ViewPosition")).upper() for r in _read_csv(check_inside(root / MIMIC_META, root))}
     studies: dict[tuple[str, str, str], list[str]] = {}
     for r in rows:
         split = {"validate": "val", "validation": "val"}.get(text(r["split"]).lower(), text(r["split"]).lower())
         studies.setdefault((split, text(r["subject_id"]), text(r["study_id"])), []).append(text(r["dicom_id"]))
     report_dirs = [root / "files", root / "mimic-cxr-reports" / "files"]
+    roots = data_roots(root)
     splits: dict[str, list[dict]] = {}
     for (split, subject, study), dicoms in studies.items():
         if split not in ("train", "val", "test"):
@@ -138,7 +151,10 @@ def load_mimic_official(root: Path, views: str, section: str, drops) -> dict[str
         if report_file is None:
             drops.add(split, "empty", id)  # no report file for the study
             continue
-        sections = report_sections(report_file.read_text(encoding="utf-8", errors="replace"))
+        if not is_inside(report_file, roots):  # a symlink out of the root: never read
+            drops.add(split, "outside_root", id)
+            continue
+        sections = report_sections(read_report(report_file))
         report = pick_section(sections.get("findings", ""), sections.get("impression", ""), section)
         if not report:
             drops.add(split, "no_section", id)
@@ -172,8 +188,8 @@ def load_iu_csv(root: Path, views: str, section: str, seed: int, drops) -> dict[
     studies are split 70 / 10 / 20 % train / val / test by ``seed`` (R2Gen's proportions)."""
     import random
 
-    reports = _read_csv(root / IU_REPORTS)
-    projections = _read_csv(root / IU_PROJECTIONS)
+    reports = _read_csv(check_inside(root / IU_REPORTS, root))
+    projections = _read_csv(check_inside(root / IU_PROJECTIONS, root))
     if reports and not {"uid", "findings", "impression"} <= set(reports[0]):
         raise DataError(f"{root / IU_REPORTS} has columns {sorted(reports[0])}; expected uid, findings, impression, ...")
     if projections and not {"uid", "filename", "projection"} <= set(projections[0]):

@@ -1,0 +1,109 @@
+"""Every file a dataset names obeys the root rule (issue 21), and a batch's decoded size is bounded.
+
+* a MIMIC-CXR report text ``files/pXX/pSUBJECT/sSTUDY.txt`` symlinked out of dataset.root is never
+  read: dropped and counted (``data/dropped/outside_root``), as images are; IU X-ray's CSVs likewise;
+* a hub dataset as ``hf download`` stores it (files symlinked into ``../../blobs``) is accepted;
+* 64 records naming one 9000 x 9000 PNG (78 KB on disk) are refused in one line from the headers,
+  before anything is decoded (they took 7 GB and crashed).
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+from PIL import Image
+
+from medft.data import sources
+from medft.data.checks import prepare_splits
+from medft.data.fixtures import make_iu_csv, make_mimic_official
+from medft.errors import DataError
+from test_bad_input import small_set
+from test_trust_data import vqa_rad_cfg
+
+
+def test_a_report_text_symlinked_out_of_the_root_is_dropped_and_counted(tmp_path):
+    root = make_mimic_official(tmp_path / "mimic")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("FINDINGS: SECRET-FROM-OUTSIDE. IMPRESSION: none.")
+    report = sorted((root / "files").rglob("s*.txt"))[0]
+    report.unlink()
+    report.symlink_to(secret)
+    splits = sources.r2gen(str(root), "mimic_cxr")
+    assert splits.drops.total("outside_root") == 1
+    assert not any("SECRET" in r["report"] for rows in splits.values() for r in rows)
+    cfg = OmegaConf.create({"name": "mimic_cxr", "task": "report", "root": str(root), "skip_bad_images": False})
+    _, stats = prepare_splits(splits, cfg)
+    assert stats["data/dropped/outside_root"] == 1
+
+
+def test_an_annotation_csv_symlinked_out_of_the_root_is_one_line(tmp_path):
+    root = make_iu_csv(tmp_path / "iu")
+    elsewhere = tmp_path / "elsewhere.csv"
+    shutil.move(root / "indiana_reports.csv", elsewhere)
+    (root / "indiana_reports.csv").symlink_to(elsewhere)
+    with pytest.raises(DataError, match="indiana_reports.csv leads outside dataset.root"):
+        sources.r2gen(str(root), "iu_xray")
+
+
+def as_hf_download(snapshot: Path) -> None:
+    """Store a folder as ``hf download`` does: each file a relative symlink into ``<repo>/blobs/<sha256>``."""
+    blobs = snapshot.parent.parent / "blobs"
+    blobs.mkdir(parents=True, exist_ok=True)
+    for path in [p for p in snapshot.rglob("*") if p.is_file()]:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if not (blobs / digest).exists():
+            shutil.move(path, blobs / digest)
+        else:
+            path.unlink()
+        path.symlink_to(os.path.relpath(blobs / digest, path.parent))
+
+
+def test_a_hub_cache_layout_with_files_symlinked_into_blobs_is_accepted(tmp_path):
+    snapshot = tmp_path / "hub" / "datasets--someone--vqa" / "snapshots" / ("0" * 40)
+    small_set(snapshot)
+    as_hf_download(snapshot)
+    assert os.readlink(snapshot / "images" / "rgb.png").startswith("../../../blobs/")
+    cfg = vqa_rad_cfg(snapshot)
+    splits, stats = prepare_splits(sources.load_splits(cfg), cfg)
+    assert stats["data/dropped/outside_root"] == 0 and len(splits["train"]) == 8 and len(splits["test"]) == 2
+    outside = tmp_path / "outside.png"  # a symlink out of the hub repo is still refused
+    shutil.copy(snapshot / "images" / "rgb.png", outside)
+    (snapshot / "images" / "rgb.png").unlink()
+    (snapshot / "images" / "rgb.png").symlink_to(outside)
+    splits, stats = prepare_splits(sources.load_splits(cfg), cfg)
+    assert stats["data/dropped/outside_root"] == 5  # the train and test records of rgb.png
+
+
+def test_a_batch_of_one_huge_png_is_refused_from_the_headers(tmp_path):
+    import torch
+
+    from medft.data.datamodule import RecordDataset
+    from medft.data.images import set_max_pixels
+
+    huge = tmp_path / "huge.png"
+    Image.new("L", (9000, 9000)).save(huge, optimize=True)
+    assert huge.stat().st_size < 200_000  # small on disk, 243 MB decoded as RGB
+    records = [{"id": str(i), "image": str(huge), "question": "q", "answer": "a"} for i in range(64)]
+    set_max_pixels(None)
+    loader = torch.utils.data.DataLoader(RecordDataset(records), batch_size=64, collate_fn=lambda items: items)
+    started = time.perf_counter()
+    with pytest.raises(DataError, match=r"a batch of 64 samples holds 5,184,000,000 decoded pixels .* above "
+                                         r"dataset.max_batch_pixels=1,000,000,000"):
+        next(iter(loader))
+    assert time.perf_counter() - started < 1.0  # nothing decoded
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (8, 8)).save(tiny)
+    few = [{**r, "image": str(tiny)} for r in records]
+    small = torch.utils.data.DataLoader(RecordDataset(few), batch_size=64, collate_fn=lambda items: items)
+    assert [it["pil_image"].size for it in next(iter(small))] == [(8, 8)] * 64  # under the limit: served
+    set_max_pixels(None, 64 * 64 - 1)
+    try:
+        with pytest.raises(DataError, match="holds 4,096 decoded pixels .* above dataset.max_batch_pixels=4,095 "):
+            next(iter(small))
+    finally:
+        set_max_pixels(None)
