@@ -23,6 +23,11 @@ class WriteError(MedftError, OSError):
     """A file of the run could not be written (disk full, read-only): one line, the earlier files stay whole."""
 
 
+# What a full disk's message advises: resume= where the run has a checkpoints/last.ckpt, else to start again
+RESUME_ADVICE = "and resume=RUN_DIR; files saved before are whole"
+RESTART_ADVICE = "and run the command again (the run saved no checkpoints/last.ckpt yet: there is nothing to resume)"
+
+
 def write_error(err: BaseException, path: str | Path | None = None) -> WriteError | None:
     """The one-line error for a failed write (full disk, quota, read-only place), or None for other errors."""
     code = getattr(err, "errno", None)
@@ -40,7 +45,7 @@ def write_error(err: BaseException, path: str | Path | None = None) -> WriteErro
             pass
         return WriteError(
             f"cannot write {where}: no space left on the device{free} — free some space (or point MEDFT_LOG_DIR at "
-            "another disk) and resume=RUN_DIR; files saved before are whole"
+            f"another disk) {RESUME_ADVICE}"
         )
     if code in READ_ONLY:
         return WriteError(

@@ -19,7 +19,7 @@ from typing import Any, Callable
 from omegaconf import DictConfig, OmegaConf
 
 from medft.errors import user_error
-from medft.files import write_bytes_atomic, write_error, write_text_atomic
+from medft.files import RESTART_ADVICE, RESUME_ADVICE, write_bytes_atomic, write_error, write_text_atomic
 from medft.redact import redact
 from medft.rundir import ERROR_FILE, ERRORS_DIR, run_state
 
@@ -78,6 +78,8 @@ def task_wrapper(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictCo
         except Exception as err:  # noqa: BLE001 - recorded, then re-raised or survived by the sweep
             where, cause = traceback.format_exc(), user_error(err) or write_error(err)  # a MedftError, maybe wrapped by instantiate; a full disk
             if cause is not None:
+                if output_dir and not (Path(output_dir) / "checkpoints" / "last.ckpt").is_file():
+                    cause = str(cause).replace(RESUME_ADVICE, RESTART_ADVICE)  # resume= would refuse: no last.ckpt
                 message, status = f"medft: error: {cause}", 2
             else:
                 message, status = f"{type(err).__name__}: {err}", 1
@@ -96,7 +98,7 @@ def task_wrapper(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictCo
                 elif not finished:
                     from medft.rundir import write_status
 
-                    write_status(output_dir, "failed", error=message.splitlines()[0][:300])
+                    write_status(output_dir, "failed", error=redact(message.splitlines()[0])[:300])  # masked as error.txt is
             except OSError as write_err:  # the disk is full or the run dir read-only: say it, don't hide the error
                 print(f"medft: could not record the error in {output_dir}: {write_err}", file=sys.stderr)
         if status == 1:

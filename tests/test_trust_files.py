@@ -107,3 +107,29 @@ def test_a_batch_of_one_huge_png_is_refused_from_the_headers(tmp_path):
             next(iter(small))
     finally:
         set_max_pixels(None)
+
+
+# -- duplicated test ids: flagged, and paired by occurrence ---------------------------------------
+def test_duplicated_test_ids_are_flagged_and_paired_by_occurrence(tmp_path, capsys):
+    import numpy as np
+
+    from medft.metrics.stats import RunScores, add_statistics
+
+    outcomes = np.array([1.0, 0.0] * 10)  # each id twice: right the first time, wrong the second
+    ids = [f"q{i // 2}" for i in range(20)]
+    rows = [{"run": str(tmp_path / name), "status": "ok", "model": "m", "dataset": "d", "tune": tune, "test/acc": 0.5}
+            for name, tune in (("full", "full"), ("lora", "lora"))]
+    add_statistics(rows, "full", loader=lambda run, metrics: RunScores(ids, {"test/acc": outcomes}))
+    lora = rows[1]
+    assert lora["test/acc_delta_vs_ref"] == 0.0 and lora["test/acc_p_vs_ref"] == 1.0  # was 0.002 (paired with the last)
+
+    from medft.commands.data import main
+
+    root = small_set(tmp_path / "vqa")
+    test = json.loads((root / "testset.json").read_text())
+    test.append({**test[0], "question": "Another question?"})  # the same qid, another record
+    (root / "testset.json").write_text(json.dumps(test))
+    main(["dataset=vqa_rad", f"dataset.root={root}", "dataset.val_fraction=0"])
+    out = capsys.readouterr().out
+    assert "found in test: 1 record(s) whose id another record has (renamed ID-2, ID-3, ... in predictions.jsonl) " \
+           "(e.g. 100): kept as published\n" in out + "\n"

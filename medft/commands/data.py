@@ -93,7 +93,7 @@ def format_text(summary: dict[str, Any], cfg: DictConfig) -> str:
         for split, row in per.items():
             lines.append(
                 f"found in {split}: {row['n']} {REASONS.get(reason, reason)} (e.g. {', '.join(row['ids'])}): kept as "
-                "published; dataset.dedupe=true removes them"
+                + ("published" if reason == "duplicate_id" else "published; dataset.dedupe=true removes them")
             )
     missing = sum(row["missing_images"] for row in splits.values())
     if missing:

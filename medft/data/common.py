@@ -188,7 +188,8 @@ def carve_val(records: list[dict], val_fraction: float, seed: int) -> tuple[list
 
 
 def make_ids_unique(splits: Splits) -> None:
-    """Give every record across all splits a distinct id: repeats get ``-2``, ``-3``, ..."""
+    """Give every record across all splits a distinct id: repeats get ``-2``, ``-3``, ... and keep the id
+    they had as ``id_given`` (``medft data`` and the run's log count them: data/found/duplicate_id)."""
     seen: set[str] = set()
     for records in splits.values():
         for rec in records:
@@ -197,6 +198,8 @@ def make_ids_unique(splits: Splits) -> None:
             while new in seen:
                 new = f"{base}-{k}"
                 k += 1
+            if new != base:
+                rec["id_given"] = base
             rec["id"] = new
             seen.add(new)
 

@@ -96,15 +96,18 @@ def find_duplicates(splits: Splits, remove: bool) -> Splits:
         text = (rec.get("question", "").strip().lower(), rec.get("answer", rec.get("report", "")).strip().lower())
         return imgs + text
 
-    found: dict[str, dict[str, list[str]]] = {"duplicate": {}, "train_test_overlap": {}}
+    found: dict[str, dict[str, list[str]]] = {"duplicate": {}, "train_test_overlap": {}, "duplicate_id": {}}
     out: dict[str, list[dict[str, Any]]] = {}
     test_keys = {key(r) for r in splits.get("test", [])}
     seen_by: dict[str, set[tuple]] = {}
     for split, records in splits.items():
         # train and val are one pool (val is often carved from train): a pair split between them is a duplicate too
         seen = seen_by.setdefault("test" if split == "test" else "train", set())
-        keep = []
+        keep, ids = [], set()
         for rec in records:
+            if rec["id"] in ids or "id_given" in rec:  # another record has this id: flagged, never merged or dropped
+                found["duplicate_id"].setdefault(split, []).append(rec.get("id_given", rec["id"]))
+            ids.add(rec["id"])
             k = key(rec)
             if k in seen:
                 found["duplicate"].setdefault(split, []).append(rec["id"])
@@ -120,10 +123,12 @@ def find_duplicates(splits: Splits, remove: bool) -> Splits:
     result = carry(splits, out)
     if remove:
         for reason, per_split in found.items():
+            if reason == "duplicate_id":
+                continue
             for split, ids in per_split.items():
                 for id in ids:
                     result.drops.add(split, reason, id)
-        result.kept = {}
+        result.kept = {"duplicate_id": found["duplicate_id"]} if found["duplicate_id"] else {}
     else:
         result.kept = {reason: per_split for reason, per_split in found.items() if per_split}
     return result
@@ -162,8 +167,8 @@ def drop_lines(splits: Splits) -> list[str]:
         first = [i for ids in per.values() for i in ids][:EXAMPLES]
         where = ", ".join(f"{s} {len(v)}" for s, v in per.items())
         lines.append(
-            f"found {n} {REASONS[reason]} ({where}; e.g. {', '.join(first)}): kept as published; "
-            "dataset.dedupe=true removes them"
+            f"found {n} {REASONS[reason]} ({where}; e.g. {', '.join(first)}): kept as published"
+            + ("" if reason == "duplicate_id" else "; dataset.dedupe=true removes them")
         )
     return lines
 
@@ -193,6 +198,7 @@ REASONS = {
     "no_section": "report without the section asked for (dataset.report_section)",
     "duplicate": "duplicate(s) (same image, question and answer twice, in test or in train + val)",
     "train_test_overlap": "train/test overlap(s) (a train or val record that is also a test record)",
+    "duplicate_id": "record(s) whose id another record has (renamed ID-2, ID-3, ... in predictions.jsonl)",
     "outside_root": "image or report file outside dataset.root",
     "no_view": "no image of the views asked for (dataset.views)",
 }

@@ -213,13 +213,13 @@ def add_statistics(rows: list[dict[str, Any]], reference: str = "full", resample
             continue
         refs = [r for r in rows if r.get("tune") == reference and r["run"] in scores and r.get("model") == row.get("model")
                 and r.get("dataset") == row.get("dataset") and r.get("_protocol") == row.get("_protocol")
-                and set(scores[r["run"]].ids) == set(run.ids)]
+                and sorted(scores[r["run"]].ids) == sorted(run.ids)]
         ref_row = _pick_reference(row, refs)
         if ref_row is None:
             continue
         ref = scores[ref_row["run"]]
-        order = {item: i for i, item in enumerate(run.ids)}
-        align = np.array([order[item] for item in ref.ids])  # the run's items in the reference's order
+        order = {item: i for i, item in enumerate(_occurrences(run.ids))}
+        align = np.array([order[item] for item in _occurrences(ref.ids)])  # the run's items in the reference's order
         for metric in run.metrics:
             if row.get(metric) is None or metric not in ref.metrics:
                 continue
@@ -234,6 +234,17 @@ def add_statistics(rows: list[dict[str, Any]], reference: str = "full", resample
     for row in rows:
         row.pop("_seed", None)
         row.pop("_protocol", None)
+
+
+def _occurrences(ids: list[str]) -> list[tuple[str, int]]:
+    """Each id with its occurrence number: a test set listing one id twice (a duplicated record) pairs
+    the k-th row of an id in one run with the k-th in the other, never every row with the last one."""
+    seen: dict[str, int] = {}
+    out = []
+    for item in ids:
+        seen[item] = seen.get(item, 0) + 1
+        out.append((item, seen[item]))
+    return out
 
 
 def _metrics(row: Mapping[str, Any]) -> dict[str, Any]:
