@@ -60,9 +60,38 @@ def ensure_embedded(cache_dir: str | Path) -> Path:
         except BlockingIOError:
             print(f"medft: another process is building the embedded model into {target}: waiting for it", flush=True)
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when that process ends, however it ends
+        remove_dead_builds(target)  # this process holds the lock: any temp dir is a dead builder's
         if is_built(target, version):
             return target
         return build_embedded(target, version, cache_dir)
+
+
+def remove_dead_builds(target: Path) -> list[Path]:
+    """Delete the temp dirs (``<target>.tmp-<pid>``) that builders killed mid-build left behind; call
+    with the build lock held (a live builder holds it while its temp dir exists)."""
+    dead = sorted(p for p in target.parent.glob(f"{target.name}.tmp-*") if p.is_dir())
+    for path in dead:
+        print(f"medft: removing {path}, left by a build that was killed", flush=True)
+        shutil.rmtree(path, ignore_errors=True)
+    return dead
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child, between fork and exec
+    """Linux: the child gets SIGKILL when the process that started it dies (even by SIGKILL)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def run_child(cmd: list[str], env: dict[str, str]) -> int:
+    """Run ``cmd`` and wait for it; on Linux it is killed when this process dies, so a killed ``medft train``
+    leaves no orphaned ``medft pretrain`` behind."""
+    preexec = _die_with_parent if sys.platform.startswith("linux") else None
+    return subprocess.run(cmd, env=env, preexec_fn=preexec).returncode  # noqa: PLW1509 - only prctl, no locks
 
 
 def build_embedded(target: Path, version: int, cache_dir: str | Path) -> Path:
@@ -77,11 +106,11 @@ def build_embedded(target: Path, version: int, cache_dir: str | Path) -> Path:
     started = time.perf_counter()
     env = dict(os.environ, MEDFT_CACHE_DIR=str(Path(cache_dir).expanduser()))
     cmd = [sys.executable, "-m", "medft.cli", "pretrain", f"out={tmp / 'model'}", f"hydra.run.dir={tmp / 'run'}"]
-    proc = subprocess.run(cmd, env=env)
-    if proc.returncode != 0 or not is_built(tmp / "model", version):
+    returncode = run_child(cmd, env)
+    if returncode != 0 or not is_built(tmp / "model", version):
         shutil.rmtree(tmp, ignore_errors=True)
         raise MedftError(
-            f"building the embedded pretrained model failed (exit status {proc.returncode}); run `medft pretrain` "
+            f"building the embedded pretrained model failed (exit status {returncode}); run `medft pretrain` "
             "to see why, or set model.pretrained to a checkpoint directory"
         )
     shutil.move(str(tmp / "run"), str(tmp / "model" / "run"))  # the pretraining run's logs travel with it

@@ -133,3 +133,46 @@ def test_duplicated_test_ids_are_flagged_and_paired_by_occurrence(tmp_path, caps
     out = capsys.readouterr().out
     assert "found in test: 1 record(s) whose id another record has (renamed ID-2, ID-3, ... in predictions.jsonl) " \
            "(e.g. 100): kept as published\n" in out + "\n"
+
+
+# -- the embedded model's build: no orphan, no leftovers ----------------------------------------------
+def test_the_build_child_dies_with_its_parent(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import os, sys; from medft.embedded import run_child; "
+        "run_child([sys.executable, '-c', 'import time; time.sleep(120)'], dict(os.environ))")],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    children = Path(f"/proc/{parent.pid}/task/{parent.pid}/children")
+    deadline = time.time() + 60
+    while time.time() < deadline and not children.read_text().split():
+        time.sleep(0.1)
+    child = int(children.read_text().split()[0])
+    parent.send_signal(signal.SIGKILL)  # as `kill -9` of medft train during the first build
+    parent.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and Path(f"/proc/{child}").exists() and \
+            Path(f"/proc/{child}/stat").read_text().split()[2] != "Z":
+        time.sleep(0.1)
+    alive = Path(f"/proc/{child}").exists() and Path(f"/proc/{child}/stat").read_text().split()[2] != "Z"
+    assert not alive, "the build child outlived its parent"
+
+
+def test_a_dead_builders_temp_dir_is_removed(tmp_path, monkeypatch):
+    from medft import embedded
+
+    target = embedded.embedded_dir(tmp_path)
+    left = target.with_name(f"{target.name}.tmp-999999")
+    (left / "model").mkdir(parents=True)
+    (left / "model" / "weights.bin").write_bytes(b"x" * 1000)
+
+    def build(target, version, cache_dir):
+        (target).mkdir()
+        (target / embedded.INFO_FILE).write_text(json.dumps({"recipe_version": version}))
+        return target
+
+    monkeypatch.setattr(embedded, "build_embedded", build)
+    assert embedded.ensure_embedded(tmp_path) == target
+    assert not left.exists()
