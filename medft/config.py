@@ -372,6 +372,18 @@ def quote_paths(args: list[str]) -> list[str]:
     return out
 
 
+def _medft_cause(err: BaseException) -> BaseException | None:
+    """The MedftError a resolver raised under OmegaConf's / Hydra's wrapping (its cause or context)."""
+    from medft.errors import MedftError
+
+    seen = 0
+    while err is not None and seen < 20:
+        if isinstance(err, MedftError):
+            return err
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return None
+
+
 def run_hydra(hydra_main: Callable[[], Any]) -> None:
     """Call a ``@hydra.main`` function; a config error (a typo'd key or group option, an unparsable
     override) is raised as one ``ConfigError`` line instead of Hydra's text and exit status 1."""
@@ -383,7 +395,8 @@ def run_hydra(hydra_main: Callable[[], Any]) -> None:
     try:
         hydra_main()
     except (HydraException, OmegaConfBaseException) as err:
-        raise hydra_error(err) from None
+        cause = _medft_cause(err)  # a medft resolver's one line (medft_claim: a read-only disk), as it said it
+        raise (cause if cause is not None else hydra_error(err)) from None
     finally:
         if previous is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)

@@ -410,15 +410,20 @@ def claim_dir(path: str) -> str:
     if path in claims:
         return claims[path]
     base = Path(path)
-    base.parent.mkdir(parents=True, exist_ok=True)
     n = 1
     while True:
         candidate = base if n == 1 else base.with_name(f"{base.name}_{n}")
         try:
+            base.parent.mkdir(parents=True, exist_ok=True)
             os.mkdir(candidate)
             break
         except FileExistsError:
             n += 1
+        except OSError as err:  # a read-only disk, a file in the way, no permission: one line, not Hydra's traceback
+            raise RunDirError(
+                f"run dir {candidate} cannot be created ({err.strerror or err}): point MEDFT_LOG_DIR (paths.log_dir) "
+                "or hydra.run.dir at a writable folder"
+            ) from None
     claims[path] = str(candidate)
     os.environ[CLAIMS_ENV] = json.dumps(claims)
     return str(candidate)

@@ -242,3 +242,64 @@ def test_a_stale_lock_of_a_dead_process_reads_as_incomplete(tmp_path):
     assert row["status"] == "incomplete" and "killed while running" in row["error"]
     (run / ".medft.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
     assert report([tmp_path / "sweep"])["rows"][0]["status"] == "running"
+
+
+# -- wrong answers and tracebacks that should be one line -------------------------------------------
+def test_status_json_masks_a_secret_as_error_txt_does(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("MY_PASSWORD", "pw_leaked_456")
+    status, _, err, run = cli("+tune=layernorm", "dataset=vqa_rad", f"dataset.root={tmp_path}/no/pw_leaked_456")
+    assert status == 2  # the terminal shows what the user typed; the run dir keeps it masked
+    assert "pw_leaked_456" not in (run / "error.txt").read_text()
+    assert json.loads((run / "status.json").read_text())["state"] == "failed"
+    assert "pw_leaked_456" not in (run / "status.json").read_text() and "***" in (run / "status.json").read_text()
+
+
+def test_a_full_disk_before_the_first_checkpoint_does_not_advise_resume(cli, monkeypatch):
+    import medft.checkpoint
+
+    def disk_full(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 2070592 vs 2070480")
+
+    monkeypatch.setattr(medft.checkpoint.torch, "save", disk_full)
+    status, _, err, run = cli("+tune=layernorm", *TINY, "trainer.max_epochs=1")
+    line = one_line(err)
+    assert status == 2 and "no space left on the device" in line and not (run / "checkpoints" / "last.ckpt").exists()
+    assert "resume=" not in line and "there is nothing to resume" in line
+
+
+def test_an_unwritable_log_dir_is_one_line(medft, tmp_path, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("MEDFT_LOG_DIR", str(blocker / "logs"))  # as a read-only disk: mkdir fails
+    status, _, err = medft("train", "+tune=layernorm")
+    assert status == 2 and "cannot be created" in one_line(err) and "point MEDFT_LOG_DIR" in err
+
+
+def test_a_pickled_pytorch_model_bin_is_refused_in_one_line_and_not_run(tmp_path):
+    import torch
+    from transformers import BlipConfig, BlipForQuestionAnswering, BlipProcessor
+
+    from medft.errors import ConfigError
+    from medft.models.loading import load_pretrained
+
+    small = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 37}
+    BlipConfig(text_config={**small, "vocab_size": 100},
+               vision_config={**small, "image_size": 32, "patch_size": 16}).save_pretrained(tmp_path / "ckpt")
+    marker = tmp_path / "pwned"
+    torch.save({"weight": Payload(marker)}, tmp_path / "ckpt" / "pytorch_model.bin")
+    with pytest.raises(ConfigError, match="pytorch_model.bin holds pickled objects, not plain weights, and was not loaded"):
+        load_pretrained(BlipForQuestionAnswering, BlipProcessor, str(tmp_path / "ckpt"))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\xff\xfe{\"answer\": 1}\n", "is not UTF-8 text"),
+    (b'["answer", "prediction"]\n', ":1 is a JSON list, not an object"),
+    (b"[" * 100_000 + b"\n", ":1: nested deeper than 64 levels"),
+])
+def test_rescore_of_a_damaged_predictions_file_is_one_line(medft, tmp_path, content, message):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "predictions.jsonl").write_bytes(content)
+    status, out, err = medft("eval", f"rescore={run}")
+    assert status == 2 and message in one_line(err) and "Traceback" not in out + err

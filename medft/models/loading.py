@@ -12,6 +12,8 @@ checkpoint's ``config.json``, the copy medft ships for the default checkpoints
 
 from __future__ import annotations
 
+import pickle
+
 from pathlib import Path
 from typing import Any, Callable
 
@@ -84,6 +86,12 @@ def load_pretrained(
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(
             f"cannot load model.pretrained={pretrained!r} from the {where_looked(pretrained)}: {first} — {fix}"
+        ) from None
+    except pickle.UnpicklingError:  # torch.load(weights_only=True) met an object: refused, never unpickled
+        raise ConfigError(
+            f"model.pretrained={pretrained!r}: its pytorch_model.bin holds pickled objects, not plain weights, and was "
+            "not loaded (unpickling it could run code) — use a checkpoint with model.safetensors, or convert a file "
+            "you trust to safetensors"
         ) from None
     model.train()  # from_pretrained returns it in eval mode, and Lightning keeps modules' modes: dropout must train
     return model, processor
