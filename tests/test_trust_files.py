@@ -176,3 +176,21 @@ def test_a_dead_builders_temp_dir_is_removed(tmp_path, monkeypatch):
     monkeypatch.setattr(embedded, "build_embedded", build)
     assert embedded.ensure_embedded(tmp_path) == target
     assert not left.exists()
+
+
+def test_a_path_vqa_pickle_that_names_code_is_refused_not_run(tmp_path):
+    import pickle
+
+    from medft.data.fixtures import make_path_vqa_pickles
+    from test_trust import Payload
+
+    root = make_path_vqa_pickles(tmp_path / "pvqa")
+    from medft.data.path_vqa import load_path_vqa
+
+    assert len(load_path_vqa(root)["test"]) == 5  # the release's plain pickles still load
+    marker = tmp_path / "pwned"
+    train = next((root / "qas" / "train").glob("*.pkl"))
+    train.write_bytes(pickle.dumps([{"image": "x", "question": "q", "answer": "a", "x": Payload(marker)}]))
+    with pytest.raises(DataError, match=r"is not a readable pickle \(it names posix.system, not plain data; refused"):
+        load_path_vqa(root)
+    assert not marker.exists()

@@ -71,11 +71,23 @@ def _load_pickles(root: Path, drops: Any = None) -> Splits:
     return splits
 
 
+class _PlainUnpickler(pickle.Unpickler):
+    """Unpickles lists, dicts, strings and numbers only: a pickle naming any class or function (which
+    unpickling would call: ``os.system``, ...) is refused, never run. A dataset is data, never code."""
+
+    ALLOWED = {("collections", "OrderedDict")}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it names {module}.{name}, not plain data; refused, never unpickled")
+
+
 def _read_pickle(path: Path) -> list[dict]:
-    """The release's ``{split}_qa.pkl``: a list of dicts (a pandas-free pickle; trusted local data)."""
+    """The release's ``{split}_qa.pkl``: a list of dicts (a pandas-free pickle), read as plain data only."""
     try:
         with open(path, "rb") as f:
-            rows = pickle.load(f)  # noqa: S301 - the user's own copy of the published file
+            rows = _PlainUnpickler(f).load()
     except (pickle.UnpicklingError, EOFError, ValueError, ModuleNotFoundError) as exc:
         raise DataError(f"annotation file {path} is not a readable pickle ({exc}): restore the original file") from None
     if isinstance(rows, dict):  # a dict of columns
