@@ -9,9 +9,13 @@ given:
   the ``_target_`` that runs is always medft's own. Any other ``_target_`` (or ``_args_``,
   ``_partial_``, ...) is refused in one line.
 * :func:`trusted_tune_config` — the same for the ``tune`` node and ``configs/tune/<name>.yaml``.
-* :func:`check_replayed_overrides` — ``resume=RUN_DIR`` replays ``.hydra/overrides.yaml``: each
-  entry must be a plain ``key=value`` (no ``_target_``, no interpolation, no ``hydra.*``), and a
-  config-group choice must name one of medft's own configs.
+* :func:`parse_run_overrides` — the one parser of ``.hydra/overrides.yaml`` (resume, resume=auto,
+  eval, rescore, export, ask, report): each entry is ``key=value`` under medft's config tree or
+  ``group=option`` naming a file of medft's config group; no flag, ``@package``, path, ``hydra.*``,
+  interpolation, instantiation key or sweep.
+* :func:`read_run_config` — ``.hydra/config.yaml`` as data: bounded (medft.safe_load), its overrides
+  parsed, resolvers other than oc.select / medft_lr / medft_mul refused in ``model`` / ``tune`` and
+  left as text elsewhere (``${oc.env:X}`` is never read, ``${medft_claim:DIR}`` never creates DIR).
 * :class:`RunLock` — one process at a time writes into a run dir (``.medft.lock`` with the
   holder's host and pid; a stale lock of a dead process is taken over, and said so).
 * :func:`claim_dir` — ``${medft_claim:PATH}`` (configs/hydra/default.yaml) creates PATH with
@@ -504,6 +508,6 @@ def run_state(run_dir: Path) -> str:
 
 __all__ = [
     "CLAIMS_ENV", "ConfigError", "EXIT_PREEMPTED", "RunDirError", "RunLock", "SweepStatus", "check_replayed_overrides",
-    "claim_dir", "read_run_config", "read_status", "run_state", "sweep_failures", "trusted_model_config",
-    "trusted_tune_config", "write_status",
+    "claim_dir", "defuse", "lock_held", "parse_run_overrides", "read_run_config", "read_run_overrides", "read_status",
+    "run_state", "sweep_failures", "trusted_model_config", "trusted_tune_config", "write_status",
 ]

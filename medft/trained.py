@@ -56,10 +56,12 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
             meta = fh.metadata() or {}
     except Exception as err:  # noqa: BLE001 - safetensors raises several types for a bad file
         raise ConfigError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
+    from medft.safe_load import loads_json
+
     try:
-        out = json.loads(meta.get("medft", "{}"))
-    except ValueError as err:
-        raise ConfigError(f"{path}: its medft metadata is not valid JSON ({err}): the file is damaged") from None
+        out = loads_json(meta.get("medft", "{}"), f"{path}: its medft metadata")  # nesting bounded
+    except ValueError as err:  # medft.safe_load.UnsafeFile
+        raise ConfigError(f"{err}: the file is damaged") from None
     if not isinstance(out, dict):
         raise ConfigError(f"{path}: its medft metadata is not a JSON object: the file is damaged")
     return out
