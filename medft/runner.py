@@ -124,12 +124,13 @@ def auto_resume(cfg: DictConfig) -> bool:
 
 
 def _finished_metrics(run_dir: Path) -> dict[str, Any]:
-    import json
+    from medft.safe_load import load_json
 
     try:
-        return json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        metrics = load_json(run_dir / "metrics.json")
+    except (OSError, ValueError):  # medft.safe_load.UnsafeFile is a ValueError
         return {}
+    return metrics if isinstance(metrics, dict) else {}
 
 
 def record_error(run_dir: Path, text: str, current: bool = True) -> Path:
