@@ -187,11 +187,12 @@ def carve_val(records: list[dict], val_fraction: float, seed: int) -> tuple[list
     return train, val
 
 
-def make_ids_unique(splits: Splits) -> None:
-    """Give every record across all splits a distinct id: repeats get ``-2``, ``-3``, ... and keep the id
-    they had as ``id_given`` (``medft data`` and the run's log count them: data/found/duplicate_id)."""
+def make_ids_unique(splits: Splits) -> dict[str, list[str]]:
+    """Give every record across all splits a distinct id: repeats get ``-2``, ``-3``, ... Returns the ids
+    renamed, per split (``medft data`` and the run's log list them: data/found/duplicate_id)."""
     seen: set[str] = set()
-    for records in splits.values():
+    renamed: dict[str, list[str]] = {}
+    for split, records in splits.items():
         for rec in records:
             base = new = rec["id"]
             k = 2
@@ -199,9 +200,10 @@ def make_ids_unique(splits: Splits) -> None:
                 new = f"{base}-{k}"
                 k += 1
             if new != base:
-                rec["id_given"] = base
+                renamed.setdefault(split, []).append(base)
             rec["id"] = new
             seen.add(new)
+    return renamed
 
 
 def finish(
@@ -221,6 +223,13 @@ def finish(
     for name in required:
         if not out[name]:
             raise DataError(f"the {name} split of {where} is empty: check dataset.root and the annotation files")
-    make_ids_unique(out)
-    return out
+    result = Finished(out)
+    result.renamed = make_ids_unique(out)  # said (medft.data.drops.loaded: data/found/duplicate_id), never in silence
+    return result
+
+
+class Finished(dict):
+    """:func:`finish`'s splits, with the ids it renamed: ``renamed`` = ``{split: [id as given]}``."""
+
+    renamed: dict[str, list[str]]
 

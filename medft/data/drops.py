@@ -55,7 +55,8 @@ class Loaded(dict):
 def loaded(splits: Splits, drops: Drops | None = None, answer_types: str = "", layout: str = "") -> Loaded:
     out = Loaded(splits)
     out.drops = drops or Drops()
-    out.kept = {}
+    renamed = getattr(splits, "renamed", None)  # medft.data.common.finish: ids it made unique
+    out.kept = dict(splits.kept) if isinstance(splits, Loaded) else ({"duplicate_id": renamed} if renamed else {})
     out.answer_types = answer_types
     out.layout = layout
     return out
@@ -96,7 +97,8 @@ def find_duplicates(splits: Splits, remove: bool) -> Splits:
         text = (rec.get("question", "").strip().lower(), rec.get("answer", rec.get("report", "")).strip().lower())
         return imgs + text
 
-    found: dict[str, dict[str, list[str]]] = {"duplicate": {}, "train_test_overlap": {}, "duplicate_id": {}}
+    found: dict[str, dict[str, list[str]]] = {"duplicate": {}, "train_test_overlap": {},
+                                              "duplicate_id": {s: list(v) for s, v in splits.kept.get("duplicate_id", {}).items()}}
     out: dict[str, list[dict[str, Any]]] = {}
     test_keys = {key(r) for r in splits.get("test", [])}
     seen_by: dict[str, set[tuple]] = {}
@@ -105,8 +107,8 @@ def find_duplicates(splits: Splits, remove: bool) -> Splits:
         seen = seen_by.setdefault("test" if split == "test" else "train", set())
         keep, ids = [], set()
         for rec in records:
-            if rec["id"] in ids or "id_given" in rec:  # another record has this id: flagged, never merged or dropped
-                found["duplicate_id"].setdefault(split, []).append(rec.get("id_given", rec["id"]))
+            if rec["id"] in ids:  # another record has this id (a loader without finish()): flagged, kept
+                found["duplicate_id"].setdefault(split, []).append(rec["id"])
             ids.add(rec["id"])
             k = key(rec)
             if k in seen:
