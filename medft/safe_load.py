@@ -7,7 +7,9 @@ in one line, in well under a second, before it is parsed in full:
 * aliases: a run dir's YAML never holds one (OmegaConf writes none), so ``*alias`` is refused
   (anchors expand on every walk of the result: nine levels of ten make a billion nodes);
 * nesting: deeper than ``MAX_DEPTH`` mappings/lists is refused (YAML: from the event stream, before
-  anything is built; JSON: the decoder's recursion limit, then a walk of the result).
+  anything is built; JSON: the decoder's recursion limit, then a walk of the result);
+* YAML nodes: more than ``CONFIG_NODES`` is refused from the event stream (building Python objects
+  from YAML is slow: a 1 MB file of 180,000 nodes takes seconds).
 
 Errors are :class:`UnsafeFile`, a ``MedftError`` (one line from the CLI) and a ``ValueError`` (so
 ``medft report`` lists the run as ``unreadable``).
@@ -25,6 +27,7 @@ from medft.errors import MedftError
 
 MAX_DEPTH = 64
 CONFIG_BYTES = 1 << 20  # a run's .hydra/*.yaml: medft writes a few KB
+CONFIG_NODES = 20_000  # ... of a few hundred values; PyYAML builds ~100,000 nodes a second (20,000: ~0.2 s)
 RUN_JSON_BYTES = 16 << 20  # metrics.json, status.json, candidates
 DATA_BYTES = 1 << 30  # a dataset's annotation file (SLAKE's are a few MB, MIMIC-CXR's CSVs ~100 MB)
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: a 1 MB file in milliseconds
@@ -47,11 +50,14 @@ def _read(path: Path, max_bytes: int) -> str:
         raise UnsafeFile(f"{path} is not UTF-8 text (byte {err.start}): refused") from None
 
 
-def check_yaml_text(text: str, source: str, max_depth: int = MAX_DEPTH) -> None:
-    """Refuse aliases and nesting deeper than ``max_depth`` from YAML's event stream (nothing built)."""
+def check_yaml_text(text: str, source: str, max_depth: int = MAX_DEPTH, max_nodes: int = CONFIG_NODES) -> None:
+    """Refuse aliases, nesting deeper than ``max_depth`` and more than ``max_nodes`` values from YAML's
+    event stream (nothing built)."""
     depth = 0
     try:
-        for event in yaml.parse(text, Loader=_Loader):
+        for n, event in enumerate(yaml.parse(text, Loader=_Loader)):
+            if n > max_nodes:
+                raise UnsafeFile(f"{source} holds more than {max_nodes:,} YAML nodes (medft writes a few hundred): refused")
             if isinstance(event, yaml.AliasEvent):
                 raise UnsafeFile(f"{source}: YAML alias *{event.anchor} is refused (medft writes none; "
                                  "anchors can expand into billions of nodes)")
@@ -65,11 +71,12 @@ def check_yaml_text(text: str, source: str, max_depth: int = MAX_DEPTH) -> None:
         raise UnsafeFile(f"{source} is not valid YAML ({' '.join(str(err).split())[:160]})") from None
 
 
-def load_yaml(path: str | Path, max_bytes: int = CONFIG_BYTES, max_depth: int = MAX_DEPTH) -> Any:
+def load_yaml(path: str | Path, max_bytes: int = CONFIG_BYTES, max_depth: int = MAX_DEPTH,
+              max_nodes: int = CONFIG_NODES) -> Any:
     """``yaml.safe_load`` of ``path`` within the limits, or a one-line :class:`UnsafeFile`."""
     path = Path(path)
     text = _read(path, max_bytes)
-    check_yaml_text(text, str(path), max_depth)
+    check_yaml_text(text, str(path), max_depth, max_nodes)
     try:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader (CSafeLoader / SafeLoader)
     except yaml.YAMLError as err:

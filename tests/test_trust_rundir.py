@@ -179,7 +179,10 @@ def test_a_yaml_bomb_a_huge_config_and_deep_json_are_refused_fast(medft, tmp_pat
     deep.write_text("[" * 100_000 + "]" * 100_000)
     overrides = tmp_path / "overrides.yaml"
     overrides.write_text("- " + yaml_bomb().replace("\n", "\n  ").replace("a0", "x0", 1))
+    wide = tmp_path / "wide.yaml"  # under 1 MB, but 180,000 nodes: seconds to build
+    wide.write_text(yaml.safe_dump({f"k{i}": {"a": i, "b": "x" * 20, "c": [1, 2, 3]} for i in range(14000)}))
     for path, load, message in ((big, load_yaml, "bytes, over the"), (deep, load_json, "nested deeper than 64"),
+                                (wide, load_yaml, "holds more than 20,000 YAML nodes"),
                                 (overrides, load_yaml, "nested deeper than|YAML alias|not valid YAML"),
                                 (tmp_path / "bomb.yaml", load_yaml, "YAML alias")):
         if path.name == "bomb.yaml":
