@@ -4,7 +4,10 @@ some run / multirun dirs (not report *generation*, the task: :mod:`medft.metrics
 Writes ``results.csv``, ``results.md`` (all runs, then a pivot like the study's: rows = tune
 modes, columns = dataset metrics) and ``accuracy_vs_params.png`` (main metric against trainable %,
 log x-axis, one marker per mode, one panel per dataset) into the first DIR or ``out=``; prints
-the markdown to the terminal. Failed runs are listed with their error, never dropped.
+the markdown to the terminal. Failed runs are listed with their error, never dropped. Tables and
+plots never average different configurations: every key that varies among the runs (seeds apart)
+is a column (:func:`swept_keys`). On a study dir (runs also tested on the source domain) it also
+writes ``findings.csv`` and opens ``results.md`` with them in words (:mod:`medft.metrics.findings`).
 """
 
 from __future__ import annotations
@@ -509,6 +512,7 @@ def study_plots(rows: list[dict[str, Any]], out: Path, keys: list[str] | None = 
 def report(dirs: list[Path], out: Path | None = None, reference: str = "full") -> dict[str, Any]:
     """The results report: the tables and plot of every run under ``dirs``; returns paths and rows. ``reference``:
     the tune mode every other run is compared with (paired tests, :mod:`medft.metrics.stats`)."""
+    from medft.metrics import findings as found
     from medft.metrics.stats import add_statistics, is_stat_column, statistics_markdown
 
     runs = find_runs(dirs)
@@ -520,7 +524,9 @@ def report(dirs: list[Path], out: Path | None = None, reference: str = "full") -
     swept = swept_keys(rows)
     for r in rows:
         r.update({SHOWN_AS.get(k, k): config_value(r, k) for k in swept})
-    add_statistics(rows, reference)  # <metric>_ci_low/_ci_high, <metric>_delta_vs_ref/_p_vs_ref
+    keys = group_keys(swept)
+    # <metric>_ci_low/_ci_high, <metric>_delta_vs_ref/_p_vs_ref (against the reference of the same configuration)
+    add_statistics(rows, reference, config=lambda r: tuple(str(r.get(k)) for k in keys))
     cols = columns(rows, swept) + (["reference_run"] if any("reference_run" in r for r in rows) else [])
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
@@ -534,13 +540,22 @@ def report(dirs: list[Path], out: Path | None = None, reference: str = "full") -
     md += ("\n" + stats_md) if stats_md else ""
     md += ("\n## Tune modes x datasets (one row per configuration: every key that varies among the runs is a column; "
            "mean over its n seeds)\n\n") + markdown(table, pcols)
-    study, scols = study_table(rows, group_keys(swept))
+    study, scols = study_table(rows, keys)
+    findings, findings_path = found.findings(rows, keys), None
     if study:
         md += "\n## The study: tune mode x init x train fraction (mean ± std over seeds)\n\n" + markdown(study, scols)
+    if findings:  # first in results.md: what the numbers say, with their intervals
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=found.columns(findings, keys), extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: (f"{v:.4f}" if k in found.NUMBERS else v) for k, v in r.items()} for r in findings)
+        findings_path = write_text_atomic(out / "findings.csv", buf.getvalue())
+        md = found.findings_markdown(findings) + "\n" + md
     md_path = write_text_atomic(out / "results.md", md)
-    png = plot(rows, out / "accuracy_vs_params.png", group_keys(swept))
-    study_pngs = study_plots(rows, out, group_keys(swept)) if study else []
-    return {"rows": rows, "csv": csv_path, "markdown": md, "md": md_path, "png": png, "study": study, "study_pngs": study_pngs}
+    png = plot(rows, out / "accuracy_vs_params.png", keys)
+    study_pngs = study_plots(rows, out, keys) if study else []
+    return {"rows": rows, "csv": csv_path, "markdown": md, "md": md_path, "png": png, "study": study,
+            "study_pngs": study_pngs, "findings": findings, "findings_csv": findings_path}
 
 
 def main(args: list[str] | None = None) -> None:
@@ -563,4 +578,5 @@ def main(args: list[str] | None = None) -> None:
     result = report(dirs, out, reference)
     print(result["markdown"])
     print(f"wrote {result['csv']}, {result['md']}" + (f", {result['png']}" if result["png"] else "")
+          + (f", {result['findings_csv']}" if result["findings_csv"] else "")
           + "".join(f", {p}" for p in result.get("study_pngs") or []))
