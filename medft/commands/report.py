@@ -53,7 +53,8 @@ NOT_SWEPT = ("tune", "model", "dataset", "experiment", "tune.components", "ckpt_
 NOT_SWEPT_PREFIXES = ("hydra.", "hydra", "paths.", "callbacks.progress_bar")
 SEED = "seed"
 # Config keys that follow the seed (each seed its own pretrained draw) or name a place, never a configuration
-SEED_KEYS = ("seed", "model.seed", "model.pretrain_seed", "task_name", "ckpt_path", "resume", "out")
+SEED_OR_PLACE = ("seed", "model.seed", "model.pretrain_seed", "model.embedded_dir", "task_name", "ckpt_path", "resume",
+                 "out")
 # Config keys shown as the report's own columns (their values as people read them)
 SHOWN_AS = {"model.pretrained": "init", "dataset.train_fraction": "train_fraction"}
 
@@ -74,7 +75,7 @@ def read_overrides(run: Path) -> dict[str, str]:
 
 
 def _ignored(key: str) -> bool:
-    return key in NOT_SWEPT or key in SEED_KEYS or key.startswith(NOT_SWEPT_PREFIXES)
+    return key in NOT_SWEPT or key in SEED_OR_PLACE or key.startswith(NOT_SWEPT_PREFIXES)
 
 
 def flatten(cfg: Any, prefix: str = "") -> dict[str, str]:
