@@ -7,7 +7,8 @@ row per (metric, dataset, train fraction, any other configuration key that varie
   runs compared question by question (paired by question id from ``predictions.jsonl``; ``source/acc``
   from ``predictions_source.jsonl``). In experiment=study each seed fine-tunes its own pretrained draw,
   so the seeds carry the pretraining's variation as well as the fine-tuning's.
-* ``ci_low``, ``ci_high``: a 95% hierarchical bootstrap interval (:func:`medft.metrics.stats.hierarchical_bootstrap`):
+* ``ci_low``, ``ci_high``: a 95% hierarchical bootstrap interval, 2,000 resamples
+  (:func:`medft.metrics.stats.hierarchical_bootstrap`):
   resample the seeds, then each drawn seed's test questions.
 * ``verdict``: ``ahead`` (the interval lies above 0), ``behind`` (below 0) or ``unresolved``.
 
@@ -22,9 +23,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from medft.metrics.stats import RESAMPLES, hierarchical_bootstrap, read_rows, vqa_scores
+from medft.metrics.stats import hierarchical_bootstrap, read_rows, vqa_scores
 
 VERSUS = ("frozen", "full")
+RESAMPLES = 2000  # a verdict sits on the interval's ends: twice the per-run intervals' resamples
 # metric -> the predictions file its per-question scores come from
 SOURCES = {"test/acc": "predictions.jsonl", "source/acc": "predictions_source.jsonl"}
 COLUMNS = ["metric", "dataset", "train_fraction", "tune", "versus", "delta", "ci_low", "ci_high", "verdict", "seeds"]
@@ -58,6 +60,21 @@ def paired_differences(mine: dict[str, float], theirs: dict[str, float]) -> np.n
     return np.array([mine[q] - theirs[q] for q in shared], dtype=float)
 
 
+def compare(mine: dict[str, dict[str, Any]], theirs: dict[str, dict[str, Any]], filename: str,
+            cache: dict[tuple[str, str], dict[str, float] | None], resamples: int) -> tuple[float, float, float, int] | None:
+    """(delta, ci_low, ci_high, seeds) of two modes' runs by seed (``{seed: row}``), or None when no seed pairs."""
+    diffs = []
+    for seed in sorted(set(mine) & set(theirs)):  # the same seed: the same pretrained draw, the same test questions
+        a = correct_by_id(mine[seed]["run"], filename, cache)
+        b = correct_by_id(theirs[seed]["run"], filename, cache)
+        if a is not None and b is not None and len(diff := paired_differences(a, b)):
+            diffs.append(diff)
+    if not diffs:
+        return None
+    low, high = hierarchical_bootstrap(diffs, resamples)
+    return float(np.mean([d.mean() for d in diffs])), low, high, len(diffs)
+
+
 def findings(rows: list[dict[str, Any]], keys: Sequence[str] = (), resamples: int = RESAMPLES) -> list[dict[str, Any]]:
     """The findings rows of the study runs among ``rows`` (report rows: ``status``, ``init``, ``tune``, ``seed``,
     ``train_fraction``, ``run``, ``source/acc`` ...); ``keys``: other configuration keys that vary (columns)."""
@@ -69,32 +86,18 @@ def findings(rows: list[dict[str, Any]], keys: Sequence[str] = (), resamples: in
         cells[where][r["tune"]][str(r.get("seed"))] = r
     cache: dict[tuple[str, str], dict[str, float] | None] = {}
     out = []
-    for where in sorted(cells, key=lambda w: tuple(map(str, w))):
-        modes = cells[where]
-        for metric, filename in SOURCES.items():
-            for versus in VERSUS:
-                if versus not in modes:
-                    continue
-                for tune in modes:
-                    if tune == versus:
+    for metric, filename in SOURCES.items():  # the target first, then what each keeps of the source
+        for where in sorted(cells, key=lambda w: tuple(map(str, w))):
+            modes = cells[where]
+            for versus in [v for v in VERSUS if v in modes]:
+                for tune in [t for t in modes if t != versus]:
+                    found = compare(modes[tune], modes[versus], filename, cache, resamples)
+                    if found is None:
                         continue
-                    seeds = sorted(set(modes[tune]) & set(modes[versus]))
-                    diffs = []
-                    for seed in seeds:  # the same seed: the same pretrained draw, the same test questions
-                        mine = correct_by_id(modes[tune][seed]["run"], filename, cache)
-                        theirs = correct_by_id(modes[versus][seed]["run"], filename, cache)
-                        if mine is not None and theirs is not None:
-                            diff = paired_differences(mine, theirs)
-                            if len(diff):
-                                diffs.append(diff)
-                    if not diffs:
-                        continue
-                    delta = float(np.mean([d.mean() for d in diffs]))
-                    low, high = hierarchical_bootstrap(diffs, resamples)
-                    row = {"metric": metric, "model": where[0], "dataset": where[1], "train_fraction": where[2],
-                           **dict(zip(other, where[3:])), "tune": tune, "versus": versus, "delta": delta,
-                           "ci_low": low, "ci_high": high, "verdict": verdict(low, high), "seeds": len(diffs)}
-                    out.append(row)
+                    delta, low, high, seeds = found
+                    out.append({"metric": metric, "model": where[0], "dataset": where[1], "train_fraction": where[2],
+                                **dict(zip(other, where[3:])), "tune": tune, "versus": versus, "delta": delta,
+                                "ci_low": low, "ci_high": high, "verdict": verdict(low, high), "seeds": seeds})
     return out
 
 
