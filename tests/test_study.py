@@ -440,3 +440,27 @@ def test_make_study_writes_the_report_when_a_job_failed_then_fails(tmp_path):
     ok = subprocess.run(["make", "-s", "study", f"VENV={venv}", f"LOGS={tmp_path / 'logs'}", "NOW=t"],
                         cwd=repo, capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0, ok.stderr
+
+
+def test_the_shipped_study_reading_quotes_its_findings():
+    """docs/study.md claims only what the shipped run's findings say: every difference and interval it
+    quotes is one `medft report` wrote, and each findings.csv verdict agrees with its interval."""
+    import re
+
+    repo = Path(__file__).resolve().parents[1]
+    shipped = repo / "docs" / "results" / "study"
+    found = list(csv.DictReader((shipped / "findings.csv").open()))
+    assert len(found) == 64 and {f["seeds"] for f in found} == {"3"}
+    for f in found:
+        low, high = float(f["ci_low"]), float(f["ci_high"])
+        assert f["verdict"] == ("ahead" if low > 0 else "behind" if high < 0 else "unresolved"), f
+    quote = r"([+\u2212][0-9.]+)\s+\[([+\u2212][0-9.]+),\s+([+\u2212][0-9.]+)\]"  # a line may break inside
+    generated = set(re.findall(quote, (shipped / "results.md").read_text().split("## Runs")[0]))
+    doc = (repo / "docs" / "study.md").read_text()
+    reading = doc[doc.index("## What the findings say"):doc.index("## Figures move from CPU to CPU")]
+    quoted = re.findall(quote, reading)
+    assert len(quoted) >= 25 and set(quoted) <= generated, set(quoted) - generated
+    rows = list(csv.DictReader((shipped / "results.csv").open()))
+    assert len(rows) == 66 and {r["status"] for r in rows} == {"ok"}
+    assert {(r["seed"], r["pretrain_seed"]) for r in rows if r["init"] == "pretrained"} == {("1", "1"), ("2", "2"), ("3", "3")}
+    assert len({r["pretrained_sha256"] for r in rows if r["init"] == "pretrained"}) == 3
