@@ -42,7 +42,7 @@ sweep: install ## Every tune mode on the demo set with the tiny BLIP (prefix: ti
 	$(BIN)/medft train -m model=llava_tiny tune=layernorm,prefix,lora hydra.sweep.dir=$(LOGS)/sweeps/$(NOW) $(ARGS) || status=$$?; \
 	$(BIN)/medft report $(LOGS)/sweeps/$(NOW); exit $$status
 
-study: install ## The study in miniature: every tune mode but prefix x 3 seeds x 2 data fractions on demo_ct (+ random-init control), then the report (~6 min)
+study: install ## The study in miniature (docs/study.md): every tune mode but prefix x 3 seeds (each its own pretrained draw, built on first use) x 2 data fractions on demo_ct (+ random-init control), then the report and findings.csv
 	@# the report is written even when jobs failed; then the target fails with the sweeps' status
 	status=0; OMP_NUM_THREADS=1 $(BIN)/medft train -m experiment=study $(STUDY_LAUNCH) hydra.sweep.dir=$(LOGS)/study/$(NOW) $(ARGS) || status=$$?; \
 	OMP_NUM_THREADS=1 $(BIN)/medft train -m experiment=study_random $(STUDY_LAUNCH) hydra.sweep.dir=$(LOGS)/study/$(NOW) $(ARGS) || status=$$?; \

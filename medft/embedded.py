@@ -1,11 +1,14 @@
 """The embedded pretrained Med-VLM (``model=blip_med``, ``pretrained: embedded``): medft's own recipe
-(``medft pretrain``, configs/pretrain.yaml) run once into ``$MEDFT_CACHE_DIR/pretrained/blip_med-v<recipe_version>``
-on first use (:func:`ensure_embedded`); a change of ``recipe_version`` builds a new one.
+(``medft pretrain``, configs/pretrain.yaml) run once per pretraining seed (``model.pretrain_seed``) into
+``$MEDFT_CACHE_DIR/pretrained/blip_med-v<recipe_version>`` (seed 0, the draw ``medft train`` uses) or
+``blip_med-v<recipe_version>-seed<N>`` on first use (:func:`ensure_embedded`); a change of
+``recipe_version`` builds new ones. The study gives each of its seeds its own draw (experiment=study).
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -29,29 +32,47 @@ def recipe_version() -> int:
     return int(yaml.safe_load((CONFIG_DIR / "pretrain.yaml").read_text())["recipe_version"])
 
 
-def embedded_dir(cache_dir: str | Path) -> Path:
-    return Path(cache_dir).expanduser() / "pretrained" / f"{EMBEDDED_NAME}-v{recipe_version()}"
+def embedded_dir(cache_dir: str | Path, seed: int = 0) -> Path:
+    """Where the draw of pretraining ``seed`` lives: seed 0 keeps the name it had before seeds had a choice."""
+    return Path(cache_dir).expanduser() / "pretrained" / f"{EMBEDDED_NAME}-v{recipe_version()}{f'-seed{seed}' if seed else ''}"
 
 
-def is_built(path: Path, version: int | None = None) -> bool:
-    """True if ``path`` holds a finished checkpoint (pretrain.json is written last) of ``version``."""
+def is_built(path: Path, version: int | None = None, seed: int | None = None) -> bool:
+    """True if ``path`` holds a finished checkpoint (pretrain.json is written last) of ``version`` and ``seed``."""
     try:
         info = json.loads((path / INFO_FILE).read_text())
     except (OSError, ValueError):
         return False
-    return version is None or info.get("recipe_version") == version
+    return (version is None or info.get("recipe_version") == version) and (seed is None or info.get("seed", 0) == seed)
 
 
-def ensure_embedded(cache_dir: str | Path) -> Path:
-    """The embedded pretrained checkpoint directory, built on first use by ``medft pretrain``.
+def weights_sha256(path: Path) -> str:
+    """The sha256 of a checkpoint dir's weights (``model.safetensors``): which draw a run fine-tuned."""
+    digest = hashlib.sha256()
+    with open(path / "model.safetensors", "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def identity(path: Path) -> dict[str, object]:
+    """``{"pretrained/seed": N, "pretrained/sha256": first 12 hex digits}`` of a built embedded checkpoint."""
+    info = json.loads((path / INFO_FILE).read_text())
+    sha = info.get("weights_sha256") or weights_sha256(path)  # built before the digest was recorded: compute it
+    return {"pretrained/seed": int(info.get("seed", 0)), "pretrained/sha256": sha[:12]}
+
+
+def ensure_embedded(cache_dir: str | Path, seed: int = 0) -> Path:
+    """The embedded pretrained checkpoint directory of pretraining ``seed``, built on first use by ``medft pretrain``.
 
     Built in a child process (its own Hydra app and progress bar) into a temporary folder that is
     renamed into place when complete: an interrupted build leaves nothing half-written behind. One
     build at a time: the parallel jobs of a sweep on a fresh cache wait for the first one's model.
     """
+    seed = int(seed)
     version = recipe_version()
-    target = embedded_dir(cache_dir)
-    if is_built(target, version):
+    target = embedded_dir(cache_dir, seed)
+    if is_built(target, version, seed):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target.with_name(f"{target.name}.lock"), "a") as lock:
@@ -61,9 +82,9 @@ def ensure_embedded(cache_dir: str | Path) -> Path:
             print(f"medft: another process is building the embedded model into {target}: waiting for it", flush=True)
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when that process ends, however it ends
         remove_dead_builds(target)  # this process holds the lock: any temp dir is a dead builder's
-        if is_built(target, version):
+        if is_built(target, version, seed):
             return target
-        return build_embedded(target, version, cache_dir)
+        return build_embedded(target, version, cache_dir, seed)
 
 
 def remove_dead_builds(target: Path) -> list[Path]:
@@ -94,24 +115,25 @@ def run_child(cmd: list[str], env: dict[str, str]) -> int:
     return subprocess.run(cmd, env=env, preexec_fn=preexec).returncode  # noqa: PLW1509 - only prctl, no locks
 
 
-def build_embedded(target: Path, version: int, cache_dir: str | Path) -> Path:
+def build_embedded(target: Path, version: int, cache_dir: str | Path, seed: int = 0) -> Path:
     """Run the embedded recipe (``medft pretrain``, on the CPU) in a child process; move its result to ``target``."""
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     print(
-        f"medft: building the embedded pretrained model {EMBEDDED_NAME} (first use, recipe v{version}): "
+        f"medft: building the embedded pretrained model {EMBEDDED_NAME} (first use, recipe v{version}, seed {seed}): "
         f"pretraining it on the demo source domain into {target}; about 2 minutes on a CPU core, once",
         flush=True,
     )
     started = time.perf_counter()
     env = dict(os.environ, MEDFT_CACHE_DIR=str(Path(cache_dir).expanduser()))
-    cmd = [sys.executable, "-m", "medft.cli", "pretrain", f"out={tmp / 'model'}", f"hydra.run.dir={tmp / 'run'}"]
+    cmd = [sys.executable, "-m", "medft.cli", "pretrain", f"out={tmp / 'model'}", f"hydra.run.dir={tmp / 'run'}",
+           f"seed={seed}"]
     returncode = run_child(cmd, env)
-    if returncode != 0 or not is_built(tmp / "model", version):
+    if returncode != 0 or not is_built(tmp / "model", version, seed):
         shutil.rmtree(tmp, ignore_errors=True)
         raise MedftError(
             f"building the embedded pretrained model failed (exit status {returncode}); run `medft pretrain` "
-            "to see why, or set model.pretrained to a checkpoint directory"
+            f"(seed={seed}) to see why, or set model.pretrained to a checkpoint directory"
         )
     shutil.move(str(tmp / "run"), str(tmp / "model" / "run"))  # the pretraining run's logs travel with it
     info = json.loads((tmp / "model" / INFO_FILE).read_text())
@@ -119,7 +141,7 @@ def build_embedded(target: Path, version: int, cache_dir: str | Path) -> Path:
     try:
         os.replace(tmp / "model", target)
     except OSError:  # another process finished first: use its copy
-        if not is_built(target, version):
+        if not is_built(target, version, seed):
             raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

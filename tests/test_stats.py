@@ -158,3 +158,24 @@ def test_report_generation_sweep_is_fast_and_paired(tmp_path):
         assert ln[f"{metric}_ci_low"] <= ln[metric] <= ln[f"{metric}_ci_high"]
         assert 0.0 <= ln[f"{metric}_p_vs_ref"] <= 1.0 and f"{metric}_delta_vs_ref" in ln
     assert "test/meteor_ci_low" not in ln  # no interval for METEOR (its corpus score is not a mean)
+
+
+def test_hierarchical_bootstrap_resamples_seeds_then_questions():
+    import numpy as np
+
+    from medft.metrics.stats import hierarchical_bootstrap, indices, interval
+
+    rng = np.random.default_rng(1)
+    one = rng.integers(-1, 2, size=200).astype(float)
+    # one seed: the plain bootstrap of its questions (same draws: the same interval up to resampling noise)
+    low, high = hierarchical_bootstrap([one])
+    plain = interval(one[indices(len(one))].mean(axis=1))
+    assert low == pytest.approx(plain[0], abs=0.03) and high == pytest.approx(plain[1], abs=0.03)
+    assert low < one.mean() < high
+    # every question of every seed +1: nothing to resample, the interval is the point
+    assert hierarchical_bootstrap([np.ones(50), np.ones(80)]) == (1.0, 1.0)
+    # seeds that disagree widen the interval beyond what their pooled questions say
+    seeds = [np.full(300, 0.3) + rng.normal(0, 0.01, 300), np.full(300, -0.1), np.full(300, 0.1)]
+    low, high = hierarchical_bootstrap(seeds)
+    pooled = interval(np.concatenate(seeds)[indices(900)].mean(axis=1))
+    assert low < pooled[0] and high > pooled[1] and low < 0 < high

@@ -1,7 +1,7 @@
 """The study in miniature: medft pretrain, the demo domains, and a shrunken `make study` end to end.
 
-Nothing here builds the embedded blip_med (minutes): pretraining uses blip_tiny for a few steps,
-and the shrunken study points model.pretrained at that checkpoint.
+Nothing here builds the embedded blip_med (minutes): pretraining uses blip_tiny for a few steps, and
+the shrunken study finds those checkpoints where the embedded model's draws live (model.embedded_dir).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def test_unknown_domain_is_one_line(tmp_path):
 # --- medft pretrain ------------------------------------------------------------------------
 
 
-def run_pretrain(tmp: Path, cache_dir: Path, out: Path, **env_extra: str) -> None:
+def run_pretrain(tmp: Path, cache_dir: Path, out: Path, *extra: str, **env_extra: str) -> None:
     """`medft pretrain` of blip_tiny for two steps on the demo source set, in a subprocess."""
     import subprocess
     import sys
@@ -83,7 +83,7 @@ def run_pretrain(tmp: Path, cache_dir: Path, out: Path, **env_extra: str) -> Non
 
     env = env_for(tmp, MEDFT_CACHE_DIR=str(cache_dir), **env_extra)
     proc = subprocess.run(
-        [sys.executable, "-m", "medft.cli", "pretrain", "model=blip_tiny", "dataset=demo", f"out={out}", *FEW_STEPS],
+        [sys.executable, "-m", "medft.cli", "pretrain", "model=blip_tiny", "dataset=demo", f"out={out}", *FEW_STEPS, *extra],
         cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -98,13 +98,27 @@ def pretrained_tiny(tmp_path_factory, cache_dir):
     return tmp / "ckpt"
 
 
-def test_pretrain_is_deterministic_given_its_seed(pretrained_tiny, tmp_path, cache_dir):
-    # another thread setting outside: the recipe's `threads: 1` fixes the float path all the same
-    run_pretrain(tmp_path, cache_dir, tmp_path / "again", MEDFT_THREADS="2", OMP_NUM_THREADS="2")
-    again = (tmp_path / "again" / "model.safetensors").read_bytes()
-    assert again == (pretrained_tiny / "model.safetensors").read_bytes()
-    info = json.loads((tmp_path / "again" / "pretrain.json").read_text())
-    assert info["threads"] == 1
+@pytest.fixture(scope="module")
+def tiny_draws(tmp_path_factory, cache_dir) -> dict[int, Path]:
+    """Two pretraining draws of blip_tiny (seeds 1 and 2), as the study's seeds 1 and 2 fine-tune them."""
+    tmp = tmp_path_factory.mktemp("draws")
+    for seed in (1, 2):
+        run_pretrain(tmp, cache_dir, tmp / f"seed{seed}", f"seed={seed}")
+    return {seed: tmp / f"seed{seed}" for seed in (1, 2)}
+
+
+def test_two_pretraining_seeds_give_two_different_each_deterministic_checkpoints(tiny_draws, tmp_path, cache_dir):
+    weights = {seed: (path / "model.safetensors").read_bytes() for seed, path in tiny_draws.items()}
+    assert weights[1] != weights[2]
+    for seed, path in tiny_draws.items():
+        # again, with another thread setting outside: the recipe's `threads: 1` fixes the float path all the same
+        run_pretrain(tmp_path, cache_dir, tmp_path / f"again{seed}", f"seed={seed}", MEDFT_THREADS="2", OMP_NUM_THREADS="2")
+        assert (tmp_path / f"again{seed}" / "model.safetensors").read_bytes() == weights[seed], seed
+        info = json.loads((path / "pretrain.json").read_text())
+        assert info["seed"] == seed and info["threads"] == 1
+        assert info["weights_sha256"] == hashlib.sha256(weights[seed]).hexdigest()  # the draw's identity
+        assert f"seed | {seed}" in (path / "README.md").read_text()
+    info = json.loads((tmp_path / "again1" / "pretrain.json").read_text())
     assert json.loads((Path(info["run_dir"]) / "metrics.json").read_text())["system/threads"] == 1
 
 
@@ -212,14 +226,64 @@ def test_parallel_first_uses_build_the_embedded_model_once(tmp_path, monkeypatch
     assert capsys.readouterr().out.count("waiting for it") == 2
 
 
+def test_each_pretraining_seed_is_its_own_embedded_draw(tmp_path, monkeypatch):
+    """model.pretrain_seed=N: the recipe run with seed=N into blip_med-v<recipe>-seedN, once; seed 0 keeps the
+    name medft train has always used; a directory holding another seed's draw is never taken for this one."""
+    import medft.embedded as embedded
+
+    calls = []
+
+    def fake_run(cmd, env):
+        seed = int(next(a for a in cmd if a.startswith("seed=")).split("=", 1)[1])
+        out = Path(next(a for a in cmd if a.startswith("out=")).split("=", 1)[1])
+        out.mkdir(parents=True)
+        (out / "model.safetensors").write_bytes(bytes([seed]) * 8)
+        info = {"recipe_version": embedded.recipe_version(), "seed": seed,
+                "weights_sha256": hashlib.sha256(bytes([seed]) * 8).hexdigest()}
+        (out / "pretrain.json").write_text(json.dumps(info))
+        Path(next(a for a in cmd if a.startswith("hydra.run.dir=")).split("=", 1)[1]).mkdir(parents=True)
+        calls.append(seed)
+        return type("Done", (), {"returncode": 0})()
+
+    monkeypatch.setattr(embedded.subprocess, "run", fake_run)
+    version = embedded.recipe_version()
+    zero, two = embedded.ensure_embedded(tmp_path), embedded.ensure_embedded(tmp_path, 2)
+    assert (zero.name, two.name) == (f"blip_med-v{version}", f"blip_med-v{version}-seed2") and calls == [0, 2]
+    assert embedded.ensure_embedded(tmp_path, 2) == two and calls == [0, 2]  # reused
+    assert embedded.identity(two) == {"pretrained/seed": 2, "pretrained/sha256": hashlib.sha256(bytes([2]) * 8).hexdigest()[:12]}
+    assert embedded.identity(zero) != embedded.identity(two)
+    (tmp_path / "pretrained" / f"blip_med-v{version}-seed3").mkdir()
+    (tmp_path / "pretrained" / f"blip_med-v{version}-seed3" / "pretrain.json").write_text((two / "pretrain.json").read_text())
+    assert not embedded.is_built(tmp_path / "pretrained" / f"blip_med-v{version}-seed3", version, 3)  # seed 2's, not 3's
+
+
+def test_the_study_gives_each_seed_its_draw_and_the_lr_search_keeps_draw_zero(make_cfg):
+    """experiment=study: model.pretrain_seed follows the seed (1, 2, 3); study_lr stays on draw 0 whatever the
+    seed, and 0 is no study seed; medft train's default is draw 0."""
+    assert [make_cfg("experiment=study", f"seed={s}").model.pretrain_seed for s in (1, 2, 3)] == [1, 2, 3]
+    assert "0" not in study_sweep("study")["seed"]
+    assert study_sweep("study_lr")["seed"] == ["0"]
+    assert make_cfg("experiment=study_lr", "seed=5").model.pretrain_seed == 0
+    assert make_cfg("model=blip_med", "seed=5").model.pretrain_seed == 0
+
+
 # --- the study, shrunken -------------------------------------------------------------------
 
 REQUIRED = ["tune", "seed", "init", "train_fraction", "test/acc", "source/acc", "shift/acc", "trainable",
             "trainable_pct", "step_s", "peak_mb"]
 
 
-def test_shrunken_study_runs_end_to_end(pretrained_tiny, run_cli, tmp_path):
-    """`make study` in small: experiment=study then study_random into one dir, then medft report."""
+def test_shrunken_study_runs_end_to_end(tiny_draws, run_cli, tmp_path):
+    """`make study` in small: experiment=study then study_random into one dir, then medft report. Each seed
+    fine-tunes its own draw (placed where the embedded model's draws live); the report names each run's draw
+    and writes findings.csv, whose verdicts agree with their intervals."""
+    import shutil
+
+    from medft.embedded import embedded_dir
+
+    draws = tmp_path / "draws"
+    for seed, path in tiny_draws.items():
+        shutil.copytree(path, embedded_dir(draws, seed))
     sweep = tmp_path / "study"
     shrink = [
         "model=blip_tiny", "dataset=demo_ct", *FEW_STEPS, "dataset.load.n_train_images=20",
@@ -227,28 +291,52 @@ def test_shrunken_study_runs_end_to_end(pretrained_tiny, run_cli, tmp_path):
         "seed=1,2", "dataset.train_fraction=0.5",  # the command line wins over the experiment's sweep params
         f"hydra.sweep.dir={sweep}",
     ]
-    pre = run_cli("train", "-m", "experiment=study", f"model.pretrained={pretrained_tiny}",
-                  "tune=frozen,layernorm", *shrink)
+    pre = run_cli("train", "-m", "experiment=study", "model.pretrained=embedded", f"++model.embedded_dir={draws}",
+                  "tune=frozen,layernorm,full", *shrink)
     assert pre.returncode == 0, pre.stderr[-3000:]
     rnd = run_cli("train", "-m", "experiment=study_random", "tune=layernorm", *shrink)
     assert rnd.returncode == 0, rnd.stderr[-3000:]
     rep = run_cli("report", str(sweep))
     assert rep.returncode == 0, rep.stderr[-3000:]
     rows = list(csv.DictReader((sweep / "results.csv").open()))
-    assert len(rows) == 6 and all(r["status"] == "ok" for r in rows), rows
+    assert len(rows) == 8 and all(r["status"] == "ok" for r in rows), rows
     assert all(r[c] != "" for r in rows for c in REQUIRED if not (c == "step_s" and r["tune"] == "frozen"))
     cells = sorted((r["tune"], r["init"], r["seed"]) for r in rows)
     assert cells == [("frozen", "pretrained", "1"), ("frozen", "pretrained", "2"),
+                     ("full", "pretrained", "1"), ("full", "pretrained", "2"),
                      ("layernorm", "pretrained", "1"), ("layernorm", "pretrained", "2"),
                      ("layernorm", "random", "1"), ("layernorm", "random", "2")]
+    sha = {seed: json.loads((path / "pretrain.json").read_text())["weights_sha256"][:12] for seed, path in tiny_draws.items()}
     for r in rows:
         metrics = json.loads((Path(r["run"]) / "metrics.json").read_text())
         assert float(r["source/acc"]) == pytest.approx(metrics["source/acc"])
         assert float(r["shift/acc"]) == pytest.approx(metrics["shift/acc"])
         assert (Path(r["run"]) / "predictions_source.jsonl").is_file()
+        drawn = (r["pretrain_seed"], r["pretrained_sha256"])  # which draw the run fine-tuned
+        assert drawn == ((r["seed"], sha[int(r["seed"])]) if r["init"] == "pretrained" else ("", "")), r
     assert "mean ± std over seeds" in rep.stdout and "±" in (sweep / "results.md").read_text()
     for png in ("study_acc_vs_params.png", "study_gain_vs_kept.png"):
         assert (sweep / png).stat().st_size > 1000
+    # findings: every pretrained mode vs frozen and vs full, target and source accuracy
+    found = list(csv.DictReader((sweep / "findings.csv").open()))
+    assert list(found[0])[:9] == ["metric", "dataset", "train_fraction", "tune", "versus", "delta", "ci_low", "ci_high",
+                                  "verdict"]
+    assert sorted((f["metric"], f["tune"], f["versus"]) for f in found) == sorted(
+        (m, t, v) for m in ("test/acc", "source/acc") for v in ("frozen", "full") for t in ("frozen", "layernorm", "full")
+        if t != v)
+    acc = {(r["tune"], r["seed"]): r for r in rows if r["init"] == "pretrained"}
+    for f in found:
+        low, delta, high = float(f["ci_low"]), float(f["delta"]), float(f["ci_high"])
+        assert low <= delta + 1e-4 and delta <= high + 1e-4, f
+        assert f["verdict"] == ("ahead" if low > 0 else "behind" if high < 0 else "unresolved"), f
+        assert f["seeds"] == "2" and f["dataset"] == "demo_ct" and f["train_fraction"] == "0.5"
+        # every test question paired: the mean paired difference is the difference of the runs' accuracies
+        key = "test/acc" if f["metric"] == "test/acc" else "source/acc"
+        expected = sum(float(acc[(f["tune"], s)][key]) - float(acc[(f["versus"], s)][key]) for s in ("1", "2")) / 2
+        assert delta == pytest.approx(expected, abs=1e-4), f
+    md = (sweep / "results.md").read_text()
+    assert md.startswith("## Findings") and "vs full" not in md.split("## Runs")[0].split("\n")[0]
+    assert "layernorm" in md.split("## Runs")[0] and "[" in md.split("## Runs")[0]
 
 
 @pytest.mark.parametrize("overrides, lr", [
@@ -352,3 +440,27 @@ def test_make_study_writes_the_report_when_a_job_failed_then_fails(tmp_path):
     ok = subprocess.run(["make", "-s", "study", f"VENV={venv}", f"LOGS={tmp_path / 'logs'}", "NOW=t"],
                         cwd=repo, capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0, ok.stderr
+
+
+def test_the_shipped_study_reading_quotes_its_findings():
+    """docs/study.md claims only what the shipped run's findings say: every difference and interval it
+    quotes is one `medft report` wrote, and each findings.csv verdict agrees with its interval."""
+    import re
+
+    repo = Path(__file__).resolve().parents[1]
+    shipped = repo / "docs" / "results" / "study"
+    found = list(csv.DictReader((shipped / "findings.csv").open()))
+    assert len(found) == 64 and {f["seeds"] for f in found} == {"3"}
+    for f in found:
+        low, high = float(f["ci_low"]), float(f["ci_high"])
+        assert f["verdict"] == ("ahead" if low > 0 else "behind" if high < 0 else "unresolved"), f
+    quote = r"([+\u2212][0-9.]+)\s+\[([+\u2212][0-9.]+),\s+([+\u2212][0-9.]+)\]"  # a line may break inside
+    generated = set(re.findall(quote, (shipped / "results.md").read_text().split("## Runs")[0]))
+    doc = (repo / "docs" / "study.md").read_text()
+    reading = doc[doc.index("## What the findings say"):doc.index("## Figures move from CPU to CPU")]
+    quoted = re.findall(quote, reading)
+    assert len(quoted) >= 25 and set(quoted) <= generated, set(quoted) - generated
+    rows = list(csv.DictReader((shipped / "results.csv").open()))
+    assert len(rows) == 66 and {r["status"] for r in rows} == {"ok"}
+    assert {(r["seed"], r["pretrain_seed"]) for r in rows if r["init"] == "pretrained"} == {("1", "1"), ("2", "2"), ("3", "3")}
+    assert len({r["pretrained_sha256"] for r in rows if r["init"] == "pretrained"}) == 3

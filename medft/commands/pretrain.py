@@ -10,15 +10,15 @@ Trains ``model`` (from random weights, every parameter: ``tune=full``) on ``data
 * the model and processor with ``save_pretrained`` (``model.pretrained=OUT`` loads them as any hub
   checkpoint directory);
 * ``pretrain.json``: recipe version, model, dataset, seed, epochs, learning rate, parameter count,
-  source test scores, seconds;
+  source test scores, seconds, the sha256 of ``model.safetensors``;
 * ``README.md``: a model card saying the same in words.
 
 The training run itself (metrics.json, predictions, logs) stays in the run dir. The result is
 a function of the seed and the float path: the recipe fixes torch's threads (``threads: 1``), so the
 same command gives the same weights whatever the machine's core count.
 
-The *embedded* model (``model=blip_med``, ``pretrained: embedded``) is this recipe run once into
-``$MEDFT_CACHE_DIR/pretrained/blip_med-v<recipe_version>`` on first use (see :func:`medft.embedded.ensure_embedded`);
+The *embedded* model (``model=blip_med``, ``pretrained: embedded``) is this recipe run once per
+pretraining seed (``model.pretrain_seed``) into ``$MEDFT_CACHE_DIR/pretrained/blip_med-v<recipe_version>[-seed<N>]`` on first use (see :func:`medft.embedded.ensure_embedded`);
 a change of ``recipe_version`` in ``configs/pretrain.yaml`` builds a new one.
 """
 
@@ -34,17 +34,18 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from medft.config import CONFIG_DIR, normalize_overrides, register_resolvers
-from medft.embedded import INFO_FILE, is_built
+from medft.embedded import INFO_FILE, is_built, weights_sha256
 from medft.errors import ConfigError, MedftError
 from medft.files import write_json_atomic, write_text_atomic
 from medft.threads import THREADS_ENV
 
 
 def save_checkpoint(net: Any, out: Path, info: dict[str, Any]) -> Path:
-    """``save_pretrained`` of model and processor, then README.md and pretrain.json (last)."""
+    """``save_pretrained`` of model and processor, then README.md and pretrain.json (last, with the weights' sha256)."""
     out.mkdir(parents=True, exist_ok=True)
     net.model.save_pretrained(out)
     net.processor.save_pretrained(out)
+    info = {**info, "weights_sha256": weights_sha256(out)}  # the draw's identity, quoted by every run fine-tuning it
     write_text_atomic(out / "README.md", model_card(info))
     write_json_atomic(out / INFO_FILE, info)
     return out
@@ -63,6 +64,7 @@ def model_card(info: dict[str, Any]) -> str:
         "| recipe | value |",
         "| --- | --- |",
         f"| seed | {info['seed']} |",
+        f"| weights sha256 | `{info['weights_sha256'][:12]}` |",
         f"| threads | {info.get('threads') or 'as medft train chooses'} |",
         f"| epochs | {info['epochs']} |",
         f"| optimizer | AdamW, lr {info['lr']:g}, weight decay {info['weight_decay']:g}, {info['scheduler']} schedule |",

@@ -4,7 +4,10 @@ some run / multirun dirs (not report *generation*, the task: :mod:`medft.metrics
 Writes ``results.csv``, ``results.md`` (all runs, then a pivot like the study's: rows = tune
 modes, columns = dataset metrics) and ``accuracy_vs_params.png`` (main metric against trainable %,
 log x-axis, one marker per mode, one panel per dataset) into the first DIR or ``out=``; prints
-the markdown to the terminal. Failed runs are listed with their error, never dropped.
+the markdown to the terminal. Failed runs are listed with their error, never dropped. Tables and
+plots never average different configurations: every key that varies among the runs (seeds apart)
+is a column (:func:`swept_keys`). On a study dir (runs also tested on the source domain) it also
+writes ``findings.csv`` and opens ``results.md`` with them in words (:mod:`medft.metrics.findings`).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ BASE_COLUMNS = ["model", "dataset", "tune", "components", "trainable", "trainabl
                 "ckpt_bytes", "status", "error", "run"]
 # The study in miniature (make study): each run also tested on the source domain and another target
 # (``also_test``: ``source/*``, ``shift/*``); ``init`` says whether it started from pretrained weights.
-STUDY_COLUMNS = ["init", "seed", "train_fraction"]
+STUDY_COLUMNS = ["init", "seed", "pretrain_seed", "pretrained_sha256", "train_fraction"]
 STUDY_METRICS = ["test/acc", "source/acc", "shift/acc", "trainable", "trainable_pct", "step_s", "peak_mb"]
 
 
@@ -44,10 +47,15 @@ def find_runs(dirs: list[Path]) -> list[Path]:
     return sorted(runs)
 
 
-# Overrides that are columns already (or name the run's place, not its configuration)
-NOT_SWEPT = ("tune", "model", "dataset", "experiment", "tune.components", "hydra.", "paths.", "ckpt_path", "resume",
-             "callbacks.progress_bar")
+# Overrides that are columns already (or name the run's place, not its configuration): exact keys, then prefixes
+NOT_SWEPT = ("tune", "model", "dataset", "experiment", "tune.components", "ckpt_path", "resume")
+NOT_SWEPT_PREFIXES = ("hydra.", "hydra", "paths.", "callbacks.progress_bar")
 SEED = "seed"
+# Config keys that follow the seed (each seed its own pretrained draw) or name a place, never a configuration
+SEED_OR_PLACE = ("seed", "model.seed", "model.pretrain_seed", "model.embedded_dir", "task_name", "ckpt_path", "resume",
+                 "out")
+# Config keys shown as the report's own columns (their values as people read them)
+SHOWN_AS = {"model.pretrained": "init", "dataset.train_fraction": "train_fraction"}
 
 
 def read_overrides(run: Path) -> dict[str, str]:
@@ -70,12 +78,53 @@ def read_overrides(run: Path) -> dict[str, str]:
     return out
 
 
+def _ignored(key: str) -> bool:
+    return key in NOT_SWEPT or key in SEED_OR_PLACE or key.startswith(NOT_SWEPT_PREFIXES)
+
+
+def flatten(cfg: Any, prefix: str = "") -> dict[str, str]:
+    """``{"optim.lr": "0.001", ...}``: a composed config's leaves as dotted keys and comparable strings."""
+    if isinstance(cfg, dict):
+        out: dict[str, str] = {}
+        for key, value in cfg.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out if out or not prefix else {prefix[:-1]: "{}"}
+    return {prefix[:-1]: json.dumps(cfg) if isinstance(cfg, list) else str(cfg)}
+
+
 def swept_keys(rows: list[dict[str, Any]]) -> list[str]:
-    """Override keys whose value differs between the runs (or that only some runs set), seed last."""
+    """Every configuration key that varies among the runs, seed last: command-line overrides (an experiment's
+    ``hydra.sweeper.params`` are overrides of each job too) whose value differs between the runs (or that only
+    some runs set), and any key of the composed configs that takes two values among runs of one (model,
+    dataset, tune, seed): what tells experiments apart (``model.pretrained``: shown as ``init``,
+    ``dataset.train_fraction``, an ``optim.lr`` set by one experiment and not another). Keys that only follow
+    the tune mode, dataset or model (their own settings) are not: those are columns already."""
     keys = sorted({k for r in rows for k in r["overrides"]})
-    swept = [k for k in keys if not k.startswith(NOT_SWEPT) and k not in NOT_SWEPT
-             and len({r["overrides"].get(k) for r in rows}) > 1]
-    return sorted(swept, key=lambda k: (k == SEED, k))
+    swept = {k for k in keys if not _ignored(k) and len({r["overrides"].get(k) for r in rows}) > 1}
+    same_choice: dict[tuple, list[dict[str, str]]] = defaultdict(list)
+    for r in rows:
+        if r.get("config"):
+            same_choice[(r["model"], r["dataset"], r["tune"], str(r.get("seed")))].append(r["config"])
+    for configs in same_choice.values():
+        if len(configs) > 1:
+            for key in {k for c in configs for k in c}:
+                if not _ignored(key) and key not in swept and len({c.get(key) for c in configs}) > 1:
+                    swept.add(key)
+    seed = [SEED] if len({r["overrides"].get(SEED) for r in rows}) > 1 else []
+    return sorted(swept - {SEED}) + seed
+
+
+def config_value(row: dict[str, Any], key: str) -> Any:
+    """A run's value of a configuration key: its override as given, else its composed config's."""
+    if key in SHOWN_AS:
+        return row.get(SHOWN_AS[key])
+    value = row["overrides"].get(key)
+    return value if value is not None else (row.get("config") or {}).get(key, "")
+
+
+def group_keys(swept: list[str]) -> list[str]:
+    """The columns that tell configurations apart (seed apart): ``init`` and ``train_fraction`` by those names."""
+    return [SHOWN_AS.get(k, k) for k in swept if k != SEED]
 
 
 def read_run(run: Path) -> dict[str, Any]:
@@ -86,7 +135,7 @@ def read_run(run: Path) -> dict[str, Any]:
         where = getattr(err, "filename", None) or getattr(err, "source", None)
         reason = " ".join(str(err).split())[:240] or type(err).__name__
         row = {c: "" for c in BASE_COLUMNS}
-        return {**row, "overrides": {}, "status": "unreadable", "error": f"{Path(where).name + ': ' if where else ''}{reason}", "run": str(run)}
+        return {**row, "overrides": {}, "config": {}, "status": "unreadable", "error": f"{Path(where).name + ': ' if where else ''}{reason}", "run": str(run)}
 
 
 def _load(path: Path, parse: Any) -> Any:
@@ -136,11 +185,14 @@ def _read_run(run: Path) -> dict[str, Any]:
         "error": error,
         "run": str(run),
         "overrides": read_overrides(run),
+        "config": flatten(cfg),
     }
     row.update({k: v for k, v in metrics.items() if k.startswith("test/")})
     model = cfg.get("model") or {}
     row["init"] = "pretrained" if model.get("pretrained") else "random"
     row["seed"] = cfg.get("seed")
+    row["pretrain_seed"] = metrics.get("pretrained/seed")  # the embedded model's draw, and its identity
+    row["pretrained_sha256"] = metrics.get("pretrained/sha256")
     row["train_fraction"] = (cfg.get("dataset") or {}).get("train_fraction")
     for name in cfg.get("also_test") or {}:  # the same weights on other test sets (make study)
         row.update({k: v for k, v in metrics.items() if k.startswith(f"{name}/")})
@@ -188,16 +240,17 @@ def _first_line(text: str) -> str:
 
 
 def columns(rows: list[dict[str, Any]], swept: list[str] | None = None) -> list[str]:
-    """Base columns, then one per swept key (after ``components``), the study's init / seed /
-    train_fraction (for study runs, or where they differ), then the test and other metrics."""
+    """Base columns, then one per swept key (after ``components``), the study's init / seed / pretrain_seed /
+    pretrained_sha256 / train_fraction (for study runs, or where they differ), then the test and other metrics."""
     metric_cols = sorted({k for r in rows for k in r if k.startswith("test/")})
     other_cols = sorted({k for r in rows for k in r if "/" in k and not k.startswith("test/")})
     study = any(r.get("source/acc") is not None for r in rows)  # a study run (also tested on the source)
-    swept = [k for k in (swept or []) if not (study and k == "dataset.train_fraction")]  # its train_fraction column
-    extra = [c for c in STUDY_COLUMNS if c not in swept and (study or len({str(r.get(c)) for r in rows}) > 1)]
+    shown = [SHOWN_AS.get(k, k) for k in swept or []]
+    extra = [c for c in STUDY_COLUMNS if c in shown or study or len({str(r.get(c)) for r in rows}) > 1]
     base = BASE_COLUMNS[:-3]
     at = base.index("components") + 1
-    return base[:at] + swept + extra + base[at:] + metric_cols + other_cols + BASE_COLUMNS[-3:]
+    return base[:at] + [k for k in shown if k not in STUDY_COLUMNS] + extra + base[at:] + metric_cols + other_cols \
+        + BASE_COLUMNS[-3:]
 
 
 def _fmt(value: Any) -> str:
@@ -228,16 +281,17 @@ def _mode_key(mode: str) -> tuple[int, str]:
 
 
 def pivot(rows: list[dict[str, Any]], swept: list[str] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
-    """Rows = one distinct configuration: (model,) tune mode and the swept keys' values (seeds apart);
-    columns = trainable %, ``<dataset> <metric>`` (mean over the seeds) and ``n`` (runs averaged)."""
+    """Rows = one distinct configuration: (model,) tune mode and every configuration key that varies
+    (:func:`swept_keys`, seeds apart); columns = trainable %, ``<dataset> <metric>`` (mean over the
+    seeds) and ``n`` (the seeds averaged)."""
     ok = [r for r in rows if r["status"] == "ok"]
     models = sorted({r["model"] for r in ok})
-    keys = [k for k in (swept or []) if k != SEED]
+    keys = group_keys(swept or [])
     cells: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    runs: dict[tuple, set[str]] = defaultdict(set)
+    seeds: dict[tuple, set[str]] = defaultdict(set)
     for r in ok:
-        key = (r["model"], r["tune"], *(r["overrides"].get(k, "") for k in keys))
-        runs[key].add(r["overrides"].get(SEED, "") + "|" + r["run"])
+        key = (r["model"], r["tune"], *(str(r.get(k, "")) for k in keys))
+        seeds[key].add(str(r.get(SEED)))
         cells[key]["trainable %"].append(r["trainable_pct"] or 0.0)
         for m in PIVOT_METRICS:
             if r.get(m) is not None:
@@ -248,7 +302,7 @@ def pivot(rows: list[dict[str, Any]], swept: list[str] | None = None) -> tuple[l
     for key in sorted(cells, key=lambda k: (k[0], _mode_key(k[1]), *map(_num_key, k[2:]))):
         row: dict[str, Any] = {"model": key[0], "tune": key[1], **dict(zip(keys, key[2:]))}
         row.update({c: statistics.mean(v) for c, v in cells[key].items()})
-        row["n"] = max(len(v) for c, v in cells[key].items() if c != "trainable %") if metric_cols else len(runs[key])
+        row["n"] = len(seeds[key])
         table.append(row)
     return table, cols
 
@@ -261,9 +315,10 @@ def _num_key(value: str) -> tuple[int, float, str]:
         return (1, 0.0, value)
 
 
-def figure(rows: list[dict[str, Any]]) -> Any:
-    """Main metric against trainable % (log x), one panel per dataset: a colour per tune mode, a marker
-    per model; ``frozen`` (0 % trained: no place on a log axis) as a dashed horizontal line."""
+def figure(rows: list[dict[str, Any]], keys: list[str] | None = None) -> Any:
+    """Main metric against trainable % (log x), one panel per dataset: a colour per configuration (the tune
+    mode, and every other key that varies among the runs: ``keys``), a marker per model; ``frozen`` (0 %
+    trained: no place on a log axis) as a dashed horizontal line; the legend beside the panel."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -274,20 +329,32 @@ def figure(rows: list[dict[str, Any]]) -> Any:
     datasets = sorted({r["dataset"] for r in ok})
     if not datasets:
         return None
+    keys = list(keys or [])
     models = sorted({r["model"] for r in ok})
     markers = dict(zip(models, "osD^vPX*"))
-    colors = {m: f"C{i}" for i, m in enumerate(MODE_ORDER)}
+
+    def config(r: dict[str, Any]) -> tuple:
+        return (r["tune"], *(str(r.get(k, "")) for k in keys))
+
+    configs = sorted({config(r) for r in ok}, key=lambda c: (_mode_key(c[0]), *map(_num_key, c[1:])))
+    if keys:  # configurations of one mode apart: a colour each
+        colors = dict(zip(configs, _colors(len(configs))))
+    else:
+        colors = {c: f"C{MODE_ORDER.index(c[0].split(':', 1)[0])}" if c[0].split(":", 1)[0] in MODE_ORDER else "k"
+                  for c in configs}
     styles = dict(zip(models, ["--", ":", "-.", (0, (5, 1))]))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5.2 * len(datasets), 4.2), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.2 * len(datasets) + (2.5 if keys else 1.5), 4.2),
+                             squeeze=False, layout="constrained")
     for ax, dataset in zip(axes[0], datasets):
         runs = [r for r in ok if r["dataset"] == dataset]
         metric = next((m for m in MAIN_METRICS if any(r.get(m) is not None for r in runs)), None)
         for model in models:
-            for mode in sorted({r["tune"] for r in runs if r["model"] == model}, key=_mode_key):
-                pts = [(r["trainable_pct"], r[metric]) for r in runs if r["model"] == model and r["tune"] == mode
+            for conf in [c for c in configs if any(config(r) == c for r in runs if r["model"] == model)]:
+                pts = [(r["trainable_pct"], r[metric]) for r in runs if r["model"] == model and config(r) == conf
                        and metric and r.get(metric) is not None and r["trainable_pct"] is not None]
-                label = mode if len(models) == 1 else f"{mode} ({model})"
-                color = colors.get(mode.split(":", 1)[0], "k")
+                label = conf[0] + "".join(f", {k}={v}" for k, v in zip(keys, conf[1:]))
+                label = label if len(models) == 1 else f"{label} ({model})"
+                color = colors[conf]
                 frozen = [y for x, y in pts if not x]  # nothing trained: no x on a log axis
                 if frozen:
                     ax.axhline(statistics.mean(frozen), color=color, linestyle=styles.get(model, "--"), linewidth=1.2,
@@ -307,7 +374,7 @@ def figure(rows: list[dict[str, Any]]) -> Any:
         ax.set_ylabel(metric.removeprefix("test/") if metric else "")
         ax.set_title(dataset)
         ax.grid(True, which="major", alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the panel: over no point
     return fig
 
 
@@ -318,11 +385,11 @@ def _pct(value: float) -> str:
     return (f"{value:.3g}" if value >= 0.001 else f"{value:.8f}".rstrip("0")) + "%"
 
 
-def plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
+def plot(rows: list[dict[str, Any]], path: Path, keys: list[str] | None = None) -> Path | None:
     """Write :func:`figure` to ``path`` (PNG)."""
     import matplotlib.pyplot as plt
 
-    fig = figure(rows)
+    fig = figure(rows, keys)
     if fig is None:
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -339,18 +406,24 @@ def _mean_std(values: list[float]) -> str:
     return f"{mean:.3f} ± {std:.3f}"
 
 
-def study_table(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
-    """The study's pivot: one row per (tune, init, train_fraction), mean ± std over seeds of the
-    target (``test/acc``), source and shift accuracies; trainable, %, step s and peak MB as means."""
+STUDY_KEYS = ("train_fraction", "init")  # the study table's own columns (with model, dataset, tune)
+
+
+def study_table(rows: list[dict[str, Any]], keys: list[str] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """The study's pivot: one row per (tune, init, train_fraction, any other configuration key that varies),
+    mean ± std over seeds of the target (``test/acc``), source and shift accuracies; trainable, %, step s
+    and peak MB as means; ``seeds`` counts the seeds (each its own pretrained draw in experiment=study)."""
     ok = [r for r in rows if r["status"] == "ok" and r.get("source/acc") is not None]
+    other = [k for k in keys or [] if k not in STUDY_KEYS]
     cells: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in ok:
-        cells[(r["model"], r["dataset"], r["train_fraction"], r["tune"], r["init"])].append(r)
+        cells[(r["model"], r["dataset"], r["train_fraction"], r["tune"], r["init"], *(str(r.get(k, "")) for k in other))].append(r)
     table = []
-    for key in sorted(cells, key=lambda k: (k[0], k[1], k[2] or 0, _mode_key(k[3]), k[4] != "pretrained")):
+    for key in sorted(cells, key=lambda k: (k[0], k[1], k[2] or 0, _mode_key(k[3]), k[4] != "pretrained",
+                                            *map(_num_key, k[5:]))):
         runs = cells[key]
-        row: dict[str, Any] = dict(zip(["model", "dataset", "train_fraction", "tune", "init"], key))
-        row["seeds"] = len(runs)
+        row: dict[str, Any] = dict(zip(["model", "dataset", "train_fraction", "tune", "init", *other], key))
+        row["seeds"] = len({str(r.get(SEED)) for r in runs})
         for m in ("test/acc", "source/acc", "shift/acc"):
             row[m] = _mean_std([float(r[m]) for r in runs if r.get(m) is not None])
         for m in ("trainable", "trainable_pct", "step_s", "peak_mb"):
@@ -359,14 +432,30 @@ def study_table(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[
         if row["trainable"] is not None:
             row["trainable"] = int(round(row["trainable"]))
         table.append(row)
-    cols = ["dataset", "train_fraction", "tune", "init", "seeds", "test/acc", "source/acc", "shift/acc",
+    cols = ["dataset", "train_fraction", "tune", "init", *other, "seeds", "test/acc", "source/acc", "shift/acc",
             "trainable", "trainable_pct", "step_s", "peak_mb"]
     return table, cols
 
 
-def study_plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
+def _label(mode: str, init: str, values: dict[str, str]) -> str:
+    """``full (random init)``, ``lora, optim.lr=0.01``: a study plot's group in words."""
+    return mode + (" (random init)" if init == "random" else "") + "".join(f", {k}={v}" for k, v in values.items())
+
+
+def _colors(n: int) -> list[Any]:
+    """``n`` colours, no two alike up to 20 (tab20's dark shades first, then its light ones)."""
+    import matplotlib
+
+    tab20 = matplotlib.colormaps["tab20"].colors
+    order = list(tab20[0::2]) + list(tab20[1::2])
+    return [order[i % len(order)] for i in range(n)]
+
+
+def study_plots(rows: list[dict[str, Any]], out: Path, keys: list[str] | None = None) -> list[Path]:
     """``study_acc_vs_params.png`` (target accuracy vs trainable %, one panel per data fraction) and
-    ``study_gain_vs_kept.png`` (target gain over frozen vs source accuracy kept), means ± std over seeds."""
+    ``study_gain_vs_kept.png`` (target gain over frozen vs source accuracy kept), means ± std over seeds.
+    One colour and legend entry per configuration (tune, init and every other key that varies), the same in
+    every panel; the legend sits beside the panels, never over a point."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -376,62 +465,79 @@ def study_plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     fractions = sorted({r["train_fraction"] for r in ok}, key=lambda f: f or 0)
     if not ok:
         return []
-    markers = dict(zip(MODE_ORDER, "os^DvPX"))
+    other = [k for k in keys or [] if k not in STUDY_KEYS]
+    markers = dict(zip(MODE_ORDER, "os^DvPX<>"))
+
+    def group(r: dict[str, Any]) -> tuple:
+        return (r["tune"], r["init"], *(str(r.get(k, "")) for k in other))
+
+    order = sorted({group(r) for r in ok}, key=lambda g: (_mode_key(g[0]), g[1] != "pretrained", *map(_num_key, g[2:])))
+    colors = dict(zip(order, _colors(len(order))))
 
     def groups(frac):
-        cells: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        cells: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
         for r in ok:
             if r["train_fraction"] == frac:
-                cells[(r["tune"], r["init"])].append(r)
-        return sorted(cells.items(), key=lambda kv: (_mode_key(kv[0][0]), kv[0][1] != "pretrained"))
+                cells[group(r)].append(r)
+        return [(g, cells[g]) for g in order if g in cells]
 
     def stats(runs, key):
         vals = [float(r[key]) for r in runs]
         return statistics.mean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
 
+    def draw(ax, g, x, y, xerr, yerr):
+        mode, init = g[0], g[1]
+        ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt=markers.get(mode.split(":", 1)[0], "*"), ms=7, capsize=3,
+                    color=colors[g], mfc="none" if init == "random" else colors[g],
+                    label=_label(mode, init, dict(zip(other, g[2:]))))
+
+    def finish(fig, axes, path):
+        handles, labels = {}, []
+        for ax in axes:
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                if lab not in handles:
+                    handles[lab] = h
+                    labels.append(lab)
+        fig.legend([handles[lab] for lab in labels], labels, loc="outside right upper", fontsize=7)
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        return path
+
     paths = []
-    fig, axes = plt.subplots(1, len(fractions), figsize=(5 * len(fractions), 4), squeeze=False)
+    size = (5 * len(fractions) + 2.2, 4.2)
+    fig, axes = plt.subplots(1, len(fractions), figsize=size, squeeze=False, layout="constrained")
     for ax, frac in zip(axes[0], fractions):
-        for (mode, init), runs in groups(frac):
+        for g, runs in groups(frac):
             x = max(statistics.mean(float(r["trainable_pct"] or 0) for r in runs), 1e-4)  # frozen: 0 % on a log axis
             y, err = stats(runs, "test/acc")
-            ax.errorbar([x], [y], yerr=[err], fmt=markers.get(mode, "*"), ms=7, capsize=3,
-                        mfc="none" if init == "random" else None, label=f"{mode}" + (" (random init)" if init == "random" else ""))
+            draw(ax, g, x, y, None, [err])
         ax.set_xscale("log")
         ax.set_xlabel("trainable parameters (%; frozen drawn at 1e-4)")
         ax.set_ylabel("target test accuracy")
         ax.set_title(f"{ok[0]['dataset']}, train fraction {frac}")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(out / "study_acc_vs_params.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(finish(fig, axes[0], out / "study_acc_vs_params.png"))
 
-    fig, axes = plt.subplots(1, len(fractions), figsize=(5 * len(fractions), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(fractions), figsize=size, squeeze=False, layout="constrained")
     for ax, frac in zip(axes[0], fractions):
         frozen = [r for r in ok if r["train_fraction"] == frac and r["tune"] == "frozen" and r["init"] == "pretrained"]
         base = statistics.mean(float(r["test/acc"]) for r in frozen) if frozen else 0.0
-        for (mode, init), runs in groups(frac):
+        for g, runs in groups(frac):
             x, xerr = stats(runs, "source/acc")
             y, yerr = stats(runs, "test/acc")
-            ax.errorbar([x], [y - base], xerr=[xerr], yerr=[yerr], fmt=markers.get(mode, "*"), ms=7, capsize=3,
-                        mfc="none" if init == "random" else None, label=f"{mode}" + (" (random init)" if init == "random" else ""))
+            draw(ax, g, x, y - base, [xerr], [yerr])
         ax.set_xlabel("source test accuracy after fine-tuning (kept)")
         ax.set_ylabel("target accuracy gain over frozen pretrained")
         ax.set_title(f"train fraction {frac}")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(out / "study_gain_vs_kept.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(finish(fig, axes[0], out / "study_gain_vs_kept.png"))
     return paths
 
 
 def report(dirs: list[Path], out: Path | None = None, reference: str = "full") -> dict[str, Any]:
     """The results report: the tables and plot of every run under ``dirs``; returns paths and rows. ``reference``:
     the tune mode every other run is compared with (paired tests, :mod:`medft.metrics.stats`)."""
+    from medft.metrics import findings as found
     from medft.metrics.stats import add_statistics, is_stat_column, statistics_markdown
 
     runs = find_runs(dirs)
@@ -442,8 +548,10 @@ def report(dirs: list[Path], out: Path | None = None, reference: str = "full") -
     out = out or dirs[0]
     swept = swept_keys(rows)
     for r in rows:
-        r.update({k: r["overrides"].get(k, "") for k in swept})
-    add_statistics(rows, reference)  # <metric>_ci_low/_ci_high, <metric>_delta_vs_ref/_p_vs_ref
+        r.update({SHOWN_AS.get(k, k): config_value(r, k) for k in swept})
+    keys = group_keys(swept)
+    # <metric>_ci_low/_ci_high, <metric>_delta_vs_ref/_p_vs_ref (against the reference of the same configuration)
+    add_statistics(rows, reference, config=lambda r: tuple(str(r.get(k)) for k in keys))
     cols = columns(rows, swept) + (["reference_run"] if any("reference_run" in r for r in rows) else [])
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
@@ -455,14 +563,24 @@ def report(dirs: list[Path], out: Path | None = None, reference: str = "full") -
     md += markdown(rows, [c for c in cols if c not in ("run", "reference_run") and not is_stat_column(c)])
     stats_md = statistics_markdown(rows, reference)
     md += ("\n" + stats_md) if stats_md else ""
-    md += "\n## Tune modes x datasets (one row per configuration; mean over its n runs, e.g. seeds)\n\n" + markdown(table, pcols)
-    study, scols = study_table(rows)
+    md += ("\n## Tune modes x datasets (one row per configuration: every key that varies among the runs is a column; "
+           "mean over its n seeds)\n\n") + markdown(table, pcols)
+    study, scols = study_table(rows, keys)
+    findings, findings_path = found.findings(rows, keys), None
     if study:
         md += "\n## The study: tune mode x init x train fraction (mean ± std over seeds)\n\n" + markdown(study, scols)
+    if findings:  # first in results.md: what the numbers say, with their intervals
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=found.columns(findings, keys), extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: (f"{v:.4f}" if k in found.NUMBERS else v) for k, v in r.items()} for r in findings)
+        findings_path = write_text_atomic(out / "findings.csv", buf.getvalue())
+        md = found.findings_markdown(findings) + "\n" + md
     md_path = write_text_atomic(out / "results.md", md)
-    png = plot(rows, out / "accuracy_vs_params.png")
-    study_pngs = study_plots(rows, out) if study else []
-    return {"rows": rows, "csv": csv_path, "markdown": md, "md": md_path, "png": png, "study": study, "study_pngs": study_pngs}
+    png = plot(rows, out / "accuracy_vs_params.png", keys)
+    study_pngs = study_plots(rows, out, keys) if study else []
+    return {"rows": rows, "csv": csv_path, "markdown": md, "md": md_path, "png": png, "study": study,
+            "study_pngs": study_pngs, "findings": findings, "findings_csv": findings_path}
 
 
 def main(args: list[str] | None = None) -> None:
@@ -485,4 +603,5 @@ def main(args: list[str] | None = None) -> None:
     result = report(dirs, out, reference)
     print(result["markdown"])
     print(f"wrote {result['csv']}, {result['md']}" + (f", {result['png']}" if result["png"] else "")
+          + (f", {result['findings_csv']}" if result["findings_csv"] else "")
           + "".join(f", {p}" for p in result.get("study_pngs") or []))

@@ -161,6 +161,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics["checkpoint/trained_bytes"] = save_trained(output_dir / FILENAME, net, tune, weights=weights).stat().st_size
     metrics.update(finish_data_stats(data_stats, datamodule))
     metrics.update(params)
+    metrics.update(net.pretrained_id)  # the embedded model's draw: pretrained/seed, pretrained/sha256
     metrics.update({"time/train_s": train_seconds, "train/steps": trainer.global_step, "system/threads": threads})
     for callback in trainer.callbacks:
         if isinstance(callback, StepTimer):

@@ -76,10 +76,10 @@ class RunScores:
         return float(self.value(metric, np.arange(len(self.ids))[None, :])[0])
 
 
-def read_rows(run_dir: Path) -> list[dict[str, Any]]:
+def read_rows(run_dir: Path, filename: str = "predictions.jsonl") -> list[dict[str, Any]]:
     from medft.safe_load import load_jsonl
 
-    return load_jsonl(Path(run_dir) / "predictions.jsonl")
+    return load_jsonl(Path(run_dir) / filename)
 
 
 def vqa_scores(rows: Sequence[Mapping[str, Any]], protocol: str = "exact", candidates: Sequence[str] | None = None) -> RunScores:
@@ -150,6 +150,24 @@ def indices(n: int, resamples: int = RESAMPLES, seed: int = SEED) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
 
 
+def hierarchical_bootstrap(groups: Sequence[np.ndarray], resamples: int = RESAMPLES, seed: int = SEED,
+                           level: float = LEVEL) -> tuple[float, float]:
+    """A percentile interval of the mean over groups of each group's mean item (e.g. seeds, then test
+    questions): each resample draws as many groups as there are, with replacement, then each drawn group's
+    items, with replacement. One group: the plain bootstrap of its items."""
+    rng = np.random.default_rng(seed)
+    k = len(groups)
+    picks = rng.integers(0, k, size=(resamples, k))
+    total = np.zeros(resamples)
+    for slot in range(k):
+        for g, values in enumerate(groups):
+            chosen = picks[:, slot] == g
+            if chosen.any():
+                idx = rng.integers(0, len(values), size=(int(chosen.sum()), len(values)))
+                total[chosen] += np.asarray(values, dtype=float)[idx].mean(axis=1)
+    return interval(total / k, level)
+
+
 def interval(values: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
     values = values[~np.isnan(values)]
     if not len(values):
@@ -186,9 +204,12 @@ def _pick_reference(row: Mapping[str, Any], candidates: list[Mapping[str, Any]])
 
 
 def add_statistics(rows: list[dict[str, Any]], reference: str = "full", resamples: int = RESAMPLES,
-                   seed: int = SEED, loader: Callable[[Path, Mapping[str, Any]], RunScores | None] = run_scores) -> None:
+                   seed: int = SEED, loader: Callable[[Path, Mapping[str, Any]], RunScores | None] = run_scores,
+                   config: Callable[[Mapping[str, Any]], Any] = lambda row: None) -> None:
     """Add ``<metric>_ci_low/_ci_high`` to every ok row with predictions, and ``<metric>_delta_vs_ref`` /
-    ``<metric>_p_vs_ref`` to those with a reference-mode run on the same test items (in place).
+    ``<metric>_p_vs_ref`` to those with a reference-mode run on the same test items and of the same
+    ``config(row)`` (the other configuration keys: a layernorm run at one data fraction is never
+    compared with full at another) (in place).
     Rows need ``run``, ``status``, ``model``, ``dataset``, ``tune`` and their ``test/*`` metrics."""
     scores: dict[str, RunScores] = {}
     for row in rows:
@@ -213,7 +234,7 @@ def add_statistics(rows: list[dict[str, Any]], reference: str = "full", resample
             continue
         refs = [r for r in rows if r.get("tune") == reference and r["run"] in scores and r.get("model") == row.get("model")
                 and r.get("dataset") == row.get("dataset") and r.get("_protocol") == row.get("_protocol")
-                and sorted(scores[r["run"]].ids) == sorted(run.ids)]
+                and config(r) == config(row) and sorted(scores[r["run"]].ids) == sorted(run.ids)]
         ref_row = _pick_reference(row, refs)
         if ref_row is None:
             continue

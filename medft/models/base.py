@@ -57,6 +57,7 @@ class MedVLM(nn.Module):
         self.arch = dict(arch)
         self.name = name
         self.pretrained = pretrained
+        self.pretrained_id: dict[str, Any] = {}  # which pretrained weights, where a builder knows (metrics.json pretrained/*)
         self.task = task
         self.truncated = 0  # texts cut to the maximum length so far
 
