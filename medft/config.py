@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from medft.errors import CheckpointError, ConfigError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(str(resources.files("medft") / "configs"))  # shipped as package data (pyproject.toml)
 
 
 SWEEP_FUNCTIONS = ("range(", "choice(", "glob(", "interval(", "tag(")

@@ -18,11 +18,12 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from medft.config import CONFIG_DIR
 from medft.errors import ConfigError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # published config.json of the default checkpoints, by hub id (configs/ beside the package, as in medft.config)
-ARCH_DIR = Path(__file__).resolve().parents[2] / "configs" / "model" / "arch"
+ARCH_DIR = CONFIG_DIR / "model" / "arch"
 
 
 def torch_dtype(name: str) -> torch.dtype:
