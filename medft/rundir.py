@@ -42,7 +42,7 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from medft.config import CONFIG_DIR, available
+from medft.config import available, find_config, group_dirs
 from medft.errors import ConfigError, MedftError
 
 # Hydra's instantiation keys: a run dir may never bring one.
@@ -87,7 +87,7 @@ def _own_config(group: str, name: Any, source: str) -> dict[str, Any]:
         from medft.models.base import model_config
 
         return model_config(name)
-    return yaml.safe_load((CONFIG_DIR / group / f"{name}.yaml").read_text()) or {}
+    return yaml.safe_load(find_config(group, f"{name}.yaml").read_text()) or {}
 
 
 def _check_schema(node: dict[str, Any], own: dict[str, Any], group: str, source: str) -> None:
@@ -157,10 +157,6 @@ def trusted_tune_config(node: Any, source: str) -> dict[str, Any]:
 
 
 # -- resume: the run's own command line, replayed ----------------------------------------------
-def _group_dirs() -> set[str]:
-    return {str(p.relative_to(CONFIG_DIR)) for p in CONFIG_DIR.rglob("*") if p.is_dir()}
-
-
 def check_replayed_overrides(overrides: Any, path: Path) -> list[str]:
     """``.hydra/overrides.yaml`` of a run dir as a list of plain overrides, or a one-line refusal."""
     if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
@@ -169,7 +165,7 @@ def check_replayed_overrides(overrides: Any, path: Path) -> list[str]:
             f"{path} is not a list of overrides (found a {kind}): it is damaged or not written by medft train; "
             "restore it, or start a new run with ckpt_path=RUN_DIR/checkpoints/last.ckpt"
         )
-    groups = _group_dirs()
+    groups = group_dirs()
     for override in overrides:
         key, sep, value = override.partition("=")
         bare = key.lstrip("+~")
@@ -181,7 +177,7 @@ def check_replayed_overrides(overrides: Any, path: Path) -> list[str]:
                 "override again after resume=)"
             )
         if sep and bare in groups and value not in ("null", ""):
-            if ".." in value or not (CONFIG_DIR / bare / f"{value}.yaml").is_file():
+            if ".." in value or not find_config(bare, f"{value}.yaml"):
                 raise RunDirError(
                     f"{path}: {override!r} does not name one of medft's own {bare} configs "
                     f"({', '.join(available(bare))}); {_DATA_ONLY}"
