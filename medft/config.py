@@ -20,7 +20,7 @@ CONFIG_DIR = Path(str(resources.files("medft") / "configs"))  # shipped as packa
 
 # -- where configs are found: the user's config dirs first, then medft's own ---------------------
 CONFIG_DIRS_ENV = "MEDFT_CONFIG_DIRS"  # the user's config dirs (os.pathsep-separated); launcher workers inherit it
-CONFIG_DIRS_FILE = "config_dirs.json"  # in a run dir: the user's config dirs that composed the run
+CONFIG_DIRS_FILE = "config_dirs.json"  # in a run dir: {"config_dirs": the user's config dirs that composed the run}
 CONFIG_DIR_FLAGS = ("--config-dir", "-cd")
 
 
@@ -51,7 +51,7 @@ def record_config_dirs(run_dir: Path) -> None:
     """Write the user's config dirs that compose this run into it (``eval``/``export``/``ask`` search them again)."""
     from medft.files import write_json_atomic
 
-    write_json_atomic(Path(run_dir) / CONFIG_DIRS_FILE, [str(d) for d in user_config_dirs()])
+    write_json_atomic(Path(run_dir) / CONFIG_DIRS_FILE, {"config_dirs": [str(d) for d in user_config_dirs()]})
 
 
 def _searchpath_dirs(value: str) -> tuple[list[str], bool]:

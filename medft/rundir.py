@@ -81,7 +81,7 @@ def _own_config(group: str, name: Any, source: str) -> dict[str, Any]:
     if not isinstance(name, str) or name not in names:
         raise RunDirError(
             f"{source}: {group}.name={name!r} is not one of medft's own {group} configs ({', '.join(names)}); "
-            f"{_DATA_ONLY}"
+            f"{_DATA_ONLY} (a {group} config of your own: give its folder with --config-dir DIR)"
         )
     if group == "model":  # with its defaults: the family's arch (configs/model/arch/), a parent model config
         from medft.models.base import model_config
@@ -120,7 +120,8 @@ def trusted_model_config(node: Any, source: str) -> dict[str, Any]:
     target = FORMER_TARGETS.get(node.get("_target_"), node.get("_target_"))  # runs from before a rename
     own = _own_config("model", node.get("name"), source) if node.get("name") in available("model") else {}
     if target is not None and target != own.get("_target_"):
-        built_by = f"model {node['name']} is built by {own['_target_']}" if own else "it names no medft model"
+        built_by = (f"model {node['name']} is built by {own['_target_']}" if own
+                    else "it names no model config of medft's, nor of a --config-dir DIR given")
         raise RunDirError(f"{source}: model._target_={target!r} is not medft's own ({built_by}): refused, {_DATA_ONLY}")
     own = own or _own_config("model", node.get("name"), source)
     plain = {k: v for k, v in node.items() if k != "_target_"}

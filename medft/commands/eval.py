@@ -71,9 +71,9 @@ def use_run_config_dirs(run_dir: Path) -> None:
 
     path = run_dir / CONFIG_DIRS_FILE
     try:
-        recorded = json.loads(path.read_text()) if path.is_file() else []
-    except (OSError, ValueError):
-        raise RunDirError(f"{path} is damaged (not JSON): restore it, or give --config-dir DIR") from None
+        recorded = json.loads(path.read_text()).get("config_dirs", []) if path.is_file() else []
+    except (AttributeError, OSError, ValueError):
+        raise RunDirError(f"{path} is damaged (not a JSON object): restore it, or give --config-dir DIR") from None
     if not isinstance(recorded, list) or not all(isinstance(d, str) for d in recorded):
         raise RunDirError(f"{path} is not a list of directories: restore it, or give --config-dir DIR")
     dirs = []
