@@ -49,7 +49,7 @@ study: install ## The study in miniature (docs/study.md): every tune mode but pr
 	$(BIN)/medft report $(LOGS)/study/$(NOW) || status=$$?; \
 	echo "study: $(LOGS)/study/$(NOW)"; exit $$status
 
-paper: install ## The study's grid (configs/experiment/paper/): GPUs, data roots and checkpoints in configs/local/default.yaml
+paper: install ## The study's grid (medft/configs/experiment/paper/): GPUs, data roots and checkpoints in medft/configs/local/default.yaml
 	@# the report is written even when jobs failed; then the target fails with the sweep's status
 	status=0; $(BIN)/medft train -m experiment=$(call cells,paper) tune=$(MODES) hydra.sweep.dir=$(LOGS)/paper/$(NOW) $(ARGS) || status=$$?; \
 	$(BIN)/medft report $(LOGS)/paper/$(NOW); exit $$status

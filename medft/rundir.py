@@ -47,7 +47,7 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from medft.config import CONFIG_DIR, available
+from medft.config import available, config_dirs, find_config, group_dirs
 from medft.errors import ConfigError, MedftError
 
 # Hydra's instantiation keys: a run dir may never bring one.
@@ -86,13 +86,13 @@ def _own_config(group: str, name: Any, source: str) -> dict[str, Any]:
     if not isinstance(name, str) or name not in names:
         raise RunDirError(
             f"{source}: {group}.name={name!r} is not one of medft's own {group} configs ({', '.join(names)}); "
-            f"{_DATA_ONLY}"
+            f"{_DATA_ONLY} (a {group} config of your own: give its folder with --config-dir DIR)"
         )
     if group == "model":  # with its defaults: the family's arch (configs/model/arch/), a parent model config
         from medft.models.base import model_config
 
         return model_config(name)
-    return yaml.safe_load((CONFIG_DIR / group / f"{name}.yaml").read_text()) or {}
+    return yaml.safe_load(find_config(group, f"{name}.yaml").read_text()) or {}
 
 
 def _check_schema(node: dict[str, Any], own: dict[str, Any], group: str, source: str) -> None:
@@ -125,7 +125,8 @@ def trusted_model_config(node: Any, source: str) -> dict[str, Any]:
     target = FORMER_TARGETS.get(node.get("_target_"), node.get("_target_"))  # runs from before a rename
     own = _own_config("model", node.get("name"), source) if node.get("name") in available("model") else {}
     if target is not None and target != own.get("_target_"):
-        built_by = f"model {node['name']} is built by {own['_target_']}" if own else "it names no medft model"
+        built_by = (f"model {node['name']} is built by {own['_target_']}" if own
+                    else "it names no model config of medft's, nor of a --config-dir DIR given")
         raise RunDirError(f"{source}: model._target_={target!r} is not medft's own ({built_by}): refused, {_DATA_ONLY}")
     own = own or _own_config("model", node.get("name"), source)
     plain = {k: v for k, v in node.items() if k != "_target_"}
@@ -170,14 +171,10 @@ _CHOICE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.-]
 MAX_OVERRIDES = 1000
 
 
-def _group_dirs() -> set[str]:
-    return {p.relative_to(CONFIG_DIR).as_posix() for p in CONFIG_DIR.rglob("*") if p.is_dir()}
-
-
 def config_roots() -> set[str]:
     """The top-level names of medft's config tree: its config groups and the keys of its root configs."""
-    roots = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}
-    for path in CONFIG_DIR.glob("*.yaml"):
+    roots = {p.name for d in config_dirs() if d.is_dir() for p in d.iterdir() if p.is_dir()}
+    for path in (p for d in config_dirs() for p in d.glob("*.yaml")):
         root = yaml.safe_load(path.read_text()) or {}
         roots |= {str(k) for k in root}
         roots |= {str(next(iter(d))).partition("@")[2] for d in root.get("defaults") or [] if isinstance(d, dict)}
@@ -200,7 +197,7 @@ def parse_run_overrides(overrides: Any, path: Path | str) -> list[str]:
         )
     if len(overrides) > MAX_OVERRIDES:
         raise RunDirError(f"{path} holds {len(overrides)} overrides (medft takes at most {MAX_OVERRIDES}): refused")
-    groups, roots = _group_dirs(), config_roots()
+    groups, roots = group_dirs(), config_roots()
 
     def refuse(override: str, why: str) -> RunDirError:
         shown = override if len(override) <= 80 else override[:77] + "..."
@@ -227,7 +224,7 @@ def parse_run_overrides(overrides: Any, path: Path | str) -> list[str]:
         if "/" in key and key not in groups:
             raise refuse(override, f"names no config group of medft ({key})")
         if key in groups and match["sep"] and value not in ("null", ""):
-            if not _CHOICE.fullmatch(value) or ".." in value or not (CONFIG_DIR / key / f"{value}.yaml").is_file():
+            if not _CHOICE.fullmatch(value) or ".." in value or not find_config(*key.split("/"), f"{value}.yaml"):
                 raise refuse(override, f"does not name one of medft's own {key} configs ({', '.join(available(key))})")
         elif _is_sweep(value):
             raise refuse(override, "is a sweep, not one value")

@@ -27,7 +27,7 @@ MODES = MODE_ORDER
 
 
 def tune(mode):
-    return yaml.safe_load((ROOT / "configs" / "tune" / f"{mode}.yaml").read_text())
+    return yaml.safe_load((ROOT / "medft" / "configs" / "tune" / f"{mode}.yaml").read_text())
 
 
 def arch(name):

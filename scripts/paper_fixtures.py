@@ -3,7 +3,7 @@
     python scripts/paper_fixtures.py [OUT]     # default: $MEDFT_CACHE_DIR/fixtures (~/.cache/medft/fixtures)
 
 vqa_rad is the demo generator's output (VQA-RAD's split layout); slake, path_vqa (original pickles)
-and mimic_cxr (R2Gen annotation.json) come from medft.data.fixtures. Nothing here is real data.
+and mimic_cxr (R2Gen annotation.json) come from medft.testing.fixtures. Nothing here is real data.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from medft.data.demo import ensure_demo
-from medft.data.fixtures import make_mimic_cxr, make_path_vqa_pickles, make_slake
+from medft.testing.fixtures import make_mimic_cxr, make_path_vqa_pickles, make_slake
 
 
 def main() -> None:

@@ -30,6 +30,14 @@ FAST = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def no_user_config_dirs(monkeypatch):
+    """Each test starts from medft's own configs: a --config-dir given in-process does not outlive its test."""
+    from medft.config import CONFIG_DIRS_ENV
+
+    monkeypatch.setenv(CONFIG_DIRS_ENV, "")
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     """One demo dataset for the whole session (generated on first use)."""

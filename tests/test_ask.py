@@ -67,7 +67,7 @@ def test_ask_about_a_real_vqa_rad_image(cli):
 
 def test_a_report_run_writes_the_report_from_the_image_alone(cli, tmp_path, capsys):
     from medft.cli import main
-    from medft.data.fixtures import make_iu_xray
+    from medft.testing.fixtures import make_iu_xray
 
     root = make_iu_xray(tmp_path / "iu", sizes=(8, 2, 3))
     status, out, err, run = cli("dataset=iu_xray", f"dataset.root={root}", "+tune=layernorm", "trainer.max_epochs=1",

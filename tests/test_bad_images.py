@@ -2,7 +2,7 @@
 
 import pytest
 
-from medft.data.fixtures import write_image
+from medft.testing.fixtures import write_image
 from medft.data.checks import finish_data_stats
 from medft.data.datamodule import MedDataModule
 from medft.errors import DataError

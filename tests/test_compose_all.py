@@ -27,7 +27,7 @@ from medft.errors import ConfigError
 from medft.metrics.protocols import resolve_protocol
 from tests.test_shipped_configs import shipped
 
-REPO = CONFIG_DIR.parent
+REPO = Path(__file__).resolve().parents[1]
 MODES = available("tune")
 EXPERIMENTS = [option for group, option in shipped() if group == "experiment"]
 MODELS = [option for group, option in shipped() if group == "model"]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from medft.data.fixtures import make_iu_xray, make_path_vqa_parquet, make_slake
+from medft.testing.fixtures import make_iu_xray, make_path_vqa_parquet, make_slake
 from medft.commands.data import main
 
 VQA_RAD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "vqa_rad"

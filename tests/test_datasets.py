@@ -8,7 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from medft.data.fixtures import (
+from medft.testing.fixtures import (
     make_iu_xray, make_mimic_cxr, make_path_vqa_parquet, make_path_vqa_pickles, make_slake, write_image,
 )
 from medft.data import sources

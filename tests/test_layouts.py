@@ -10,7 +10,7 @@ import pytest
 
 from medft.data import sources
 from medft.data.answer_types import YES_NO
-from medft.data.fixtures import (
+from medft.testing.fixtures import (
     LLAVA_QA, make_hub_cache, make_iu_csv, make_llava, make_mimic_official, make_slake_hub, make_vqa_rad_annotations,
     make_vqa_rad_hub,
 )
@@ -244,7 +244,7 @@ REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "vqa_rad" / "os
 
 def osf_to_hub(osf: Path, out: Path) -> Path:
     """What the hub's makers did: the OSF release's train / test (phrase_type) as Parquet with the image bytes."""
-    from medft.data.fixtures import _hub_parquet
+    from medft.testing.fixtures import _hub_parquet
     from medft.data.vqa_rad import OSF_IMAGES, OSF_JSON, TEST_PHRASE_TYPES
 
     raw = json.loads((osf / OSF_JSON).read_text())

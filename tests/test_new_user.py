@@ -95,7 +95,7 @@ def test_claim_dir_is_atomic_and_remembered(tmp_path, monkeypatch):
 
 
 def test_the_default_run_dir_is_claimed():
-    text = (REPO / "configs" / "hydra" / "default.yaml").read_text()
+    text = (REPO / "medft" / "configs" / "hydra" / "default.yaml").read_text()
     assert "dir: ${medft_claim:${paths.log_dir}/runs/" in text and "dir: ${medft_claim:${paths.log_dir}/multiruns/" in text
 
 

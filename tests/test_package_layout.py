@@ -57,3 +57,16 @@ def test_every_cli_command_is_a_module_of_medft_commands_with_a_main():
         assert callable(importlib.import_module(f"medft.commands.{name}").main), name
     listed = (PACKAGE / "commands" / "__init__.py").read_text()
     assert all(f"``{name}``" in listed for name in COMMANDS)  # the package docstring lists every command
+
+
+def test_production_code_never_imports_the_test_data_builders():
+    """medft.testing (test-data builders) is for tests/ and scripts/: nothing else in medft imports it."""
+    production = [p for p in PACKAGE.rglob("*.py") if "testing" not in p.relative_to(PACKAGE).parts]
+    assert len(production) > 40 and (PACKAGE / "testing" / "fixtures.py").is_file()
+    offenders = [
+        f"{path.relative_to(PACKAGE.parent)}:{line} imports {name}"
+        for path in production
+        for line, name in imported_modules(path)
+        if name == "medft.testing" or name.startswith("medft.testing.")
+    ]
+    assert offenders == [], "\n".join(offenders)

@@ -18,7 +18,7 @@ import yaml
 from medft.config import CONFIG_DIR
 
 pytestmark = pytest.mark.slow
-REPO = CONFIG_DIR.parent
+REPO = Path(__file__).resolve().parents[1]
 
 
 def cells() -> dict[str, tuple[str, str]]:

@@ -98,7 +98,9 @@ def test_protocol_metrics_keep_exact_overall_accuracy():
 
 def test_protocol_defaults_and_errors():
     assert resolve_protocol(None, {"eval_protocol": "llava_med"}) == "llava_med"
-    assert resolve_protocol(None, {"_target_": "medft.models.llava.build_llava"}) == "llava_med"  # runs from before the key
+    # runs from before the key: the model config of that name says it; the builder's name decides nothing
+    assert resolve_protocol(None, {"_target_": "medft.models.llava.build_llava", "name": "llava_tiny"}) == "llava_med"
+    assert resolve_protocol(None, {"_target_": "medft.models.llava.build_llava", "name": "someone_elses"}) == "exact"
     assert resolve_protocol(None, {"_target_": "medft.models.blip.build_blip_vqa"}) == "exact"
     assert resolve_protocol("exact", {"eval_protocol": "llava_med"}) == "exact"
     with pytest.raises(ConfigError, match="eval.protocol='vqa'.*exact.*llava_med"):

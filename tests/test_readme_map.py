@@ -37,3 +37,27 @@ def test_the_map_names_every_command():
     (commands,) = [concern for concern, _ in where_rows() if concern.startswith("the commands")]
     for name in COMMANDS:
         assert f"`{name}`" in commands or f"`medft {name}`" in commands, f"README map: medft {name} not listed"
+
+
+def docs() -> list[Path]:
+    return [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def test_links_between_the_readme_and_docs_lead_somewhere():
+    for page in docs():
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if "://" not in target:
+                assert (page.parent / target).exists(), f"{page.relative_to(REPO)}: link {target} leads nowhere"
+
+
+def test_paths_named_in_the_readme_and_docs_exist():
+    """Every `medft/...`, `tests/...`, `scripts/...` or `docs/...` path in backquotes (one of the few
+    git-ignored ones, or a pattern with <, *, ~ or …, aside)."""
+    ignored = {"medft/configs/local/default.yaml"}
+    for page in docs():
+        for token in re.findall(r"`([^`\s]+)`", page.read_text()):
+            token = token.rstrip(".,:;")
+            if token.split("/", 1)[0] in {"medft", "tests", "scripts", "docs"} and "/" in token \
+                    and not any(c in token for c in "<*~…{$") and token not in ignored:
+                path = REPO / token.split("::")[0].split(":")[0]
+                assert path.exists(), f"{page.relative_to(REPO)} names {token}, which does not exist"

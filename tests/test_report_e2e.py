@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from medft.data.fixtures import make_iu_xray
+from medft.testing.fixtures import make_iu_xray
 from medft.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]

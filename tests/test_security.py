@@ -92,7 +92,7 @@ def test_trust_remote_code_is_off_unless_a_config_sets_it():
     from medft.models import blip, llava
     from medft.models.loading import load_pretrained, model_kwargs
 
-    for path in sorted((REPO / "configs" / "model").glob("*.yaml")):
+    for path in sorted((REPO / "medft" / "configs" / "model").glob("*.yaml")):
         cfg = yaml.safe_load(path.read_text()) or {}
         assert cfg.get("trust_remote_code", False) is False, f"{path.name} switches trust_remote_code on"
     for fn in (blip.build_blip_vqa, llava.build_llava, load_pretrained):

@@ -77,7 +77,7 @@ def test_checkpoint_from_another_tune_mode_is_refused(make_cfg, tmp_path):
 @pytest.mark.parametrize("model", ["blip_report_tiny", "llava_tiny"])
 def test_report_run_through_the_evaluator(make_cfg, tmp_path, model):
     """Both report-capable models feed the same evaluator: predictions and coco-free val metrics."""
-    from medft.data.fixtures import make_iu_xray
+    from medft.testing.fixtures import make_iu_xray
 
     root = make_iu_xray(tmp_path / "iu", sizes=(6, 2, 2))
     cfg = make_cfg("tune=layernorm", "dataset=iu_xray", f"model={model}", f"dataset.root={root}",

@@ -148,7 +148,7 @@ def test_medft_data_exits_1_when_the_train_split_ends_up_empty(tmp_path, capsys)
 
 
 def test_slake_questions_that_are_not_text_are_dropped_and_counted(tmp_path, caplog):
-    from medft.data.fixtures import make_slake
+    from medft.testing.fixtures import make_slake
     from medft.data.slake import load_slake
 
     root = make_slake(tmp_path / "slake")

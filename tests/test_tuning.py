@@ -215,7 +215,7 @@ def test_one_mode_order_covers_every_shipped_mode_and_drives_make_sweep():
     from medft.config import CONFIG_DIR, available
 
     assert sorted(MODE_ORDER) == sorted(available("tune")) and len(set(MODE_ORDER)) == len(MODE_ORDER)
-    dry = subprocess.run(["make", "-n", "sweep", f"BIN={Path(sys.executable).parent}"], cwd=CONFIG_DIR.parent,
+    dry = subprocess.run(["make", "-n", "sweep", f"BIN={Path(sys.executable).parent}"], cwd=Path(__file__).resolve().parents[1],
                          capture_output=True, text=True, check=True).stdout
     swept = next(line for line in dry.splitlines() if "tune=" in line).split("tune=")[1].split()[0]
     assert swept.split(",") == [m for m in MODE_ORDER if m != "prefix"]

@@ -20,7 +20,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 
-from medft.config import CONFIG_DIR, available, normalize_overrides, register_resolvers
+from medft.config import CONFIG_DIR, available, normalize_overrides, register_resolvers, take_config_dirs
 from medft.data.drops import REASONS
 from medft.errors import ConfigError, MedftError
 
@@ -103,7 +103,7 @@ def format_text(summary: dict[str, Any], cfg: DictConfig) -> str:
 
 def compose_config(args: list[str]) -> DictConfig:
     register_resolvers()
-    args = normalize_overrides(args, config_name="data")
+    args = normalize_overrides(take_config_dirs(args, "data"), config_name="data")
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             cfg = compose("data", overrides=args)

@@ -12,6 +12,7 @@ and ``predictions.jsonl`` into ``logs/evals/<dataset>/<time>/``.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -21,7 +22,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from medft.config import (
-    CONFIG_DIR, check_keys, check_trainer, check_values, normalize_overrides, quote_paths, register_resolvers, run_hydra,
+    CONFIG_DIR, check_keys, check_trainer, check_values, normalize_overrides, quote_paths, record_config_dirs, register_resolvers,
+    run_hydra, take_config_dirs,
 )
 from medft.errors import ConfigError
 from medft.files import write_json_atomic, write_jsonl_atomic
@@ -58,6 +60,37 @@ def resolve_run(ckpt: str | Path) -> tuple[Path, Path]:
     if not (run_dir / ".hydra" / "config.yaml").is_file():
         raise ConfigError(f"ckpt={ckpt}: {run_dir / '.hydra' / 'config.yaml'} is missing (the run's config names its model and tune mode)")
     return run_dir, ckpt_file
+
+
+def use_run_config_dirs(run_dir: Path) -> None:
+    """Search the config dirs that composed the run (its ``config_dirs.json``) after the ones given now,
+    so a run of a user's own model config is rebuilt from that config. A dir inside the run dir is
+    refused (it would come with the run: data, not code); one that no longer exists is skipped."""
+    from medft.config import CONFIG_DIRS_FILE, add_config_dirs
+    from medft.rundir import RunDirError
+
+    path = run_dir / CONFIG_DIRS_FILE
+    try:
+        recorded = json.loads(path.read_text()).get("config_dirs", []) if path.is_file() else []
+    except (AttributeError, OSError, ValueError):
+        raise RunDirError(f"{path} is damaged (not a JSON object): restore it, or give --config-dir DIR") from None
+    if not isinstance(recorded, list) or not all(isinstance(d, str) for d in recorded):
+        raise RunDirError(f"{path} is not a list of directories: restore it, or give --config-dir DIR")
+    dirs = []
+    for value in recorded:
+        folder = Path(value)
+        if not folder.is_absolute() or folder.resolve().is_relative_to(run_dir.resolve()):
+            raise RunDirError(
+                f"{path}: config dir {value!r} is not an absolute path outside the run dir: refused, a run dir "
+                "brings data only, never code (give your own config dir with --config-dir DIR)"
+            )
+        if folder.is_dir():
+            dirs.append(folder)
+        else:
+            print(f"medft: the run's config dir {value} does not exist here: give it with --config-dir DIR if the "
+                  "run's model or tune config is there", file=sys.stderr)
+    if dirs:
+        add_config_dirs(dirs)
 
 
 def run_model_config(run_dir: Path, cfg: DictConfig) -> tuple[DictConfig, dict[str, Any]]:
@@ -108,6 +141,7 @@ def load_run_model(ckpt: str | Path, paths: Any = None, keep_original: bool = Fa
     from medft.tuning import apply_tuning
 
     run_dir, ckpt_file = resolve_run(ckpt)
+    use_run_config_dirs(run_dir)
     if paths is None:
         import os
 
@@ -155,6 +189,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     protocol = resolve_protocol(OmegaConf.select(cfg, "eval.protocol"), model_cfg) if vqa else None
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    record_config_dirs(output_dir)
     from medft.quiet import install as quiet_libraries
     from medft.threads import configure as configure_threads
 
@@ -216,11 +251,14 @@ def main(args: list[str] | None = None) -> None:
         return
     register_resolvers()
     os.environ.pop(CLAIMS_ENV, None)  # a new command claims new dirs (its launcher's workers inherit them)
-    args = sys.argv[1:] if args is None else list(args)
+    args = take_config_dirs(args, "eval")  # --config-dir DIR: anywhere
     for before, arg in zip(["", *args], args):  # a bare path (`medft eval logs/runs/...`): not an override
         bare = "=" not in arg or Path(arg).expanduser().exists()  # a sweep job's dir holds '=' too
         if bare and not arg.startswith("-") and not before.startswith("-"):
             raise ConfigError(f"{arg!r} is not an override: give the run as ckpt={arg} (and dataset=<name>)")
+    ckpt = next((a.split("=", 1)[1] for a in args if a.startswith("ckpt=")), None)
+    if ckpt and Path(ckpt).expanduser().exists():  # before Hydra composes: the run's own config dirs
+        use_run_config_dirs(resolve_run(ckpt)[0])
     args = normalize_overrides(quote_paths(args), config_name="eval")
     sys.argv = [str(Path(__file__).resolve()), *args]
     run_hydra(_hydra_main)

@@ -34,11 +34,14 @@ PEFT_MODES = ("lora", "layernorm")
 
 
 def parse_args(args: list[str], command: str, keys: tuple[str, ...]) -> tuple[str, dict[str, str]]:
-    """``RUN_DIR key=value ...`` -> (run dir, options); unknown keys are a one-line error."""
+    """``RUN_DIR key=value ...`` -> (run dir, options); unknown keys are a one-line error. A run dir's
+    path may hold '=' (a sweep job's ``..._optim.lr=0.01``); ``--config-dir DIR`` may come anywhere."""
+    from medft.config import take_config_dirs
+
     run, opts = None, {}
-    for arg in args:
+    for arg in take_config_dirs(args, command):
         key, sep, value = arg.partition("=")
-        if not sep:
+        if not sep or (key not in keys and Path(arg).expanduser().exists()):
             if run is not None:
                 raise ConfigError(f"medft {command} takes one RUN_DIR; got {run!r} and {arg!r}")
             run = arg
@@ -84,9 +87,13 @@ def export(run: str | Path, fmt: str = "hf", out: str | Path | None = None) -> P
     return out
 
 
-def _base_reference(net: Any, out: Path) -> tuple[str, bool]:
+def _base_reference(net: Any, net_config: Any, out: Path) -> tuple[str, bool]:
     """What ``adapter_config.json`` names as base: the run's hub id / directory, or ``out/base`` (to write)."""
     pretrained = net.pretrained
+    if pretrained == "embedded":  # medft's own pretrained model: the cached checkpoint it was built from
+        from medft.embedded import embedded_dir
+
+        return str(embedded_dir(net_config["embedded_dir"]).resolve()), False
     if pretrained:
         path = Path(str(pretrained)).expanduser()
         return (str(path.resolve()) if path.is_dir() else str(pretrained)), False
@@ -97,7 +104,7 @@ def _export_peft(net: Any, loaded: dict[str, Any], out: Path) -> str:
     import torch
 
     mode = loaded["report"].mode
-    base_ref, write_base = _base_reference(net, out)
+    base_ref, write_base = _base_reference(net, loaded["model_cfg"], out)
     if mode == "lora":
         peft_model = net.model
         peft_model.peft_config["default"].base_model_name_or_path = base_ref

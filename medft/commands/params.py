@@ -22,7 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from medft.config import CONFIG_DIR, available, normalize_overrides, register_resolvers
+from medft.config import CONFIG_DIR, available, find_config, normalize_overrides, register_resolvers, take_config_dirs
 from medft.errors import ConfigError, MedftError, user_error
 from medft.tuning import MODE_ORDER
 
@@ -41,7 +41,7 @@ def mode_names(requested: list[str] | None) -> list[str]:
 def tune_config(
     mode: str, components: list[str] | None, lora_r: int | None, norm_params: str | None = None
 ) -> dict[str, Any]:
-    tune = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "tune" / f"{mode}.yaml"), resolve=True)
+    tune = OmegaConf.to_container(OmegaConf.load(find_config("tune", f"{mode}.yaml")), resolve=True)
     if components:
         tune["components"] = list(components)
     if lora_r is not None and tune.get("select") == "lora":
@@ -164,7 +164,7 @@ def main(args: list[str] | None = None) -> None:
         print("\nmodels: " + ", ".join(available("model")) + "\nmodes: " + ", ".join(mode_names(None)))
         return
     register_resolvers()
-    args = normalize_overrides(args, config_name="params")
+    args = normalize_overrides(take_config_dirs(args, "params"), config_name="params")
     try:
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="params"):
             cfg = compose("params", overrides=args)

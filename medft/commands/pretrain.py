@@ -33,7 +33,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from medft.config import CONFIG_DIR, normalize_overrides, register_resolvers
+from medft.config import CONFIG_DIR, normalize_overrides, register_resolvers, take_config_dirs
 from medft.embedded import INFO_FILE, is_built, weights_sha256
 from medft.errors import ConfigError, MedftError
 from medft.files import write_json_atomic, write_text_atomic
@@ -150,7 +150,8 @@ def _hydra_main(cfg: DictConfig) -> None:
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``medft pretrain`` (Hydra overrides, as ``medft train``)."""
     register_resolvers()
-    args = normalize_overrides(sys.argv[1:] if args is None else list(args), "pretrain")
+    args = take_config_dirs(sys.argv[1:] if args is None else list(args), "pretrain")
+    args = normalize_overrides(args, "pretrain")
     sys.argv = [str(Path(__file__).resolve()), *args]
     _hydra_main()
 

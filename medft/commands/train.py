@@ -26,7 +26,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from medft.config import (
-    CONFIG_DIR, SWEEP_ENV, normalize_overrides, quote_paths, register_resolvers, require_tune, run_hydra, sweep_env, validate,
+    CONFIG_DIR, SWEEP_ENV, find_config, normalize_overrides, quote_paths, record_config_dirs, register_resolvers, require_tune, run_hydra,
+    sweep_env, take_config_dirs, validate,
 )
 from medft.errors import ConfigError
 from medft.files import write_bytes_atomic, write_json_atomic, write_jsonl_atomic
@@ -90,6 +91,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from medft.preempt import Preemption
 
     write_status(output_dir, "running", resumed_from=str(cfg.ckpt_path) if cfg.get("ckpt_path") else None)
+    record_config_dirs(output_dir)
     preemption = Preemption(output_dir).install()  # SIGTERM/SIGUSR1/SIGINT from here on: save, then stop
     threads, _ = configure_threads()  # the cores this job may use, shared among a joblib sweep's jobs
     quiet_libraries()  # library chatter that is not the user's business
@@ -202,8 +204,8 @@ def also_test_config(name: str, dataset_name: str) -> Path:
     """The dataset config file that ``also_test.NAME=DATASET`` names (checked before any training)."""
     from medft.config import available
 
-    path = CONFIG_DIR / "dataset" / f"{dataset_name}.yaml"
-    if not path.is_file():
+    path = find_config("dataset", f"{dataset_name}.yaml")
+    if path is None:
         raise ConfigError(f"also_test.{name}={dataset_name}: no such dataset; choose one of {', '.join(available('dataset'))}")
     return path
 
@@ -242,7 +244,7 @@ def main(args: list[str] | None = None) -> None:
     points ``sys.argv[0]`` at this file so Lightning's DDP launcher re-runs the same training job."""
     register_resolvers()
     os.environ.pop(CLAIMS_ENV, None)  # a new command claims new dirs (its launcher's workers inherit them)
-    args = sys.argv[1:] if args is None else list(args)
+    args = take_config_dirs(sys.argv[1:] if args is None else list(args))  # --config-dir DIR: anywhere
     run_dir = resumed_run_dir(args)
     lock_dir = run_dir or locked_run_dir(args)  # resume=RUN, or one job in a given hydra.run.dir
     args = normalize_overrides(resume_overrides(quote_paths(args)))

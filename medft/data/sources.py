@@ -14,7 +14,7 @@ from typing import Any
 from medft.data.demo import ensure_demo
 from medft.data.drops import Drops, carry, find_duplicates, loaded
 from medft.data.vqa_rad import load_vqa_rad
-from medft.errors import ConfigError
+from medft.errors import ConfigError, DataError
 from medft.files import ensure_dir
 
 Splits = dict[str, list[dict[str, Any]]]
@@ -57,8 +57,16 @@ def other_vqa_layout(
     return loaded(finish(splits, val_fraction, split_seed, f"{title} ({root})"), drops, rule, layout)
 
 
-def demo(root: str, val_fraction: float = 0.1, split_seed: int = 0, train_fraction: float = 1.0, **generator: Any) -> Splits:
-    """The built-in synthetic VQA set: generated into ``root`` on first use, read as VQA-RAD."""
+def demo(root: str, val_fraction: float = 0.1, split_seed: int = 0, train_fraction: float = 1.0,
+         cache_dir: str | None = None, **generator: Any) -> Splits:
+    """The built-in synthetic VQA set: generated into ``root`` on first use, read as VQA-RAD. A ``root``
+    outside ``cache_dir`` (paths.cache_dir) is never generated: it must exist (a mistyped path is an error)."""
+    path = Path(root).expanduser().resolve()
+    if cache_dir and not path.exists() and not path.is_relative_to(Path(cache_dir).expanduser().resolve()):
+        raise DataError(
+            f"dataset.root={root} does not exist: a demo set is generated only under paths.cache_dir "
+            f"({cache_dir}); leave dataset.root at its default, or point it at an existing demo set"
+        )
     ensure_dir(root, "the demo dataset's folder", CACHE_FIX)
     ensure_demo(Path(root).expanduser(), **generator)
     return vqa_rad(root, val_fraction, split_seed, train_fraction)

@@ -15,23 +15,68 @@ so a run can be re-scored without its model: ``medft eval rescore=RUN_DIR eval.p
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from medft.errors import ConfigError
 
-PROTOCOLS = ("exact", "llava_med")
 CANDIDATES_FILE = "candidates.json"
+Rows = Sequence[Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A published scoring. ``score(rows, candidates)`` -> its own metrics (without the split prefix);
+    None: exact match only, as the evaluator computed it. A protocol with ``score`` keeps ``acc`` (exact
+    match, comparable across protocols) and moves the exact per-type accuracies to ``exact_acc_*``.
+    ``line``: (label, metric) pairs of its console line."""
+
+    name: str
+    about: str
+    score: Callable[[Rows, Sequence[str]], dict[str, Any]] | None = None
+    line: tuple[tuple[str, str], ...] = ()
+
+
+def _llava_med(rows: Rows, candidates: Sequence[str]) -> dict[str, Any]:
+    from medft.metrics.llava_med import llava_med_scores
+
+    return llava_med_scores(rows, candidates)
+
+
+# A new protocol: its module (rows and candidates in, metrics out) and one entry here.
+PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
+    Protocol("exact", "exact match"),
+    Protocol("llava_med", "LLaVA-Med's scoring", _llava_med, (
+        ("closed", "acc_closed"), ("open recall", "recall_open"), ("open f1", "f1_open"),
+        ("open candidate acc", "open_candidate_acc"))),
+)}
+DEFAULT_PROTOCOL = "exact"
 
 
 def resolve_protocol(value: Any, model_cfg: Mapping[str, Any] | None) -> str:
-    """``eval.protocol`` as given, else the model's ``eval_protocol`` (LLaVA: llava_med), else exact."""
-    model_cfg = model_cfg or {}
+    """``eval.protocol`` as given, else the model config's ``eval_protocol`` (the LLaVA models: llava_med),
+    else exact. A run from before the key: the ``eval_protocol`` of the model config of that name."""
     if value in (None, ""):
-        value = model_cfg.get("eval_protocol") or ("llava_med" if "llava" in str(model_cfg.get("_target_", "")) else "exact")
+        model_cfg = model_cfg or {}
+        value = model_cfg.get("eval_protocol") or configured_protocol(model_cfg.get("name")) or DEFAULT_PROTOCOL
     if value not in PROTOCOLS:
-        raise ConfigError(f"eval.protocol={value!r} is not known: use exact (exact match) or llava_med (LLaVA-Med's scoring)")
+        known = ", ".join(f"{p.name} ({p.about})" for p in PROTOCOLS.values())
+        raise ConfigError(f"eval.protocol={value!r} is not known: use one of {known}")
     return str(value)
+
+
+def configured_protocol(model_name: Any) -> str | None:
+    """The ``eval_protocol:`` written in the model config ``model/<name>.yaml`` (a user's config dir first)."""
+    import yaml
+
+    from medft.config import find_config
+
+    path = find_config("model", f"{model_name}.yaml") if isinstance(model_name, str) and model_name else None
+    try:
+        return (yaml.safe_load(path.read_text()) or {}).get("eval_protocol") if path else None
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
 
 
 def dataset_candidates(splits: Mapping[str, Iterable[Mapping[str, Any]]]) -> list[str]:
@@ -77,14 +122,9 @@ def protocol_metrics(rows: Sequence[Mapping[str, Any]], protocol: str, candidate
     from medft.metrics.accuracy import vqa_accuracy
 
     exact = vqa_accuracy(rows)
-    out: dict[str, Any] = {f"{split}/acc": exact["acc"], "eval/protocol": protocol}
-    if protocol == "exact":
-        out.update({f"{split}/acc_closed": exact["acc_closed"], f"{split}/acc_open": exact["acc_open"]})
-    else:
-        from medft.metrics.llava_med import llava_med_scores
-
-        out.update({f"{split}/exact_acc_closed": exact["acc_closed"], f"{split}/exact_acc_open": exact["acc_open"]})
-        out.update({f"{split}/{k}": v for k, v in llava_med_scores(rows, candidates or []).items()})
+    out: dict[str, Any] = {f"{split}/acc": exact["acc"], f"{split}/acc_closed": exact["acc_closed"],
+                           f"{split}/acc_open": exact["acc_open"]}
+    apply_protocol(out, rows, protocol, candidates, split)
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -94,24 +134,24 @@ def apply_protocol(metrics: dict[str, Any], rows: Sequence[Mapping[str, Any]], p
     (computed by the evaluator, synced across devices) stay; with ``llava_med`` the per-type ones move
     to ``<split>/exact_acc_*`` and LLaVA-Med's metrics of ``rows`` are added."""
     metrics["eval/protocol"] = protocol
-    if protocol == "llava_med":
-        from medft.metrics.llava_med import llava_med_scores
-
+    score = PROTOCOLS[protocol].score
+    if score is not None:
         for key in ("acc_closed", "acc_open"):
             if f"{split}/{key}" in metrics:
                 metrics[f"{split}/exact_{key}"] = metrics.pop(f"{split}/{key}")
-        metrics.update({f"{split}/{k}": v for k, v in llava_med_scores(rows, candidates or []).items()})
+        metrics.update({f"{split}/{k}": v for k, v in score(rows, candidates or []).items()})
     return metrics
 
 
 def protocol_line(metrics: Mapping[str, Any], split: str = "test") -> str | None:
-    """``test llava_med: closed 0.812 | open recall 0.402 | open f1 0.377 | open candidate acc 0.351``."""
-    if metrics.get("eval/protocol") != "llava_med":
+    """``test llava_med: closed 0.812 | open recall 0.402 | open f1 0.377 | open candidate acc 0.351``
+    (None for a protocol without a line of its own, such as exact)."""
+    protocol = PROTOCOLS.get(str(metrics.get("eval/protocol")))
+    if protocol is None or not protocol.line:
         return None
 
     def fmt(key: str) -> str:
         value = metrics.get(f"{split}/{key}")
         return "n/a" if value is None else f"{float(value):.3f}"
 
-    return (f"{split} llava_med: closed {fmt('acc_closed')} | open recall {fmt('recall_open')} | "
-            f"open f1 {fmt('f1_open')} | open candidate acc {fmt('open_candidate_acc')}")
+    return f"{split} {protocol.name}: " + " | ".join(f"{label} {fmt(key)}" for label, key in protocol.line)

@@ -144,11 +144,12 @@ def model_config(name: str) -> dict[str, Any]:
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    from medft.config import CONFIG_DIR
+    from medft.config import CONFIG_DIR, use_search_path
 
-    if GlobalHydra.instance().is_initialized():  # inside a medft command: its search path is CONFIG_DIR
+    if GlobalHydra.instance().is_initialized():  # inside a medft command: its search path (the user's dirs, CONFIG_DIR)
         cfg = compose(config_name=f"model/{name}")
     else:
+        use_search_path()
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             cfg = compose(config_name=f"model/{name}")
     return OmegaConf.to_container(cfg.model, resolve=False)
@@ -158,11 +159,11 @@ def configured_task(name: str) -> str | None:
     """The ``task:`` written in ``configs/model/<name>.yaml`` (None when it follows the dataset)."""
     import yaml
 
-    from medft.config import CONFIG_DIR
+    from medft.config import find_config
 
     try:
-        task = (yaml.safe_load((CONFIG_DIR / "model" / f"{name}.yaml").read_text()) or {}).get("task")
-    except (OSError, yaml.YAMLError):
+        task = (yaml.safe_load(find_config("model", f"{name}.yaml").read_text()) or {}).get("task")
+    except (AttributeError, OSError, yaml.YAMLError):  # AttributeError: no such config
         return None
     return task if task in TASKS else None
 

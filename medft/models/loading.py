@@ -20,11 +20,12 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from medft.config import CONFIG_DIR, find_config
 from medft.errors import ConfigError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # published config.json of the default checkpoints, by hub id (configs/ beside the package, as in medft.config)
-ARCH_DIR = Path(__file__).resolve().parents[2] / "configs" / "model" / "arch"
+ARCH_DIR = CONFIG_DIR / "model" / "arch"
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -143,7 +144,8 @@ def arch_config(pretrained: str, trust_remote_code: bool = False):
     """
     from transformers import AutoConfig
 
-    source = Path(pretrained).expanduser() if is_local(pretrained) else ARCH_DIR / pretrained
+    shipped = find_config("model", "arch", pretrained, "config.json")  # a user's config dir, then medft's
+    source = Path(pretrained).expanduser() if is_local(pretrained) else (shipped.parent if shipped else ARCH_DIR / pretrained)
     if is_local(pretrained) or (source / "config.json").is_file():
         if not (source / "config.json").is_file():
             raise ConfigError(f"{source} has no config.json: set model.pretrained to a checkpoint directory")
