@@ -76,11 +76,14 @@ def under(name: str, prefixes: str | Iterable[str]) -> bool:
 
 
 def component_of(name: str, components: dict[str, str | list[str]]) -> str | None:
-    """The component (e.g. ``vision``) whose module prefix (or one of its prefixes) ``name`` lies under."""
+    """The component (e.g. ``vision``) whose module prefix (or one of its prefixes) ``name`` lies under;
+    the longest prefix wins (Qwen-VL's projector ``model.visual.merger`` lies inside ``model.visual``)."""
+    best, length = None, -1
     for comp, prefixes in components.items():
-        if under(name, prefixes):
-            return comp
-    return None
+        for prefix in [prefixes] if isinstance(prefixes, str) else prefixes:
+            if under(name, prefix) and len(prefix) > length:
+                best, length = comp, len(prefix)
+    return best
 
 
 def unused_modules(model: nn.Module, arch: dict[str, Any]) -> list[str]:
