@@ -183,6 +183,8 @@ def check_tune(tune: dict[str, Any], arch: dict[str, Any], model_name: str = "",
         return
     model = model_name or "this model"
     component = arch.get("prefix")
+    if not component and arch.get("no_prefix"):
+        raise UnsupportedMode(f"tune=prefix: {model}: {arch['no_prefix']}; {PREFIX_INSTEAD}")
     if not component:
         raise UnsupportedMode(
             f"tune=prefix: peft's prefix tuning needs a decoder-only language model that takes past_key_values, "

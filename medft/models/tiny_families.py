@@ -18,6 +18,8 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import torch
+
 from medft.models.tokenizer import MISTRAL_CHAT_TEMPLATE, build_offline_chat_tokenizer, build_offline_llama_tokenizer
 
 # Chat templates in each family's format (one user turn with an image; an assistant answer).
@@ -208,13 +210,15 @@ FAMILIES: dict[str, Kit] = {
     ),
     "gemma3": Kit(
         _gemma3_processor,
-        {"model_type": "gemma3", "text_config": {"model_type": "gemma3_text"}, "vision_config": {"model_type": "siglip_vision_model"}},
+        {"model_type": "gemma3", "text_config": {"model_type": "gemma3_text"},
+         "vision_config": {"model_type": "siglip_vision_model", "vision_use_head": False}},  # as MedGemma: no pooling head
         lambda p: {"image_token_index": _id(p, "<image_soft_token>"), "boi_token_index": _id(p, "<start_of_image>"),
                    "eoi_token_index": _id(p, "<end_of_image>")},
     ),
     "paligemma": Kit(
         _paligemma_processor,
-        {"model_type": "paligemma", "text_config": {"model_type": "gemma"}, "vision_config": {"model_type": "siglip_vision_model"}},
+        {"model_type": "paligemma", "text_config": {"model_type": "gemma"},
+         "vision_config": {"model_type": "siglip_vision_model", "vision_use_head": False}},
         lambda p: {"image_token_index": _id(p, "<image>")},
     ),
     "qwen2_vl": Kit(
@@ -248,5 +252,10 @@ def random_model(kit: Kit, config: dict[str, Any], processor: Any, image_size: i
     values.update(kit.token_ids(processor))
     model_type = values.pop("model_type")
     model = AutoModelForImageTextToText.from_config(AutoConfig.for_model(model_type, **values))
+    # A matrix the family initialises to zero (Gemma 3's mm_input_projection_weight, loaded from the
+    # checkpoint in real use) would stop every gradient to the vision tower: random, like the rest.
+    for param in model.parameters():
+        if param.dim() >= 2 and not param.any():
+            torch.nn.init.normal_(param, std=0.02)
     model.generation_config.update(**ids)
     return model
