@@ -95,7 +95,7 @@ NORMS = {  # family -> norm modules that must be among layernorm's (by role), be
                             "model.language_model.norm"}},
     "qwen2_vl": {"projector": {"model.visual.merger.ln_q"}, "vision": {"model.visual.blocks.0.norm1"}},
     "qwen2_5_vl": {"projector": {"model.visual.merger.ln_q"}, "vision": {"model.visual.blocks.0.norm1"}},
-    "paligemma": {"vision": {"model.vision_tower.vision_model.post_layernorm"}},
+    "paligemma": {"vision": {"model.vision_tower.post_layernorm"}},
     "idefics3": {"vision": {"model.vision_model.post_layernorm"}, "language": {"model.text_model.norm"}},
 }
 
@@ -110,7 +110,14 @@ def test_layernorm_trains_every_norm_by_type_and_role(family):
     for role, names in NORMS[family].items():
         assert names <= trained and {component_of(n, net.arch["components"]) for n in names} == {role}
     assert sum(report.modules.values()) == len(norms)
+    roles = {component_of(n, net.arch["components"]) for n in norms}
+    assert roles == ({"vision", "projector", "language"} if family in ("gemma3", "qwen2_vl", "qwen2_5_vl")
+                     else {"vision", "language"})  # PaliGemma's and Idefics3's projectors have no norm
     for role in ("vision", "projector", "language"):
+        if role not in roles:
+            with pytest.raises(ConfigError, match=f"matched no parameter in components \\['{role}'\\]"):
+                apply_tuning(build(TINY_MODELS[family]), tune_config("layernorm", [role], None))
+            continue
         part = apply_tuning(build(TINY_MODELS[family]), tune_config("layernorm", [role], None))
         assert {component_of(n, net.arch["components"]) for n in part.trainable} == {role}
 
@@ -146,7 +153,7 @@ def test_an_arch_pattern_that_matches_nothing_names_the_family_and_the_pattern()
     with pytest.raises(ConfigError, match=r"family gemma3: arch.attention names .*LlamaAttention"):
         check_arch(net.model, dict(net.arch, attention=["LlamaAttention"]))
     with pytest.raises(ConfigError, match="arch.family='nope' is not known"):
-        build("medgemma_tiny", "+model.arch.family=nope")
+        build("medgemma_tiny", "model.arch.family=nope")
 
 
 # -- from the command line: train, export, load with transformers alone -------------------------
