@@ -159,7 +159,7 @@ def test_an_arch_pattern_that_matches_nothing_names_the_family_and_the_pattern()
 # -- from the command line: train, export, load with transformers alone -------------------------
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NEW)
-def test_each_family_trains_layernorm_and_lora_and_exports_what_it_trained(name, cli, tmp_path):
+def test_each_family_trains_layernorm_and_lora_and_exports_what_it_trained(name, cli, cache, tmp_path, capsys):
     from safetensors.torch import load_file
     from transformers import AutoModelForImageTextToText
 
@@ -177,8 +177,28 @@ def test_each_family_trains_layernorm_and_lora_and_exports_what_it_trained(name,
     norms = {n for n, m in plain.named_modules() if norm_kind(m)}
     assert {n.rsplit(".", 1)[0] for n in trained} == norms  # the norm modules hold exactly what medft trained
 
-    status, out, err, _ = cli(f"model={name}", "+tune=lora", "trainer.max_epochs=1", *TINY, run_dir=tmp_path / "lora")
+    # ask answers as the run answered in its test
+    import json
+
+    from medft.cli import main
+    from medft.data.sources import demo
+
+    row = json.loads((run / "predictions.jsonl").read_text().splitlines()[0])
+    images = {r["id"]: r["image"] for r in demo(str(cache / "demo"))["test"]}
+    capsys.readouterr()
+    main(["ask", str(run), f"image={images[row['id']]}", f"question={row['question']}"])
+    assert capsys.readouterr().out.strip().splitlines()[-1] == row["prediction"]
+
+    status, out, err, lora = cli(f"model={name}", "+tune=lora", "trainer.max_epochs=1", *TINY, run_dir=tmp_path / "lora")
     assert status == 0, err
+    from peft import PeftModel
+
+    adapter = export(lora, "peft", tmp_path / "peft")
+    tuned = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(adapter / "base"), adapter)
+    medft = load_run_model(lora)["net"].model
+    ours = {n: p for n, p in medft.named_parameters() if "lora_" in n}
+    theirs = dict(tuned.named_parameters())
+    assert ours and all(torch.equal(p, theirs[n]) for n, p in ours.items())
 
 
 @pytest.mark.parametrize("name", ["qwen2_vl_tiny", "qwen2_5_vl_tiny"])
