@@ -136,9 +136,6 @@ def trusted_model_config(node: Any, source: str) -> dict[str, Any]:
             f"{source}: model.trust_remote_code=true is refused: a run dir cannot switch on code from a model "
             "repository; train or evaluate from your own config"
         )
-    for key, value in own.items():  # runs from before a mapping (arch) gained keys: today's fill them in
-        if isinstance(value, dict) and isinstance(plain.get(key), dict):
-            plain[key] = {**value, **plain[key]}
     if "task" not in plain and own.get("task") in TASKS:  # runs from before every model config stated its task
         plain["task"] = own["task"]
     return {"_target_": own["_target_"], **plain}

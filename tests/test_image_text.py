@@ -207,3 +207,17 @@ def test_prefix_is_refused_where_peft_cannot_prefix_the_family(name):
 
     with pytest.raises(UnsupportedMode, match=f"tune=prefix: {name}: .*M-RoPE.*use lora, dora, ia3 or layernorm instead"):
         apply_tuning(build(name), tune_config("prefix", None, None))
+
+
+def test_a_run_dir_from_before_llava_joined_the_family_still_builds():
+    from medft.models import build_model
+    from medft.models.base import model_config
+    from medft.rundir import trusted_model_config
+    from omegaconf import OmegaConf
+
+    own = model_config("llava_tiny")
+    old_arch = {k: v for k, v in own["arch"].items() if k not in ("family", "forward_inputs")}  # the arch of then
+    node = {**OmegaConf.to_container(OmegaConf.create({"seed": 0, "dataset": {"task": "vqa"}, "model": own}).model, resolve=True),
+            "_target_": "medft.models.llava.build_llava", "arch": old_arch}
+    net = build_model(OmegaConf.create(trusted_model_config(node, "run")))
+    assert type(net).__name__ == "ImageTextVLM" and net.family == "llava"

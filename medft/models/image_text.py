@@ -240,7 +240,8 @@ def build_image_text(
     from medft.models import tiny_families
 
     ImageTextVLM.check_can_do(task, name)  # before any weights load
-    family = arch.get("family")
+    arch = {"family": "llava", **arch}  # runs written before LLaVA joined the family have no arch.family
+    family = arch["family"]
     if family not in tiny_families.FAMILIES:
         raise ConfigError(
             f"model {name}: arch.family={family!r} is not known; use one of {sorted(tiny_families.FAMILIES)} "
