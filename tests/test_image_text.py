@@ -4,6 +4,8 @@ Idefics3) batches, masks, generates, round-trips through save_pretrained and tra
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -171,15 +173,15 @@ def test_each_family_trains_layernorm_and_lora_and_exports_what_it_trained(name,
     plain = AutoModelForImageTextToText.from_pretrained(hf)
     weights = dict(plain.named_parameters())
     assert trained and all(torch.equal(weights[n], p) for n, p in trained.items())
-    saved = load_file(run / "trained.safetensors") if (run / "trained.safetensors").is_file() else None
-    if saved is not None:
-        assert set(saved) == set(trained)
+    saved = load_file(run / "trained.safetensors")  # what medft reported training: the file and params/trainable
+    assert set(saved) == set(trained) and all(torch.equal(weights[n], t) for n, t in saved.items())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["params/trainable"] == sum(t.numel() for t in saved.values())
     norms = {n for n, m in plain.named_modules() if norm_kind(m)}
     assert {n.rsplit(".", 1)[0] for n in trained} == norms  # the norm modules hold exactly what medft trained
+    assert metrics["params/modules/layernorm"] + metrics["params/modules/rmsnorm"] == len(norms)
 
     # ask answers as the run answered in its test
-    import json
-
     from medft.cli import main
     from medft.data.sources import demo
 
