@@ -145,6 +145,10 @@ def test_adapters_leave_out_qwens_conv3d_patch_embed():
     tune = dict(tune_config("lora", ["vision"], None), target_modules=["proj", "qkv"])  # patch_embed.proj is a Conv3d
     report = apply_tuning(net, tune)
     assert report.trainable and not any("patch_embed" in n for n in report.trainable)
+    net = build("qwen2_vl_tiny")
+    net.arch["no_adapters"] = ["model.visual.blocks.0"]  # what arch.no_adapters names, no adapter wraps
+    report = apply_tuning(net, dict(tune_config("lora", ["vision"], None), target_modules=["qkv"]))
+    assert {n.split(".lora_")[0] for n in report.trainable} == {"base_model.model.model.visual.blocks.1.attn.qkv"}
 
 
 def test_an_arch_pattern_that_matches_nothing_names_the_family_and_the_pattern():
