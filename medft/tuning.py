@@ -24,9 +24,10 @@ inside ``attention.output`` and ``output``, and neither ``ffn`` nor ``attention`
                 to); a model without it (BLIP) is refused
     none        nothing (zero-shot evaluation)
 
-Parameters the forward pass never uses (``unused_modules``: LLaVA's vision layers after
-``vision_feature_layer`` and the tower's final norm) stay frozen in every mode, so the trainable
-counts (``params/*``, ``medft params``) hold only parameters that can learn.
+Adapters (lora, dora, ia3) wrap Linear layers only, never inside ``arch.no_adapters`` (Qwen-VL's
+Conv3d patch embedding). Parameters the forward pass never uses (``unused_modules``: LLaVA's vision
+layers after ``vision_feature_layer`` and the tower's final norm) stay frozen in every mode, so the
+trainable counts (``params/*``, ``medft params``) hold only parameters that can learn.
 """
 
 from __future__ import annotations
@@ -76,11 +77,14 @@ def under(name: str, prefixes: str | Iterable[str]) -> bool:
 
 
 def component_of(name: str, components: dict[str, str | list[str]]) -> str | None:
-    """The component (e.g. ``vision``) whose module prefix (or one of its prefixes) ``name`` lies under."""
+    """The component (e.g. ``vision``) whose module prefix (or one of its prefixes) ``name`` lies under;
+    the longest prefix wins (Qwen-VL's projector ``model.visual.merger`` lies inside ``model.visual``)."""
+    best, length = None, -1
     for comp, prefixes in components.items():
-        if under(name, prefixes):
-            return comp
-    return None
+        for prefix in [prefixes] if isinstance(prefixes, str) else prefixes:
+            if under(name, prefix) and len(prefix) > length:
+                best, length = comp, len(prefix)
+    return best
 
 
 def unused_modules(model: nn.Module, arch: dict[str, Any]) -> list[str]:
@@ -180,6 +184,8 @@ def check_tune(tune: dict[str, Any], arch: dict[str, Any], model_name: str = "",
         return
     model = model_name or "this model"
     component = arch.get("prefix")
+    if not component and arch.get("no_prefix"):
+        raise UnsupportedMode(f"tune=prefix: {model}: {arch['no_prefix']}; {PREFIX_INSTEAD}")
     if not component:
         raise UnsupportedMode(
             f"tune=prefix: peft's prefix tuning needs a decoder-only language model that takes past_key_values, "
@@ -219,7 +225,8 @@ def apply_tuning(net: MedVLM, tune: dict[str, Any]) -> TuneSummary:
     net.model.requires_grad_(False)
     if select in ("lora", "ia3", "prefix"):  # peft marks its adapters (and only them) trainable
         wrap = {"lora": _wrap_lora, "ia3": _wrap_ia3, "prefix": _wrap_prefix}[select]
-        net.model = wrap(net.model, tune, arch, wanted, report.unused)
+        skip = report.unused + list(arch.get("no_adapters") or [])  # modules no adapter may wrap
+        net.model = wrap(net.model, tune, arch, wanted, skip)
     elif select != "none":
         norm_params = tune.get("norm_params", "both") if select == "norm" else "both"
         for name, param in _params_to_train(net.model, select, arch, wanted):

@@ -18,7 +18,8 @@ from transformers import BlipForQuestionAnswering, LlavaForConditionalGeneration
 
 from medft.models import blip as blip_mod
 from medft.models.base import model_config
-from medft.models import llava as llava_mod
+from medft.models.image_text import ImageTextVLM
+from medft.models.tiny_families import FAMILIES
 from medft.models.loading import arch_config, enable_gradient_checkpointing
 from medft.tuning import MODE_ORDER, UnsupportedMode, apply_tuning, count_parameters
 
@@ -45,7 +46,7 @@ def records(n=4, size=336):
 
 def build_llava(checkpointing=True):
     config = arch_config("chaoyinshe/llava-med-v1.5-mistral-7b-hf")
-    processor = llava_mod.tiny_processor(336, 14, 4096)  # offline tokenizer: its ids index the real vocab
+    processor = FAMILIES["llava"].processor({"vision_config": {"patch_size": 14}, "text_config": {"max_position_embeddings": 4096}}, 336)  # offline tokenizer: its ids index the real vocab
     config.image_token_index = processor.tokenizer.convert_tokens_to_ids("<image>")
     torch.set_default_dtype(torch.bfloat16)
     with torch.device("cuda"):
@@ -53,7 +54,7 @@ def build_llava(checkpointing=True):
     torch.set_default_dtype(torch.float32)
     if checkpointing:
         enable_gradient_checkpointing(model)
-    return llava_mod.LlavaVQA(model, processor, arch("llava_med"), name="llava_med", max_answer_len=8)
+    return ImageTextVLM(model, processor, arch("llava_med"), name="llava_med", max_answer_len=8)
 
 
 def build_blip(checkpointing=True):

@@ -34,8 +34,12 @@ MODELS = [option for group, option in shipped() if group == "model"]
 
 # Combinations medft refuses on purpose: (what, applies to the composed config, the one-line message).
 REFUSED: list[tuple[str, Callable[[DictConfig], bool], str]] = [
+    ("tune=prefix on a family whose forward peft cannot prefix (Qwen-VL's M-RoPE)",
+     lambda cfg: cfg.tune.select == "prefix" and bool(OmegaConf.select(cfg, "model.arch.no_prefix")),
+     r"^tune=prefix: \w+: peft's prefix tuning lengthens attention_mask .* use lora, dora, ia3 or layernorm instead$"),
     ("tune=prefix on a model without a decoder-only language model (BLIP)",
-     lambda cfg: cfg.tune.select == "prefix" and not OmegaConf.select(cfg, "model.arch.prefix"),
+     lambda cfg: cfg.tune.select == "prefix" and not OmegaConf.select(cfg, "model.arch.prefix")
+     and not OmegaConf.select(cfg, "model.arch.no_prefix"),
      r"^tune=prefix: peft's prefix tuning needs a decoder-only language model .* use lora, dora, ia3 or layernorm instead$"),
     ("tune=prefix with gradient checkpointing (llava_med and the paper's LLaVA presets)",
      lambda cfg: cfg.tune.select == "prefix" and bool(OmegaConf.select(cfg, "model.gradient_checkpointing")),

@@ -102,11 +102,11 @@ def _builder_cfg(name):
 def test_rank_is_declared_and_refused_where_not_supported():
     from medft.models.blip import BlipVQA
     from medft.models.blip_report_gen import BlipReportGen
-    from medft.models.llava import LlavaVQA
+    from medft.models.image_text import ImageTextVLM
 
-    assert BlipVQA.can_rank and not LlavaVQA.can_rank and not BlipReportGen.can_rank
+    assert BlipVQA.can_rank and not ImageTextVLM.can_rank and not BlipReportGen.can_rank
     net = build_model(_builder_cfg("llava_tiny"))
-    with pytest.raises(ConfigError, match="LlavaVQA cannot rank answers; use eval.closed=generate"):
+    with pytest.raises(ConfigError, match="ImageTextVLM cannot rank answers; use eval.closed=generate"):
         net.rank({}, ("yes", "no"))
 
 

@@ -19,7 +19,7 @@ from medft.config import CONFIG_DIR, available, register_resolvers
 from medft.errors import ConfigError, user_error
 from medft.models import build_model
 from medft.models.base import model_config
-from medft.models.llava import LlavaVQA
+from medft.models.image_text import ImageTextVLM
 from tests.conftest import model_cfg
 
 REPO = Path(__file__).resolve().parents[1]
@@ -137,7 +137,7 @@ def test_missing_hub_checkpoint_offline_names_the_cache(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def llava() -> LlavaVQA:
+def llava() -> ImageTextVLM:
     return build("llava_tiny")
 
 
@@ -211,7 +211,8 @@ def test_llava_truncates_long_answers_and_counts_them():
 
 FAMILIES = {"blip_tiny": "blip_vqa", "blip_bench": "blip_vqa", "blip_med": "blip_vqa", "blip_vqa": "blip_vqa",
             "blip_report_tiny": "blip_report_gen", "blip_report": "blip_report_gen",
-            "llava_tiny": "llava", "llava_med": "llava"}
+            "llava_tiny": "llava", "llava_med": "llava", "medgemma_tiny": "gemma3", "paligemma_tiny": "paligemma",
+            "qwen2_vl_tiny": "qwen2_vl", "qwen2_5_vl_tiny": "qwen2_5_vl", "smolvlm_tiny": "idefics3"}
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))

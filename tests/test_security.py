@@ -89,13 +89,13 @@ def test_checkpoint_with_a_pickled_payload_is_refused_not_run(cli, tmp_path):
 def test_trust_remote_code_is_off_unless_a_config_sets_it():
     import inspect
 
-    from medft.models import blip, llava
+    from medft.models import blip, image_text
     from medft.models.loading import load_pretrained, model_kwargs
 
     for path in sorted((REPO / "medft" / "configs" / "model").glob("*.yaml")):
         cfg = yaml.safe_load(path.read_text()) or {}
         assert cfg.get("trust_remote_code", False) is False, f"{path.name} switches trust_remote_code on"
-    for fn in (blip.build_blip_vqa, llava.build_llava, load_pretrained):
+    for fn in (blip.build_blip_vqa, image_text.build_image_text, load_pretrained):
         assert inspect.signature(fn).parameters["trust_remote_code"].default is False, fn.__name__
     assert "trust_remote_code" not in model_kwargs("float32", None)
     assert model_kwargs("float32", None, trust_remote_code=True)["trust_remote_code"] is True  # only when asked

@@ -18,7 +18,7 @@ from medft.commands.params import mode_names, tune_config
 from medft.tuning import apply_tuning, count_parameters, unused_modules
 from test_models import build, vqa_records
 
-MODELS = ("blip_tiny", "llava_tiny")
+MODELS = ("blip_tiny", "llava_tiny", "medgemma_tiny", "paligemma_tiny", "qwen2_vl_tiny", "qwen2_5_vl_tiny", "smolvlm_tiny")
 MODES = mode_names(None)  # every mode in configs/tune/
 
 

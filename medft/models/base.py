@@ -1,6 +1,6 @@
 """The model contract: what the rest of medft may use of a Med-VLM.
 
-Every model (``BlipVQA``, ``BlipReportGen``, ``LlavaVQA``) is a :class:`MedVLM`. Outside this package
+Every model (``BlipVQA``, ``BlipReportGen``, ``ImageTextVLM``) is a :class:`MedVLM`. Outside this package
 medft reads a model only through these names, never by probing it:
 
 * ``task`` (``vqa`` | ``report``), ``name`` (the model config's name), ``pretrained`` (hub id,
@@ -29,7 +29,10 @@ from medft.errors import ConfigError
 
 TASKS = ("vqa", "report")
 # builders renamed since runs were written: a run dir's model._target_ -> medft's own today
-FORMER_TARGETS = {"medft.models.blip_report.build_blip_report": "medft.models.blip_report_gen.build_blip_report_gen"}
+FORMER_TARGETS = {
+    "medft.models.blip_report.build_blip_report": "medft.models.blip_report_gen.build_blip_report_gen",
+    "medft.models.llava.build_llava": "medft.models.image_text.build_image_text",  # LLaVA joined the family
+}
 
 
 class MedVLM(nn.Module):

@@ -78,28 +78,49 @@ LLAVA_EXTRA_TOKENS = ["<image>", "<pad>"]        # appended last, as the llava-h
 def build_offline_llama_tokenizer(model_max_length: int = 512):
     """A Llama/Mistral-style fast tokenizer (``<s>``, ``</s>``, ``<unk>``, ``<image>``, ``<pad>``) with
     the Mistral chat template, built in memory from the fixed word list (WordPiece underneath)."""
+    from tokenizers import AddedToken
+
+    tokenizer = build_offline_chat_tokenizer(
+        LLAMA_SPECIAL_TOKENS, LLAVA_EXTRA_TOKENS, bos="<s>", eos="</s>", unk="<unk>", pad="<pad>",
+        named={"image_token": "<image>"}, chat_template=MISTRAL_CHAT_TEMPLATE, model_max_length=model_max_length,
+    )
+    # ordinary (non-special) tokens, kept whole and in upper case
+    tokenizer.add_tokens([AddedToken(t, normalized=False) for t in ("[INST]", "[/INST]")])
+    return tokenizer
+
+
+def build_offline_chat_tokenizer(
+    first: list[str], last: list[str], *, eos: str, pad: str, unk: str, bos: str | None = None,
+    named: dict[str, str] | None = None, chat_template: str | None = None, model_max_length: int = 512,
+):
+    """A fast tokenizer over the fixed word list (WordPiece underneath), built in memory: the ``first``
+    special tokens take ids 0, 1, ..., the ``last`` ones follow the words. ``bos`` (if any) starts every
+    text; ``named`` are the family's named special tokens (``image_token``, ``boi_token``, ...), which
+    its processor reads from the tokenizer."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     words = [t for t in build_vocab() if t not in SPECIAL_TOKENS] + ["[", "]"]
-    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(LLAMA_SPECIAL_TOKENS + words + LLAVA_EXTRA_TOKENS))}
-    backend = Tokenizer(models.WordPiece(vocab, unk_token="<unk>", continuing_subword_prefix="##"))
+    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(first + words + last))}
+    backend = Tokenizer(models.WordPiece(vocab, unk_token=unk, continuing_subword_prefix="##"))
     backend.normalizer = normalizers.Lowercase()
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     backend.decoder = decoders.WordPiece(prefix="##")
-    backend.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", vocab["<s>"])]
-    )
+    if bos is not None:
+        backend.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, vocab[bos])]
+        )
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        extra_special_tokens={"image_token": "<image>"},
+        bos_token=bos,
+        eos_token=eos,
+        unk_token=unk,
+        pad_token=pad,
+        extra_special_tokens=dict(named or {}),
         model_max_length=model_max_length,
-        chat_template=MISTRAL_CHAT_TEMPLATE,
+        chat_template=chat_template,
     )
-    # ordinary (non-special) tokens, kept whole and in upper case
-    tokenizer.add_tokens([AddedToken(t, normalized=False) for t in ("[INST]", "[/INST]")])
+    # every other special token of the family (turn markers, ...) kept whole, dropped when decoding
+    others = [t for t in first + last if t not in tokenizer.all_special_tokens]
+    tokenizer.add_special_tokens({"additional_special_tokens": [AddedToken(t, normalized=False, special=True) for t in others]})
     return tokenizer
