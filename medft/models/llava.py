@@ -192,7 +192,7 @@ def build_llava(
     trust_remote_code: bool = False, **load: Any,
 ) -> LlavaVQA:
     """Load ``pretrained`` (a llava-hf-format hub id or local dir), or build random weights from
-    ``config`` (tiny models); ``load``: dtype, gradient_checkpointing, attn_implementation,
+    ``config`` (tiny models); ``load``: dtype, quantization, gradient_checkpointing, attn_implementation,
     trust_remote_code, seed (:func:`medft.models.loading.load_or_build`). ``chat_template`` replaces
     the checkpoint's (null: keep it; a checkpoint without one gets LLaVA-Med v1.5's Mistral ``[INST]``
     template)."""
