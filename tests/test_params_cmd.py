@@ -272,3 +272,25 @@ def test_cli_counts_the_image_text_models_offline(model, tmp_path):
     assert set(result["components"]) == {"vision", "projector", "language"}
     assert sum(c["total"] for c in result["components"].values()) == result["total"]  # every parameter has a role
     assert set(result["modes"]) == set(mode_names(None))
+
+
+def test_docs_params_table_is_the_commands_output():
+    """docs/params.md's side-by-side table: every count and share is what `medft params` prints today."""
+    text = (REPO / "docs" / "params.md").read_text()
+    section = text.split("## Four models side by side", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
+    rows = [[c.strip() for c in line.strip().strip("|").split(" | ")] for line in section.splitlines() if line.startswith("| `")]
+    models = ["medgemma_4b", "lingshu_7b", "llava_med", "blip_vqa"]
+    results = {m: counts(m) for m in models}
+    assert [row[0].strip("`") for row in rows] == mode_names(None)
+    for row in rows:
+        mode = row[0].strip("`")
+        for model, cell in zip(models, row[1:]):
+            entry = results[model]["modes"][mode]
+            if entry["trainable"] is None:
+                assert cell.startswith("not available"), (model, mode, cell)
+            elif mode == "frozen":
+                assert cell == "0"
+            else:
+                assert cell == f"{entry['trainable']:,} ({entry['pct']:.4f}%)", (model, mode, cell)
+    totals = next(line for line in section.splitlines() if line.startswith("| all parameters"))
+    assert totals.strip("| ").split(" | ")[1:] == [f"{results[m]['total']:,}" for m in models]
