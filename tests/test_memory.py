@@ -163,3 +163,40 @@ def test_one_quantized_layernorm_step_changes_only_norm_weights(tmp_path):
     changed = {n for n, p in net.model.named_parameters() if not torch.equal(p.detach(), before[n])}
     assert changed and changed <= set(trainable_parameters(net.model))
     assert all("norm" in n for n in changed)
+
+
+def test_from_pretrained_gets_the_bitsandbytes_config(tmp_path, monkeypatch):
+    """The wiring without a GPU: load_or_build hands from_pretrained the BitsAndBytesConfig and the CUDA device."""
+    from medft.models.loading import load_or_build
+
+    seen = {}
+
+    class Model(nn.Module):
+        @classmethod
+        def from_pretrained(cls, source, **kwargs):
+            seen.update(kwargs, source=source)
+            return cls()
+
+    class Processor:
+        @classmethod
+        def from_pretrained(cls, source, **kwargs):
+            return cls()
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    model, _ = load_or_build(Model, Processor, str(tmp_path), None, None, None, dtype="bfloat16", quantization="nf4")
+    config = seen["quantization_config"]
+    assert seen["source"] == str(tmp_path) and seen["device_map"] == {"": 0} and seen["dtype"] == torch.bfloat16
+    assert config.load_in_4bit and config.bnb_4bit_quant_type == "nf4" and config.bnb_4bit_compute_dtype == torch.bfloat16
+    seen.clear()
+    load_or_build(Model, Processor, str(tmp_path), None, None, None, dtype="bfloat16")
+    assert "quantization_config" not in seen and "device_map" not in seen  # unquantized: as before
+
+
+def test_build_model_refuses_quantization_before_building(tmp_path):
+    """medft eval / ask / export build through build_model too: the check runs there, before any builder."""
+    from test_models import build
+
+    with pytest.raises(ConfigError, match=r"^model.quantization=nf4 quantizes pretrained weights as they load"):
+        build("llava_tiny", "model.quantization=nf4")
+    with pytest.raises(ConfigError, match=r"^model.quantization=int8 needs a CUDA GPU|^model.quantization=int8 needs bitsandbytes"):
+        build("llava_tiny", f"model.pretrained={tmp_path}", "model.quantization=int8")
