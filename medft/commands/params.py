@@ -106,16 +106,20 @@ def memory_bytes(model, quantization: str | None = None, quantized: dict[int, in
 
 
 def in_gib(memory: dict[str, int]) -> dict[str, float]:
-    return {k: round(v / GIB, 3) for k, v in memory.items()}
+    """Bytes as GiB (2**30 bytes), unrounded: ``format=json`` keeps every byte, the table rounds."""
+    return {k: v / GIB for k, v in memory.items()}
 
 
 def count_modes(
     model_cfg: DictConfig, modes: list[str], components: list[str] | None = None, lora_r: int | None = None,
     norm_params: str | None = None,
 ) -> dict[str, Any]:
-    """``{"model", "pretrained", "total", "modes", "components", "unused"}`` for ``model_cfg``. A mode
-    the model cannot have (``prefix`` on BLIP) gets ``{"trainable": None, "unsupported": why}``."""
-    from medft.models.quantization import check_quantization_config, quantizable_weights, refused_mode
+    """``{"model", "pretrained", "total", "modes", "components", "unused", "dtype", "quantization"}``
+    for ``model_cfg``; each mode's entry holds ``memory_gib`` (:func:`memory_bytes` in GiB). A mode
+    the model cannot have (``prefix`` on BLIP) gets ``{"trainable": None, "unsupported": why}``; one
+    that would train quantized weights (``full`` with ``model.quantization``) ``memory_gib: None``
+    and ``refused``."""
+    from medft.models.quantization import TRAINS_LINEAR_WEIGHTS, check_quantization_config, quantizable_weights, refused_mode
     from medft.tuning import UnsupportedMode, apply_tuning, count_parameters, param_metrics, unused_modules
 
     quantization = check_quantization_config(model_cfg)  # a known method on a model that can take it
@@ -146,7 +150,7 @@ def count_modes(
             continue
         counts = count_parameters(net.model, comps)
         entry = {"trainable": counts["trainable"], "pct": param_metrics(counts)["params/trainable_pct"]}
-        if quantization and tune["select"] in ("all", "ffn", "attention"):  # the trained weights would be quantized
+        if quantization and tune["select"] in TRAINS_LINEAR_WEIGHTS:  # the trained weights would be quantized
             entry.update(memory_gib=None, refused=refused_mode(mode, quantization))
         else:
             entry["memory_gib"] = in_gib(memory_bytes(net.model, quantization, quantized))
