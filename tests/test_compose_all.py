@@ -138,8 +138,8 @@ def test_make_paper_runs_every_paper_cell():
     grid = [re.search(rf"^{var} := (.*)$", makefile, re.M).group(1).split() for var in ("PAPER_CELLS", "IMAGE_TEXT_CELLS")]
     assert sorted(grid[0] + grid[1]) == sorted(p.stem for p in (CONFIG_DIR / "experiment" / "paper").glob("*.yaml"))
     assert "experiment=$(call cells,paper,$(PAPER_CELLS) $(IMAGE_TEXT_CELLS))" in makefile
-    assert {"medgemma_vqa_rad", "medgemma_slake", "medgemma_path_vqa", "lingshu_vqa_rad", "lingshu_slake",
-            "lingshu_path_vqa"} == set(grid[1])
+    assert {f"{model}_{dataset}" for model in ("medgemma", "lingshu", "medvlm_r1")
+            for dataset in ("vqa_rad", "slake", "path_vqa")} == set(grid[1])
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
