@@ -13,8 +13,7 @@ STUDY_JOBS ?= 2
 STUDY_LAUNCH = hydra/launcher=joblib hydra.launcher.n_jobs=$(STUDY_JOBS)
 PAPER_CELLS := blip_vqa_rad blip_slake blip_path_vqa llava_vqa_rad llava_slake llava_path_vqa llava_mimic_cxr
 # make paper only (no tiny twins in configs/experiment/paper_tiny/ yet): the image-text-to-text models at full size
-IMAGE_TEXT_CELLS := medgemma_vqa_rad medgemma_slake medgemma_path_vqa lingshu_vqa_rad lingshu_slake lingshu_path_vqa \
-	medvlm_r1_vqa_rad medvlm_r1_slake medvlm_r1_path_vqa
+IMAGE_TEXT_CELLS := medgemma_vqa_rad medgemma_slake medgemma_path_vqa lingshu_vqa_rad lingshu_slake lingshu_path_vqa medvlm_r1_vqa_rad medvlm_r1_slake medvlm_r1_path_vqa
 comma  := ,
 cells   = $(subst $(eval) ,$(comma),$(addprefix $(1)/,$(or $(2),$(PAPER_CELLS))))
 
