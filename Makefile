@@ -12,8 +12,10 @@ SWEEP_MODES = $(shell $(BIN)/python -c "from medft.tuning import MODE_ORDER; pri
 STUDY_JOBS ?= 2
 STUDY_LAUNCH = hydra/launcher=joblib hydra.launcher.n_jobs=$(STUDY_JOBS)
 PAPER_CELLS := blip_vqa_rad blip_slake blip_path_vqa llava_vqa_rad llava_slake llava_path_vqa llava_mimic_cxr
+# make paper only (no tiny twins in configs/experiment/paper_tiny/ yet): the image-text-to-text models at full size
+IMAGE_TEXT_CELLS := medgemma_vqa_rad medgemma_slake medgemma_path_vqa lingshu_vqa_rad lingshu_slake lingshu_path_vqa medvlm_r1_vqa_rad medvlm_r1_slake medvlm_r1_path_vqa
 comma  := ,
-cells   = $(subst $(eval) ,$(comma),$(addprefix $(1)/,$(PAPER_CELLS)))
+cells   = $(subst $(eval) ,$(comma),$(addprefix $(1)/,$(or $(2),$(PAPER_CELLS))))
 
 .DEFAULT_GOAL := help
 .PHONY: help install train test sweep study paper paper-tiny bench clean
@@ -51,7 +53,7 @@ study: install ## The study in miniature (docs/study.md): every tune mode but pr
 
 paper: install ## The study's grid (medft/configs/experiment/paper/): GPUs, data roots and checkpoints in medft/configs/local/default.yaml
 	@# the report is written even when jobs failed; then the target fails with the sweep's status
-	status=0; $(BIN)/medft train -m experiment=$(call cells,paper) tune=$(MODES) hydra.sweep.dir=$(LOGS)/paper/$(NOW) $(ARGS) || status=$$?; \
+	status=0; $(BIN)/medft train -m experiment=$(call cells,paper,$(PAPER_CELLS) $(IMAGE_TEXT_CELLS)) tune=$(MODES) hydra.sweep.dir=$(LOGS)/paper/$(NOW) $(ARGS) || status=$$?; \
 	$(BIN)/medft report $(LOGS)/paper/$(NOW); exit $$status
 
 paper-tiny: install ## The same grid on tiny models and generated fixtures: proves the wiring on CPU

@@ -327,6 +327,9 @@ def check_tune_fits(cfg: DictConfig) -> None:
     arch = OmegaConf.to_container(cfg.model.arch, resolve=True) if OmegaConf.select(cfg, "model.arch") else {}
     check_tune(tune, arch, str(OmegaConf.select(cfg, "model.name", default="") or ""),
                bool(OmegaConf.select(cfg, "model.gradient_checkpointing", default=False)))
+    from medft.models.quantization import check_quantization
+
+    check_quantization(cfg.model, tune)  # model.quantization: a mode that trains a slice, a CUDA GPU, bitsandbytes
 
 
 # -- keys a user can mistype: refused in one line, naming the nearest valid key ---------------

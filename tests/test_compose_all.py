@@ -136,6 +136,16 @@ def test_the_lists_come_from_the_config_folders():
     assert {"layernorm", "lora", "prefix", "full", "frozen"} <= set(MODES) and len(MODES) == len(list((CONFIG_DIR / "tune").glob("*.yaml")))
 
 
+def test_make_paper_runs_every_paper_cell():
+    """`make paper`'s grid is configs/experiment/paper/: the BLIP and LLaVA cells and the image-text models'."""
+    makefile = (REPO / "Makefile").read_text()
+    grid = [re.search(rf"^{var} := (.*)$", makefile, re.M).group(1).split() for var in ("PAPER_CELLS", "IMAGE_TEXT_CELLS")]
+    assert sorted(grid[0] + grid[1]) == sorted(p.stem for p in (CONFIG_DIR / "experiment" / "paper").glob("*.yaml"))
+    assert "experiment=$(call cells,paper,$(PAPER_CELLS) $(IMAGE_TEXT_CELLS))" in makefile
+    assert {f"{model}_{dataset}" for model in ("medgemma", "lingshu", "medvlm_r1")
+            for dataset in ("vqa_rad", "slake", "path_vqa")} == set(grid[1])
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_with_every_tune_mode(experiment):
     # `medft train experiment=X tune=MODE`: the mode given wins over one the preset names (demo_layernorm)

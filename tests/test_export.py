@@ -132,3 +132,23 @@ def test_peft_adapter_names_the_checkpoint_the_run_started_from(cli, tmp_path):
     tuned = PeftModel.from_pretrained(BlipForQuestionAnswering.from_pretrained(config["base_model_name_or_path"]), adapter)
     assert torch.allclose(blip_logits(tuned.eval(), batch), blip_logits(medft.model, batch), atol=1e-5)
     assert str(checkpoint.resolve()) in (adapter / "README.md").read_text()
+
+
+def test_hf_export_of_a_run_on_a_quantized_base_is_refused_before_loading(tmp_path, capsys):
+    """format=hf would merge the trained slice into 4-bit approximations of the weights: refused in one line."""
+    import yaml
+
+    from medft.cli import main
+    from medft.trained import FILENAME as TRAINED_FILE
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    config = {"model": {"name": "medgemma_4b", "quantization": "nf4"}, "tune": {"name": "layernorm"}}
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    (run / TRAINED_FILE).write_bytes(b"")  # never read: the refusal comes first
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", str(run), "format=hf"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("medft: error: run run trained on a model.quantization=nf4 base: format=hf would write its nf4 "
+                   "weights, not the model's; export format=peft (lora, layernorm) and apply it to the unquantized checkpoint")

@@ -212,7 +212,8 @@ def test_llava_truncates_long_answers_and_counts_them():
 FAMILIES = {"blip_tiny": "blip_vqa", "blip_bench": "blip_vqa", "blip_med": "blip_vqa", "blip_vqa": "blip_vqa",
             "blip_report_tiny": "blip_report_gen", "blip_report": "blip_report_gen",
             "llava_tiny": "llava", "llava_med": "llava", "medgemma_tiny": "gemma3", "paligemma_tiny": "paligemma",
-            "qwen2_vl_tiny": "qwen2_vl", "qwen2_5_vl_tiny": "qwen2_5_vl", "smolvlm_tiny": "idefics3"}
+            "qwen2_vl_tiny": "qwen2_vl", "qwen2_5_vl_tiny": "qwen2_5_vl", "smolvlm_tiny": "idefics3",
+            "medgemma_4b": "gemma3", "lingshu_7b": "qwen2_5_vl", "medvlm_r1": "qwen2_vl"}
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
@@ -235,7 +236,7 @@ def test_tiny_and_full_size_configs_share_the_architecture_description(tiny, ful
 
 
 def test_full_size_configs_point_at_their_shipped_architecture():
-    for name in ("blip_vqa", "blip_report", "llava_med"):
+    for name in ("blip_vqa", "blip_report", "llava_med", "medgemma_4b", "lingshu_7b", "medvlm_r1"):
         pretrained = model_cfg(name)["pretrained"]
         assert (CONFIG_DIR / "model" / "arch" / pretrained / "config.json").is_file(), name
 

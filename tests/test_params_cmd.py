@@ -78,7 +78,7 @@ def test_blip_counts_follow_from_the_published_architecture():
 
 def test_a_local_checkpoint_is_counted_from_its_config_json(tmp_path):
     ckpt = save_checkpoint(build("llava_tiny"), tmp_path / "ckpt")
-    from_dir = counts("llava_med", f"model.pretrained={ckpt}")  # meta device, from ckpt/config.json
+    from_dir = counts("llava_med", f"model.pretrained={ckpt}", "model.dtype=float32")  # meta device, from ckpt/config.json
     built = counts("llava_tiny")  # the real tiny model
     assert from_dir["modes"] == built["modes"] and from_dir["total"] == built["total"]
     assert from_dir["components"] == built["components"]
@@ -95,7 +95,7 @@ def test_table_lists_every_mode_and_component():
     result = counts("blip_tiny")
     table = format_table(result).splitlines()
     assert table[0].startswith("blip_tiny (random weights): ")
-    assert table[1].split() == ["mode", "trainable", "%", "vision", "text", "decoder"]
+    assert table[1].split() == ["mode", "trainable", "%", "vision", "text", "decoder", "GiB"]
     rows = {line.split()[0]: line.split() for line in table[4:4 + len(result["modes"])]}
     assert list(rows) == list(result["modes"])
     assert rows["full"][1:3] == [f"{result['total']:,}", "100.0000"]
@@ -201,6 +201,96 @@ def test_cli_table_for_blip_vqa_lists_every_mode_and_why_prefix_is_not(tmp_path)
     assert proc.returncode == 0, proc.stderr
     rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines()[4:] if line.split()}
     assert rows["ia3"][1:3] == ["184,320", "0.0510"] and rows["dora"][1] == "1,253,376"
-    assert rows["prefix"][1:] == ["-"] * 5
+    assert rows["prefix"][1:] == ["-"] * 6
     assert [m for m in rows if m in mode_names(None)] == mode_names(None)
     assert "prefix: not available: peft's prefix tuning needs a decoder-only language model" in proc.stdout
+
+
+# -- the image-text-to-text models at full size (issue #24): counted from their shipped config.json ----------
+
+
+def reference_total(hub_id: str) -> int:
+    """transformers' own AutoModelForImageTextToText for the shipped config, on the meta device (no medft code)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(REPO / "configs/model/arch" / hub_id))
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_medgemma_4b_counts_follow_from_the_published_architecture():
+    result = counts("medgemma_4b", "modes=[layernorm,lora,bitfit,full]")
+    assert result["total"] == reference_total("google/medgemma-4b-it") == 4_300_079_472  # the hub's 4.3B
+    comps, modes = result["components"], result["modes"]
+    vision, hidden, layers, vision_layers = 1152, 2560, 34, 27
+    assert comps["projector"]["total"] == vision * hidden + vision  # mm_input_projection_weight + soft-embedding norm
+    # SigLIP: 2 LayerNorms a layer + post_layernorm (weight and bias); Gemma 3: input, post-attention,
+    # pre- and post-feed-forward norms and q_norm/k_norm (head_dim 256) a layer, the final norm; the projector's norm
+    assert modes["layernorm"]["modules"] == {"layernorm": 2 * vision_layers + 1, "rmsnorm": 6 * layers + 2}
+    assert comps["vision"]["trainable"]["layernorm"] == (2 * vision_layers + 1) * 2 * vision
+    assert comps["projector"]["trainable"]["layernorm"] == vision
+    assert comps["language"]["trainable"]["layernorm"] == layers * (4 * hidden + 2 * 256) + hidden
+    # LoRA r=8 on q (8 heads x 256), k, v (4 KV heads x 256), o of every language layer
+    assert modes["lora"]["trainable"] == layers * 8 * ((hidden + 2048) + 2 * (hidden + 1024) + (2048 + hidden))
+    assert comps["language"]["trainable"]["bitfit"] == 0 and comps["vision"]["trainable"]["bitfit"] > 0  # Gemma: no biases
+    assert modes["full"]["trainable"] == result["total"] and result["unused"] == []
+
+
+def test_lingshu_7b_counts_follow_from_the_published_architecture():
+    result = counts("lingshu_7b", "modes=[layernorm,lora]")
+    assert result["total"] == reference_total("lingshu-medical-mllm/Lingshu-7B") == 8_292_166_656  # the hub's 8.29B
+    comps, modes = result["components"], result["modes"]
+    hidden, layers, vision, blocks = 3584, 28, 1280, 32
+    # Qwen2.5-VL's vision blocks and the merger's ln_q are RMSNorms (a gain only), as the language model's
+    assert modes["layernorm"]["modules"] == {"layernorm": 0, "rmsnorm": 2 * blocks + 1 + 2 * layers + 1}
+    assert comps["vision"]["trainable"]["layernorm"] == 2 * blocks * vision
+    assert comps["projector"]["trainable"]["layernorm"] == vision  # visual.merger.ln_q counts as projector
+    assert comps["language"]["trainable"]["layernorm"] == (2 * layers + 1) * hidden
+    assert comps["projector"]["total"] == vision + (4 * vision) ** 2 + 4 * vision + 4 * vision * hidden + hidden
+    assert modes["lora"]["trainable"] == layers * 8 * (2 * (hidden + hidden) + 2 * (hidden + 512))  # 4 KV heads x 128
+
+
+def test_medvlm_r1_counts_follow_from_the_published_architecture():
+    result = counts("medvlm_r1", "modes=[layernorm]")
+    assert result["total"] == reference_total("JZPeterPan/MedVLM-R1") == 2_208_985_600  # Qwen2-VL-2B: 2.21B
+    comps, modes = result["components"], result["modes"]
+    # Qwen2-VL's vision blocks use LayerNorm (weight and bias), the merger's ln_q too
+    assert modes["layernorm"]["modules"] == {"layernorm": 2 * 32 + 1, "rmsnorm": 2 * 28 + 1}
+    assert comps["vision"]["trainable"]["layernorm"] == 2 * 32 * 2 * 1280
+    assert comps["projector"]["trainable"]["layernorm"] == 2 * 1280
+    assert comps["language"]["trainable"]["layernorm"] == (2 * 28 + 1) * 1536
+
+
+@pytest.mark.parametrize("model", ["medgemma_4b", "lingshu_7b"])
+def test_cli_counts_the_image_text_models_offline(model, tmp_path):
+    env = {**os.environ, **ONE_THREAD, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    proc = subprocess.run([sys.executable, "-m", "medft.cli", "params", f"model={model}", "format=json"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert set(result["components"]) == {"vision", "projector", "language"}
+    assert sum(c["total"] for c in result["components"].values()) == result["total"]  # every parameter has a role
+    assert set(result["modes"]) == set(mode_names(None))
+
+
+def test_docs_params_table_is_the_commands_output():
+    """docs/params.md's side-by-side table: every count and share is what `medft params` prints today."""
+    text = (REPO / "docs" / "params.md").read_text()
+    section = text.split("## Four models side by side", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
+    rows = [[c.strip() for c in line.strip().strip("|").split(" | ")] for line in section.splitlines() if line.startswith("| `")]
+    models = ["medgemma_4b", "lingshu_7b", "llava_med", "blip_vqa"]
+    results = {m: counts(m) for m in models}
+    assert [row[0].strip("`") for row in rows] == mode_names(None)
+    for row in rows:
+        mode = row[0].strip("`")
+        for model, cell in zip(models, row[1:]):
+            entry = results[model]["modes"][mode]
+            if entry["trainable"] is None:
+                assert cell.startswith("not available"), (model, mode, cell)
+            elif mode == "frozen":
+                assert cell == "0"
+            else:
+                assert cell == f"{entry['trainable']:,} ({entry['pct']:.4f}%)", (model, mode, cell)
+    totals = next(line for line in section.splitlines() if line.startswith("| all parameters"))
+    assert totals.strip("| ").split(" | ")[1:] == [f"{results[m]['total']:,}" for m in models]

@@ -14,6 +14,11 @@
   from random weights (the tiny models), ``DIR/base``, where the untouched base model is exported.
   Other modes are refused: they change weights peft has no adapter for (use ``format=hf``).
 
+A run trained on a quantized base (``model.quantization=nf4|int8``) is refused with ``format=hf``:
+its frozen weights are 4- or 8-bit approximations of the checkpoint's, and merging the trained slice
+into them would hand on the approximation as the model. ``format=peft`` writes the trained slice
+alone (LoRA, or the norms of ``layernorm``), to apply to the unquantized checkpoint.
+
 Both write a model card (``README.md``): base model, dataset, tune mode, trainable parameters, test
 metrics. The run is rebuilt with :func:`medft.commands.eval.load_run_model` (the same path as ``medft eval``).
 """
@@ -59,6 +64,11 @@ def _run_tune_name(run_dir: Path) -> str:
     return str((cfg.get("tune") or {}).get("name", ""))
 
 
+def _run_quantization(run_dir: Path) -> str | None:
+    cfg = read_run_config(run_dir)  # bounded, as data (medft.rundir)
+    return (cfg.get("model") or {}).get("quantization")
+
+
 def export(run: str | Path, fmt: str = "hf", out: str | Path | None = None) -> Path:
     """Export the run in ``fmt`` to ``out`` (default ``RUN_DIR/export_<fmt>``); returns ``out``."""
     from medft.commands.eval import load_run_model, resolve_run
@@ -67,6 +77,13 @@ def export(run: str | Path, fmt: str = "hf", out: str | Path | None = None) -> P
         raise ConfigError(f"format={fmt!r} is not known: use hf (a complete model) or peft (an adapter)")
     run_dir, _ = resolve_run(run)
     mode = _run_tune_name(run_dir)
+    quantization = _run_quantization(run_dir)
+    if fmt == "hf" and quantization:
+        raise ConfigError(
+            f"run {run_dir.name} trained on a model.quantization={quantization} base: format=hf would write its "
+            f"{quantization} weights, not the model's; export format=peft (lora, layernorm) and apply it to the "
+            "unquantized checkpoint"
+        )
     if fmt == "peft" and mode not in PEFT_MODES:
         raise ConfigError(f"tune={mode} has no peft adapter format (peft covers {', '.join(PEFT_MODES)}): "
                           f"export it with format=hf (a complete model)")

@@ -5,12 +5,18 @@
     medft params model=llava_med model.pretrained=/ckpt/llava-med-hf   # that checkpoint's config.json
     medft params model=llava_med modes=[layernorm,lora] lora_r=16 components=[language]
     medft params model=blip_vqa modes=[layernorm] norm_params=weight      # the norms' gains only
+    medft params model=medgemma_4b model.quantization=nf4                  # memory with a 4-bit frozen base
 
 Full-size models (``model.pretrained`` set) are built on the meta device from their architecture
 config: no weights are read or allocated and nothing is downloaded (``medft.models.loading.
 arch_config`` says where the config comes from). Tiny models (``pretrained: null``) are built as in
 training. The counts come from ``apply_tuning`` and ``count_parameters``, the code that makes a
 training run's ``params/*`` metrics, so the two always agree.
+
+Each mode's ``memory_gib`` (the ``GiB`` column) is what the parameters hold in a training step at
+``model.dtype``: weights, gradients and AdamW state for what trains (:func:`memory_bytes`), with
+``model.quantization=nf4|int8`` the frozen Linear weights at bitsandbytes' storage
+(:mod:`medft.models.quantization`). Activations are not estimated.
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ def skeleton_factory(model_cfg: DictConfig):
     meta device from the architecture config for full-size models, the real tiny model otherwise."""
     from medft.models import build_model
     from medft.models.base import Skeleton
-    from medft.models.loading import arch_config, build_on_meta
+    from medft.models.loading import arch_config, build_on_meta, torch_dtype
 
     arch = OmegaConf.to_container(model_cfg.arch, resolve=True)
     pretrained = model_cfg.get("pretrained")
@@ -68,18 +74,55 @@ def skeleton_factory(model_cfg: DictConfig):
     if not pretrained:
         return lambda: build_model(model_cfg)
     config = arch_config(str(pretrained), bool(model_cfg.get("trust_remote_code", False)))
-    return lambda: Skeleton(build_on_meta(config), arch, name=model_cfg.get("name"), pretrained=pretrained,
+    dtype = torch_dtype(str(model_cfg.get("dtype") or "float32"))  # the byte sizes of medft params' memory figures
+    return lambda: Skeleton(build_on_meta(config).to(dtype), arch, name=model_cfg.get("name"), pretrained=pretrained,
                             task=model_cfg.get("task"))
+
+
+GIB = 2**30
+
+
+def memory_bytes(model, quantization: str | None = None, quantized: dict[int, int] | None = None) -> dict[str, int]:
+    """Bytes a training step holds for the parameters of ``model`` (after its tune mode), at the
+    parameters' own dtypes: ``weights`` (every parameter; the frozen Linear weights in ``quantized``,
+    ``{id(weight): rows}``, at ``quantization``'s storage), ``gradients`` (one per trained value),
+    ``optimizer`` (AdamW's two moments per trained value, in the parameter's dtype, as torch keeps
+    them; its per-tensor step counters are host scalars, left out) and their ``total``. Activations
+    are left out: they depend on batch size, sequence length (image tokens), attention kernel and
+    checkpointing, and only a measured step gives them honestly."""
+    from medft.models.quantization import quantized_bytes
+
+    weights = trained = 0
+    for param in model.parameters():  # tied weights once
+        n, size = param.numel(), param.element_size()
+        if quantization and not param.requires_grad and id(param) in (quantized or {}):
+            weights += quantized_bytes(quantization, n, quantized[id(param)])
+        else:
+            weights += n * size
+        trained += n * size if param.requires_grad else 0
+    out = {"weights": weights, "gradients": trained, "optimizer": 2 * trained}
+    out["total"] = sum(out.values())
+    return out
+
+
+def in_gib(memory: dict[str, int]) -> dict[str, float]:
+    """Bytes as GiB (2**30 bytes), unrounded: ``format=json`` keeps every byte, the table rounds."""
+    return {k: v / GIB for k, v in memory.items()}
 
 
 def count_modes(
     model_cfg: DictConfig, modes: list[str], components: list[str] | None = None, lora_r: int | None = None,
     norm_params: str | None = None,
 ) -> dict[str, Any]:
-    """``{"model", "pretrained", "total", "modes", "components", "unused"}`` for ``model_cfg``. A mode
-    the model cannot have (``prefix`` on BLIP) gets ``{"trainable": None, "unsupported": why}``."""
+    """``{"model", "pretrained", "total", "modes", "components", "unused", "dtype", "quantization"}``
+    for ``model_cfg``; each mode's entry holds ``memory_gib`` (:func:`memory_bytes` in GiB). A mode
+    the model cannot have (``prefix`` on BLIP) gets ``{"trainable": None, "unsupported": why}``; one
+    that would train quantized weights (``full`` with ``model.quantization``) ``memory_gib: None``
+    and ``refused``."""
+    from medft.models.quantization import TRAINS_LINEAR_WEIGHTS, check_quantization_config, quantizable_weights, refused_mode
     from medft.tuning import UnsupportedMode, apply_tuning, count_parameters, param_metrics, unused_modules
 
+    quantization = check_quantization_config(model_cfg)  # a known method on a model that can take it
     make = skeleton_factory(model_cfg)
     base = make()
     comps = base.arch["components"]
@@ -91,18 +134,26 @@ def count_modes(
         "modes": {},
         "components": {c: {"total": v["total"], "trainable": {}} for c, v in base_counts["components"].items()},
         "unused": unused_modules(base.model, base.arch),  # frozen in every mode
+        "dtype": str(model_cfg.get("dtype") or "float32"),
+        "quantization": quantization,
     }
     for mode in modes:
         net = make()
+        tune = tune_config(mode, components, lora_r, norm_params)
+        quantized = quantizable_weights(net.model) if quantization else {}  # before peft wraps the Linears
         try:
-            report = apply_tuning(net, tune_config(mode, components, lora_r, norm_params))
+            report = apply_tuning(net, tune)
         except UnsupportedMode as err:
-            result["modes"][mode] = {"trainable": None, "pct": None, "unsupported": str(err)}
+            result["modes"][mode] = {"trainable": None, "pct": None, "memory_gib": None, "unsupported": str(err)}
             for comp in result["components"]:
                 result["components"][comp]["trainable"][mode] = None
             continue
         counts = count_parameters(net.model, comps)
         entry = {"trainable": counts["trainable"], "pct": param_metrics(counts)["params/trainable_pct"]}
+        if quantization and tune["select"] in TRAINS_LINEAR_WEIGHTS:  # the trained weights would be quantized
+            entry.update(memory_gib=None, refused=refused_mode(mode, quantization))
+        else:
+            entry["memory_gib"] = in_gib(memory_bytes(net.model, quantization, quantized))
         if report.modules:
             entry["modules"] = dict(report.modules)
         result["modes"][mode] = entry
@@ -115,15 +166,17 @@ def format_table(result: dict[str, Any]) -> str:
     """The per-mode table: trainable count and share, then the trainable count of each component."""
     comps = list(result["components"])
     source = f" ({result['pretrained']})" if result.get("pretrained") else " (random weights)"
-    lines = [f"{result['model']}{source}: {result['total']:,} parameters"]
-    header = ["mode", "trainable", "%"] + comps
-    rows = [header, ["", "", ""] + [f"{result['components'][c]['total']:,}" for c in comps]]
+    storage = result.get("dtype", "") + (f", frozen Linear weights {result['quantization']}" if result.get("quantization") else "")
+    lines = [f"{result['model']}{source}: {result['total']:,} parameters; memory in {storage}"]
+    header = ["mode", "trainable", "%"] + comps + ["GiB"]
+    rows = [header, ["", "", ""] + [f"{result['components'][c]['total']:,}" for c in comps] + [""]]
     for mode, entry in result["modes"].items():
         if entry["trainable"] is None:  # the model cannot have this mode
-            rows.append([mode, "-", "-"] + ["-" for _ in comps])
+            rows.append([mode, "-", "-"] + ["-" for _ in comps] + ["-"])
             continue
         per = [f"{result['components'][c]['trainable'][mode]:,}" for c in comps]
-        rows.append([mode, f"{entry['trainable']:,}", f"{entry['pct']:.4f}"] + per)
+        gib = f"{entry['memory_gib']['total']:.2f}" if entry.get("memory_gib") else "-"
+        rows.append([mode, f"{entry['trainable']:,}", f"{entry['pct']:.4f}"] + per + [gib])
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for k, row in enumerate(rows):
         cells = [row[0].ljust(widths[0])] + [cell.rjust(w) for cell, w in zip(row[1:], widths[1:])]
@@ -136,8 +189,12 @@ def format_table(result: dict[str, Any]) -> str:
             lines.append(f"{mode}: trains {kinds} layers")
         if entry.get("unsupported"):
             lines.append(f"{mode}: not available: {entry['unsupported'].removeprefix(f'tune={mode}: ')}")
+        if entry.get("refused"):
+            lines.append(f"{mode}: refused: {entry['refused']}")
     if result["unused"]:
         lines.append("frozen in every mode (the forward pass never uses them): " + ", ".join(result["unused"]))
+    lines.append("GiB: weights + gradients + AdamW's two moments for what trains (memory_gib in format=json); "
+                 "activations not included (they depend on batch, image tokens and checkpointing: measure a step)")
     return "\n".join(lines)
 
 

@@ -18,6 +18,10 @@ NOT_BUILDER_ARGS = ("lr_scale", "eval_protocol", "lr_key")
 
 
 def build_model(cfg: DictConfig) -> MedVLM:
-    """Instantiate the model config's ``_target_`` builder with its own keys, minus the shared ones."""
+    """Instantiate the model config's ``_target_`` builder with its own keys, minus the shared ones.
+    ``model.quantization`` that cannot run here is refused first (:mod:`medft.models.quantization`)."""
+    from medft.models.quantization import check_quantization
+
+    check_quantization(cfg)
     node = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in NOT_BUILDER_ARGS}
     return hydra.utils.instantiate(node, _convert_="all")

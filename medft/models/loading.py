@@ -34,9 +34,18 @@ def torch_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
-def model_kwargs(dtype: str, attn_implementation: str | None, trust_remote_code: bool = False) -> dict[str, Any]:
-    """Keyword arguments of ``from_pretrained`` shared by every model family."""
+def model_kwargs(
+    dtype: str, attn_implementation: str | None, trust_remote_code: bool = False, quantization: str | None = None
+) -> dict[str, Any]:
+    """Keyword arguments of ``from_pretrained`` shared by every model family; ``quantization`` (nf4 |
+    int8) loads the Linear weights through bitsandbytes onto the current CUDA device
+    (:mod:`medft.models.quantization`)."""
     kwargs: dict[str, Any] = {"dtype": torch_dtype(dtype)}
+    if quantization:
+        from medft.models.quantization import bitsandbytes_config
+
+        kwargs["quantization_config"] = bitsandbytes_config(quantization, torch_dtype(dtype))
+        kwargs["device_map"] = {"": torch.cuda.current_device()}  # bitsandbytes quantizes as weights reach the GPU
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     if trust_remote_code:
@@ -68,11 +77,12 @@ def load_pretrained(
     dtype: str = "float32",
     attn_implementation: str | None = None,
     trust_remote_code: bool = False,
+    quantization: str | None = None,
 ) -> tuple[nn.Module, Any]:
     """``model_cls.from_pretrained`` and ``processor_cls.from_pretrained`` of one checkpoint."""
     from huggingface_hub.errors import HFValidationError
 
-    kwargs = model_kwargs(dtype, attn_implementation, trust_remote_code)
+    kwargs = model_kwargs(dtype, attn_implementation, trust_remote_code, quantization)
     local = is_local(pretrained)
     fix = (
         "set model.pretrained to a checkpoint directory (config.json, the weights and the processor files)"
@@ -110,11 +120,15 @@ def load_or_build(
     attn_implementation: str | None = None,
     trust_remote_code: bool = False,
     seed: int = 0,
+    quantization: str | None = None,
 ) -> tuple[nn.Module, Any]:
     """A model and processor: ``pretrained`` (hub id or local dir) loaded, or random weights built
-    from ``config`` (tiny models): ``random_processor()``, then ``random_model(processor)`` seeded."""
+    from ``config`` (tiny models): ``random_processor()``, then ``random_model(processor)`` seeded.
+    ``quantization``: nf4 | int8 (checked by :func:`medft.models.build_model` before any builder runs)."""
     if pretrained:
-        model, processor = load_pretrained(model_cls, processor_cls, pretrained, dtype, attn_implementation, trust_remote_code)
+        model, processor = load_pretrained(
+            model_cls, processor_cls, pretrained, dtype, attn_implementation, trust_remote_code, quantization
+        )
     else:
         if config is None:
             raise ConfigError("model.pretrained is null and model.config is empty: set model.pretrained=PATH")
