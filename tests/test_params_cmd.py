@@ -215,7 +215,7 @@ def reference_total(hub_id: str) -> int:
     from transformers import AutoConfig, AutoModelForImageTextToText
 
     with torch.device("meta"):
-        model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(REPO / "configs/model/arch" / hub_id))
+        model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(CONFIG_DIR / "model" / "arch" / hub_id))
     return sum(p.numel() for p in model.parameters())
 
 
