@@ -123,6 +123,30 @@ def test_a_runs_config_dirs_are_data_checked_before_use(tmp_path, monkeypatch):
     assert os.environ[CONFIG_DIRS_ENV].split(os.pathsep) == [str(lab)] and "lab_blip" in available("model")
 
 
+def test_a_runs_config_dir_that_another_user_could_write_is_not_searched(tmp_path, monkeypatch, capsys):
+    """A config dir is code: a recorded one that anyone could have written (world-writable, or below a
+    world-writable folder without the sticky bit) is skipped with a one-line note, unless given again."""
+    from medft.commands.eval import safe_config_dir, use_run_config_dirs
+
+    monkeypatch.delenv(CONFIG_DIRS_ENV, raising=False)
+    shared = tmp_path / "shared"
+    lab = user_config_dir(shared)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / CONFIG_DIRS_FILE).write_text(json.dumps({"config_dirs": [str(lab)]}))
+    assert safe_config_dir(lab)
+    shared.chmod(0o777)  # anyone may replace lab/ (no sticky bit)
+    assert not safe_config_dir(lab)
+    use_run_config_dirs(run)
+    assert "is not searched" in capsys.readouterr().err and "lab_blip" not in available("model")
+    shared.chmod(0o1777)  # sticky, like /tmp: what you own there stays yours
+    assert safe_config_dir(lab)
+    lab.chmod(0o777)  # the dir itself is world-writable
+    assert not safe_config_dir(lab)
+    shared.chmod(0o755)
+    lab.chmod(0o755)
+
+
 def test_a_run_of_a_users_model_without_its_config_dir_is_refused(tmp_path):
     from medft.rundir import trusted_model_config
 

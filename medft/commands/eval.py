@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,22 @@ def resolve_run(ckpt: str | Path) -> tuple[Path, Path]:
     return run_dir, ckpt_file
 
 
+def safe_config_dir(folder: Path) -> bool:
+    """True if only you (or root) can change what ``folder`` holds: it and every folder above it are owned by
+    you or root and writable by no one else (a sticky folder above it, like /tmp, is fine: others cannot
+    replace what you own there). A config dir is code (its ``_target_`` builders run), so a run's recorded
+    dir that another user could have written is not searched unless you give it again."""
+    uid = os.getuid()
+    path = folder.resolve()
+    for part in (path, *path.parents):
+        st = part.stat()
+        if st.st_uid not in (0, uid):
+            return False
+        if st.st_mode & 0o022 and not (part != path and st.st_mode & stat.S_ISVTX):
+            return False
+    return True
+
+
 def use_run_config_dirs(run_dir: Path) -> None:
     """Search the config dirs that composed the run (its ``config_dirs.json``) after the ones given now,
     so a run of a user's own model config is rebuilt from that config. A dir inside the run dir is
@@ -84,7 +101,10 @@ def use_run_config_dirs(run_dir: Path) -> None:
                 f"{path}: config dir {value!r} is not an absolute path outside the run dir: refused, a run dir "
                 "brings data only, never code (give your own config dir with --config-dir DIR)"
             )
-        if folder.is_dir():
+        if folder.is_dir() and not safe_config_dir(folder):
+            print(f"medft: the run's config dir {value} is not searched: it, or a folder above it, can be written by "
+                  "another user; give it with --config-dir DIR if you trust it", file=sys.stderr)
+        elif folder.is_dir():
             dirs.append(folder)
         else:
             print(f"medft: the run's config dir {value} does not exist here: give it with --config-dir DIR if the "
