@@ -71,9 +71,9 @@ def check_auto_resume(args: list[str]) -> None:
         return
     run_dir = _configured_run_dir(args)
     if run_dir is not None and (run_dir / ".hydra" / "overrides.yaml").is_file():
-        from medft.rundir import read_run_overrides
-
-        read_run_overrides(run_dir)  # a crafted run dir is refused before its checkpoint is continued
+        # a crafted run dir is refused before its checkpoint is continued; the entries this command line
+        # gives again are the user's own (resume=auto replays nothing: Hydra composes this command line)
+        _read_overrides(run_dir / ".hydra" / "overrides.yaml", {_key(a) for a in args})
     if run_dir is None or not (run_dir / "metrics.json").is_file() or (run_dir / "error.txt").is_file():
         return
     why = "resume=auto" if values else "resume=auto (on in a SLURM job)"

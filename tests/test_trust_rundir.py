@@ -106,7 +106,7 @@ def test_every_command_that_reads_a_run_dir_refuses_the_same_crafted_dir(medft, 
     status, _, err, _ = cli("+tune=layernorm", "resume=auto", run_dir=run)
     assert status == 2 and "is not a key=value override" in one_line(err)
     row = report([tmp_path / "sweep"])["rows"][0]
-    assert row["status"] == "unreadable" and "is not a key=value override" in row["error"]
+    assert row["status"] == "incomplete" and "is not a key=value override" in row["error"]  # listed, never replayed
     assert not marker.exists() and not (tmp_path / "out").exists()
 
 
@@ -209,7 +209,7 @@ def test_report_lists_bombs_and_odd_metrics_in_one_row_each(tmp_path):
     assert time.perf_counter() - started < 30
     rows = {Path(r["run"]).name: r for r in result["rows"]}
     assert rows["good"]["status"] == "ok" and rows["good"]["test/acc"] == 0.5
-    assert rows["bomb"]["status"] == "unreadable" and "YAML alias" in rows["bomb"]["error"]
+    assert rows["bomb"]["status"] == "incomplete" and "YAML alias" in rows["bomb"]["error"]  # listed, overrides unused
     assert rows["deep"]["status"] == "unreadable" and "nested deeper than 64" in rows["deep"]["error"]
     assert rows["odd"]["status"] == "ok" and rows["odd"]["test/acc_closed"] == 0.7 and "test/acc" not in rows["odd"]
     assert "2 value(s) not numbers, ignored: test/acc, test/acc_open" in rows["odd"]["error"]

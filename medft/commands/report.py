@@ -169,6 +169,13 @@ def _read_run(run: Path) -> dict[str, Any]:
         status, error = "ok", ""
     else:
         status, error = _unfinished(run)
+    try:
+        overrides = read_overrides(run)
+    except ValueError as refused:  # never replayed here: the run is listed, its overrides not used, and why
+        overrides, odd_overrides = {}, str(refused)
+    else:
+        odd_overrides = ""
+    error = "; ".join(filter(None, [error, odd_overrides]))
     if odd:  # the row stays; what could not be used is said
         error = "; ".join(filter(None, [error, f"metrics.json: {len(odd)} value(s) not numbers, ignored: {', '.join(odd[:3])}"]))
     row: dict[str, Any] = {
@@ -184,7 +191,7 @@ def _read_run(run: Path) -> dict[str, Any]:
         "status": status,
         "error": error,
         "run": str(run),
-        "overrides": read_overrides(run),
+        "overrides": overrides,
         "config": flatten(cfg),
     }
     row.update({k: v for k, v in metrics.items() if k.startswith("test/")})
