@@ -175,7 +175,7 @@ def test_embedded_is_built_once_and_rebuilt_for_a_new_recipe(tmp_path, monkeypat
 
     calls = []
 
-    def fake_run(cmd, env):
+    def fake_run(cmd, env, **_):
         out = Path(next(a for a in cmd if a.startswith("out=")).split("=", 1)[1])
         out.mkdir(parents=True)
         (out / "pretrain.json").write_text(json.dumps({"recipe_version": embedded.recipe_version()}))
@@ -201,7 +201,7 @@ def test_parallel_first_uses_build_the_embedded_model_once(tmp_path, monkeypatch
 
     calls, started = [], threading.Event()
 
-    def slow_run(cmd, env):
+    def slow_run(cmd, env, **_):
         calls.append(cmd)
         started.set()
         time.sleep(0.5)  # the others arrive while this build is under way
@@ -233,7 +233,7 @@ def test_each_pretraining_seed_is_its_own_embedded_draw(tmp_path, monkeypatch):
 
     calls = []
 
-    def fake_run(cmd, env):
+    def fake_run(cmd, env, **_):
         seed = int(next(a for a in cmd if a.startswith("seed=")).split("=", 1)[1])
         out = Path(next(a for a in cmd if a.startswith("out=")).split("=", 1)[1])
         out.mkdir(parents=True)

@@ -207,12 +207,14 @@ def _read_run(run: Path) -> dict[str, Any]:
 
 
 def _numbers(metrics: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """metrics.json's numbers (and medft eval's ``eval/*`` provenance strings); the keys of the other
-    values (a string, a list, a mapping where medft writes a number), which tables and tests cannot use."""
+    """metrics.json's numbers (and the provenance strings medft writes: medft eval's ``eval/*``, the
+    pretrained draw's ``pretrained/sha256``); the keys of the other values (a string, a list, a mapping
+    where medft writes a number), which tables and tests cannot use."""
     kept, odd = {}, []
     for key, value in metrics.items():
         number = isinstance(value, (int, float))
-        if number or value is None or (isinstance(value, str) and str(key).startswith("eval/")):
+        text = isinstance(value, str) and len(value) <= 256 and (str(key).startswith("eval/") or key == "pretrained/sha256")
+        if number or value is None or text:
             kept[str(key)] = value
         else:
             odd.append(str(key))
