@@ -20,7 +20,7 @@ from PIL import Image
 
 from medft.data import sources
 from medft.data.checks import prepare_splits
-from medft.data.fixtures import make_iu_csv, make_mimic_official
+from medft.testing.fixtures import make_iu_csv, make_mimic_official
 from medft.errors import DataError
 from test_bad_input import small_set
 from test_trust_data import vqa_rad_cfg
@@ -181,7 +181,7 @@ def test_a_dead_builders_temp_dir_is_removed(tmp_path, monkeypatch):
 def test_a_path_vqa_pickle_that_names_code_is_refused_not_run(tmp_path):
     import pickle
 
-    from medft.data.fixtures import make_path_vqa_pickles
+    from medft.testing.fixtures import make_path_vqa_pickles
     from test_trust import Payload
 
     root = make_path_vqa_pickles(tmp_path / "pvqa")
