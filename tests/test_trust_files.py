@@ -168,7 +168,7 @@ def test_a_dead_builders_temp_dir_is_removed(tmp_path, monkeypatch):
     (left / "model").mkdir(parents=True)
     (left / "model" / "weights.bin").write_bytes(b"x" * 1000)
 
-    def build(target, version, cache_dir):
+    def build(target, version, cache_dir, seed=0):
         (target).mkdir()
         (target / embedded.INFO_FILE).write_text(json.dumps({"recipe_version": version}))
         return target

@@ -60,6 +60,7 @@ def resolve_run(ckpt: str | Path) -> tuple[Path, Path]:
         raise ConfigError(f"ckpt={ckpt} does not exist: give a run directory (logs/runs/...) or a .ckpt file")
     if not (run_dir / ".hydra" / "config.yaml").is_file():
         raise ConfigError(f"ckpt={ckpt}: {run_dir / '.hydra' / 'config.yaml'} is missing (the run's config names its model and tune mode)")
+    use_run_config_dirs(run_dir)  # before anything parses the run's config: a user's model names its own configs
     return run_dir, ckpt_file
 
 
