@@ -88,4 +88,4 @@ def test_make_paper_with_every_job_failing_writes_the_report_then_fails(tmp_path
     assert proc.returncode != 0, proc.stdout[-2000:]
     assert "medft: 16 of 16 jobs failed" in proc.stderr, proc.stderr[-3000:]
     (results,) = (tmp_path / "logs" / "paper").glob("*/results.md")
-    assert "## Runs (7: 0 ok, 7 not)" in results.read_text()
+    assert "## Runs (16: 0 ok, 16 not)" in results.read_text()
