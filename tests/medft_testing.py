@@ -128,3 +128,23 @@ class PauseAtStep(L.Callback):
                 time.sleep(0.05)
             if time.monotonic() < deadline:
                 time.sleep(0.5)  # the step still takes a while: further signals arrive before it ends
+
+
+@pytest.fixture
+def medft(tmp_path, cache, monkeypatch, capsys):
+    """``medft COMMAND ARGS`` through the CLI inside this process -> (status, stdout, stderr)."""
+    monkeypatch.setenv("MEDFT_LOG_DIR", str(tmp_path / "logs"))
+    monkeypatch.setenv("MEDFT_CACHE_DIR", str(cache))
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    from medft.cli import main
+
+    def run(*args: str):
+        status = 0
+        try:
+            main(list(args))
+        except SystemExit as exit_:
+            status = exit_.code
+        out = capsys.readouterr()
+        return status, out.out, out.err
+
+    return run

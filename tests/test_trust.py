@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from medft_testing import TINY, cache, cli  # noqa: F401 - fixtures
+from medft_testing import TINY, cache, cli, medft  # noqa: F401 - fixtures
 from medft.rundir import RunDirError, RunLock, check_replayed_overrides, trusted_model_config, trusted_tune_config
 
 LAYERNORM = {"name": "layernorm", "select": "norm", "lr": 0.1, "components": None}
@@ -41,23 +41,9 @@ def fake_run(root: Path, model: dict, tune: dict | None = None, overrides: list 
 
 
 @pytest.fixture
-def medft_eval(tmp_path, cache, monkeypatch, capsys):
+def medft_eval(tmp_path, medft):
     """``medft eval ARGS`` through the CLI inside this process -> (status, stdout, stderr)."""
-    monkeypatch.setenv("MEDFT_LOG_DIR", str(tmp_path / "logs"))
-    monkeypatch.setenv("MEDFT_CACHE_DIR", str(cache))
-    monkeypatch.setattr(sys, "argv", list(sys.argv))
-    from medft.cli import main
-
-    def run(*args: str):
-        status = 0
-        try:
-            main(["eval", *args, "dataset=demo", f"hydra.run.dir={tmp_path / 'eval'}"])
-        except SystemExit as exit_:
-            status = exit_.code
-        out = capsys.readouterr()
-        return status, out.out, out.err
-
-    return run
+    return lambda *args: medft("eval", *args, "dataset=demo", f"hydra.run.dir={tmp_path / 'eval'}")
 
 
 # -- the issue's two payloads ----------------------------------------------------------------

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medft_testing import TINY, cache, cli  # noqa: F401 - fixtures
+from medft_testing import TINY, cache, cli, medft  # noqa: F401 - fixtures
 from medft.safe_load import UnsafeFile, load_json, load_yaml
 from test_trust import Payload, fake_run
 
@@ -31,26 +31,6 @@ def one_line(err: str) -> str:
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("medft: error: "), err
     return lines[0]
-
-
-@pytest.fixture
-def medft(tmp_path, cache, monkeypatch, capsys):
-    """``medft COMMAND ARGS`` through the CLI inside this process -> (status, stdout, stderr)."""
-    monkeypatch.setenv("MEDFT_LOG_DIR", str(tmp_path / "logs"))
-    monkeypatch.setenv("MEDFT_CACHE_DIR", str(cache))
-    monkeypatch.setattr(sys, "argv", list(sys.argv))
-    from medft.cli import main
-
-    def run(*args: str):
-        status = 0
-        try:
-            main(list(args))
-        except SystemExit as exit_:
-            status = exit_.code
-        out = capsys.readouterr()
-        return status, out.out, out.err
-
-    return run
 
 
 def crafted_overrides(tmp_path: Path, run: Path) -> dict[str, tuple[str, Path]]:
