@@ -11,6 +11,8 @@ SWEEP_MODES = $(shell $(BIN)/python -c "from medft.tuning import MODE_ORDER; pri
 # make study: STUDY_JOBS jobs at a time, one thread each (2 on a 2-core machine)
 STUDY_JOBS ?= 2
 STUDY_LAUNCH = hydra/launcher=joblib hydra.launcher.n_jobs=$(STUDY_JOBS)
+# make test: TEST_JOBS pytest-xdist workers, one torch thread each, a test file per worker at a time
+TEST_JOBS ?= 2
 PAPER_CELLS := blip_vqa_rad blip_slake blip_path_vqa llava_vqa_rad llava_slake llava_path_vqa llava_mimic_cxr
 # make paper only (no tiny twins in configs/experiment/paper_tiny/ yet): the image-text-to-text models at full size
 IMAGE_TEXT_CELLS := medgemma_vqa_rad medgemma_slake medgemma_path_vqa lingshu_vqa_rad lingshu_slake lingshu_path_vqa medvlm_r1_vqa_rad medvlm_r1_slake medvlm_r1_path_vqa
@@ -35,8 +37,8 @@ $(STAMP): pyproject.toml
 train: install ## Fine-tune the embedded pretrained Med-VLM (blip_med, built on first use) on a shifted target domain, norm layers only
 	$(BIN)/medft train +tune=layernorm model=blip_med dataset=demo_ct $(ARGS)
 
-test: install ## Run the test suite
-	$(BIN)/python -m pytest -q $(ARGS)
+test: install ## Run the test suite (TEST_JOBS=2 workers; TEST_JOBS=0 runs it in one process)
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile $(ARGS)
 
 sweep: install ## Every tune mode on the demo set with the tiny BLIP (prefix: tiny LLaVA, beside its layernorm and lora), then the report
 	@# the report is written even when jobs failed; then the target fails with the sweeps' status

@@ -7,12 +7,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-import yaml
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, OmegaConf, open_dict
+# `make test` runs pytest-xdist workers side by side (Makefile TEST_JOBS): one torch thread each, or the
+# workers oversubscribe the cores (medft/threads.py). Set before torch loads; subprocesses inherit it, and a
+# test that needs another setting sets its own.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("MEDFT_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from medft.config import CONFIG_DIR, register_resolvers
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
+
+from medft.config import CONFIG_DIR, register_resolvers  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
