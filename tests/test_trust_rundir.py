@@ -177,7 +177,8 @@ def test_report_lists_bombs_and_odd_metrics_in_one_row_each(tmp_path):
     from medft.commands.report import report
 
     good = fake_run(tmp_path / "sweep" / "good", {"name": "blip_tiny"})
-    (good / "metrics.json").write_text(json.dumps({"test/acc": 0.5, "params/trainable": 10}))
+    # medft's own note in words (which rule typed the answers) is neither a column nor an error
+    (good / "metrics.json").write_text(json.dumps({"test/acc": 0.5, "params/trainable": 10, "data/answer_types": "yes/no"}))
     bomb = fake_run(tmp_path / "sweep" / "bomb", {"name": "blip_tiny"})
     (bomb / ".hydra" / "overrides.yaml").write_text(yaml_bomb())
     deep = fake_run(tmp_path / "sweep" / "deep", {"name": "blip_tiny"})
@@ -189,6 +190,7 @@ def test_report_lists_bombs_and_odd_metrics_in_one_row_each(tmp_path):
     assert time.perf_counter() - started < 30
     rows = {Path(r["run"]).name: r for r in result["rows"]}
     assert rows["good"]["status"] == "ok" and rows["good"]["test/acc"] == 0.5
+    assert rows["good"]["error"] == "" and "data/answer_types" not in rows["good"]
     assert rows["bomb"]["status"] == "incomplete" and "YAML alias" in rows["bomb"]["error"]  # listed, overrides unused
     assert rows["deep"]["status"] == "unreadable" and "nested deeper than 64" in rows["deep"]["error"]
     assert rows["odd"]["status"] == "ok" and rows["odd"]["test/acc_closed"] == 0.7 and "test/acc" not in rows["odd"]

@@ -210,8 +210,12 @@ def _numbers(metrics: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """metrics.json's numbers (and the provenance strings medft writes: medft eval's ``eval/*``, the
     pretrained draw's ``pretrained/sha256``); the keys of the other values (a string, a list, a mapping
     where medft writes a number), which tables and tests cannot use."""
+    from medft.data.drops import ANSWER_TYPES_KEY
+
     kept, odd = {}, []
     for key, value in metrics.items():
+        if key == ANSWER_TYPES_KEY and isinstance(value, str):  # medft's note in words: not a table value
+            continue
         number = isinstance(value, (int, float))
         text = isinstance(value, str) and len(value) <= 256 and (str(key).startswith("eval/") or key == "pretrained/sha256")
         if number or value is None or text:

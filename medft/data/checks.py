@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from medft.data.drops import ANSWER_TYPES_KEY
 from medft.data.images import load_rgb, set_max_pixels
 from medft.errors import DataError
 
@@ -172,8 +173,8 @@ def prepare_splits(splits: Splits, dataset_cfg: Any) -> tuple[Splits, dict[str, 
     loaded_stats = drop_stats(splits)  # what the loader dropped or found (data/dropped/<reason>, data/found/<reason>)
     for line in drop_lines(splits):
         print(line)
-    if loaded_stats.get("data/answer_types"):
-        print(f"CLOSED / OPEN: {loaded_stats['data/answer_types']}")
+    if loaded_stats.get(ANSWER_TYPES_KEY):
+        print(f"CLOSED / OPEN: {loaded_stats[ANSWER_TYPES_KEY]}")
     splits, outside = drop_outside_root(splits, allowed_roots(dataset_cfg))
     splits, dropped = drop_missing_images(splits, skip)
     n = sum(dropped.values())

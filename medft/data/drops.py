@@ -52,6 +52,9 @@ class Loaded(dict):
     layout: str
 
 
+# metrics.json: which rule made the records CLOSED or OPEN, in words (text, not a number)
+ANSWER_TYPES_KEY = "data/answer_types"
+
 def loaded(splits: Splits, drops: Drops | None = None, answer_types: str = "", layout: str = "") -> Loaded:
     out = Loaded(splits)
     out.drops = drops or Drops()
@@ -187,7 +190,7 @@ def stats(splits: Splits) -> dict[str, Any]:
     for reason, per in info.kept.items():
         out[f"data/found/{reason}"] = sum(len(v) for v in per.values())
     if info.answer_types:
-        out["data/answer_types"] = info.answer_types
+        out[ANSWER_TYPES_KEY] = info.answer_types
     return out
 
 
