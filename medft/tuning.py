@@ -379,11 +379,14 @@ def _component_params(model: nn.Module):
 
 
 def count_parameters(model: nn.Module, components: dict[str, str]) -> dict[str, Any]:
-    """Total and trainable parameter counts, overall and per component (tied weights counted once)."""
+    """Total and trainable parameter counts, overall and per component (tied weights counted once); a
+    4-bit weight counts the values it stands for, not its packed bytes (``model.quantization=nf4``)."""
+    from medft.models.quantization import parameter_count
+
     total = trainable = 0
     per: dict[str, dict[str, int]] = {c: {"total": 0, "trainable": 0} for c in components}
     for name, param in _component_params(model):
-        n = param.numel()
+        n = parameter_count(param)
         total += n
         trainable += n if param.requires_grad else 0
         comp = component_of(name, components)

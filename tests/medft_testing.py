@@ -86,6 +86,20 @@ def train_in_process(args: list[str], tmp: Path, cache_dir: Path | None = None) 
     return 0
 
 
+def quantize_here(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Where ``model.quantization`` runs in this test: the CUDA GPU, or, without one, bitsandbytes' CPU
+    backend, with :func:`medft.models.quantization.quantization_device` (the one place medft decides that
+    quantization can run here) answering ``"cpu"`` for this test only: users without CUDA are still refused.
+    Skips without bitsandbytes. Returns the device the quantized model lives on."""
+    pytest.importorskip("bitsandbytes", reason="model.quantization needs bitsandbytes: pip install 'medft[quantization]'")
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    monkeypatch.setattr("medft.models.quantization.quantization_device", lambda: "cpu")
+    return "cpu"
+
+
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> Path:
     """MEDFT_CACHE_DIR of a test module: the demo set is generated once per module."""

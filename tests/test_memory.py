@@ -15,6 +15,7 @@ from torch import nn
 from medft.commands.params import GIB, memory_bytes
 from medft.errors import ConfigError
 from medft.models.quantization import bitsandbytes_config, check_quantization, quantizable_weights, quantized_bytes
+from medft_testing import quantize_here
 from test_params_cmd import REPO, counts
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
@@ -145,27 +146,62 @@ def test_quantization_on_blip_through_medft_params_exits_2(tmp_path):
                                                 "leave model.quantization out"]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU and bitsandbytes")
-def test_one_quantized_layernorm_step_changes_only_norm_weights(tmp_path):
-    """llava_tiny saved to a directory, loaded back in nf4 on the GPU, one layernorm AdamW step: the norms move,
-    every quantized Linear stays byte for byte."""
-    pytest.importorskip("bitsandbytes")
+@pytest.mark.parametrize("method", ["nf4", "int8"])
+def test_one_quantized_layernorm_step_changes_only_norm_weights(tmp_path, monkeypatch, method):
+    """llava_tiny saved to a directory, loaded back quantized (on the GPU, or through bitsandbytes' CPU
+    backend), one layernorm AdamW step: the norms move, every quantized Linear stays byte for byte."""
+    device = quantize_here(monkeypatch)
     from medft.tuning import apply_tuning, trainable_parameters
     from test_models import build, image, save_checkpoint
 
     ckpt = save_checkpoint(build("llava_tiny"), tmp_path / "ckpt")
-    net = build("llava_tiny", f"model.pretrained={ckpt}", "model.quantization=nf4", "model.dtype=bfloat16")
+    net = build("llava_tiny", f"model.pretrained={ckpt}", f"model.quantization={method}", "model.dtype=bfloat16")
+    quantized = {n for n, m in net.model.named_modules() if type(m).__name__ in ("Linear4bit", "Linear8bitLt")}
+    assert quantized and "lm_head" not in quantized  # transformers keeps the output embeddings unquantized
     apply_tuning(net, {"name": "layernorm", "select": "norm"})
     before = {n: p.detach().clone() for n, p in net.model.named_parameters()}
     batch = net.collate([{"id": "0", "question": "is there a lesion?", "answer": "yes", "answer_type": "CLOSED",
                           "pil_image": image()}])
-    batch = {k: v.cuda() if torch.is_tensor(v) else v for k, v in batch.items()}
+    batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
     optimizer = torch.optim.AdamW(trainable_parameters(net.model).values(), lr=1e-2)
     net.loss(batch).backward()
     optimizer.step()
     changed = {n for n, p in net.model.named_parameters() if not torch.equal(p.detach(), before[n])}
     assert changed and changed <= set(trainable_parameters(net.model))
     assert all("norm" in n for n in changed)
+    assert not any(n.rsplit(".", 1)[0] in quantized for n in changed)
+
+
+def test_quantized_storage_is_the_estimate(tmp_path, monkeypatch):
+    """What bitsandbytes stores for llava_tiny (packed weights, their 8-bit block scales and the float32
+    scales of those, int8's per-row scales; every other parameter at bf16) equals ``medft params``'
+    ``weights`` estimate for the same model, to the byte, in nf4 and int8."""
+    quantize_here(monkeypatch)
+    from test_models import build, save_checkpoint
+
+    ckpt = save_checkpoint(build("llava_tiny"), tmp_path / "ckpt")
+    for method in ("nf4", "int8"):
+        net = build("llava_tiny", f"model.pretrained={ckpt}", f"model.quantization={method}", "model.dtype=bfloat16")
+        stored = sum(stored_bytes(p) for p in net.model.parameters())
+        estimate = counts("llava_tiny", "modes=[frozen]", f"model.pretrained={ckpt}", f"model.quantization={method}",
+                          "model.dtype=bfloat16")
+        assert stored == estimate["modes"]["frozen"]["memory_gib"]["weights"] * GIB
+        plain = counts("llava_tiny", "modes=[frozen]", "model.dtype=bfloat16")
+        assert stored < plain["modes"]["frozen"]["memory_gib"]["weights"] * GIB
+
+
+def stored_bytes(param) -> int:
+    """Bytes bitsandbytes keeps for ``param``: its data, plus an NF4 weight's block scales (8-bit, double
+    quantized) and their float32 scales, or an int8 weight's float32 scale per row. The per-tensor
+    constants (code books, offsets) are left out, as the estimate leaves them out."""
+    size = param.numel() * param.element_size()
+    state = getattr(param, "quant_state", None)
+    if state is not None:
+        assert state.nested and state.blocksize == 64  # double quantization, QLoRA's block of 64
+        size += state.absmax.numel() * state.absmax.element_size() + state.state2.absmax.numel() * 4
+    if getattr(param, "SCB", None) is not None:
+        size += param.SCB.numel() * param.SCB.element_size()
+    return size
 
 
 def test_from_pretrained_gets_the_bitsandbytes_config(tmp_path, monkeypatch):
@@ -185,7 +221,7 @@ def test_from_pretrained_gets_the_bitsandbytes_config(tmp_path, monkeypatch):
         def from_pretrained(cls, source, **kwargs):
             return cls()
 
-    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr("medft.models.quantization.quantization_device", lambda: 0)
     model, _ = load_or_build(Model, Processor, str(tmp_path), None, None, None, dtype="bfloat16", quantization="nf4")
     config = seen["quantization_config"]
     assert seen["source"] == str(tmp_path) and seen["device_map"] == {"": 0} and seen["dtype"] == torch.bfloat16

@@ -39,13 +39,13 @@ def model_kwargs(
 ) -> dict[str, Any]:
     """Keyword arguments of ``from_pretrained`` shared by every model family; ``quantization`` (nf4 |
     int8) loads the Linear weights through bitsandbytes onto the current CUDA device
-    (:mod:`medft.models.quantization`)."""
+    (:mod:`medft.models.quantization`'s ``quantization_device``)."""
     kwargs: dict[str, Any] = {"dtype": torch_dtype(dtype)}
     if quantization:
-        from medft.models.quantization import bitsandbytes_config
+        from medft.models.quantization import bitsandbytes_config, quantization_device
 
         kwargs["quantization_config"] = bitsandbytes_config(quantization, torch_dtype(dtype))
-        kwargs["device_map"] = {"": torch.cuda.current_device()}  # bitsandbytes quantizes as weights reach the GPU
+        kwargs["device_map"] = {"": quantization_device()}  # bitsandbytes quantizes as weights reach the GPU
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     if trust_remote_code:

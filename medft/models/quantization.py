@@ -52,9 +52,7 @@ def check_quantization(model_cfg: Any, tune_cfg: Any = None, cuda: bool | None =
             "(model.pretrained is null): set model.pretrained to a checkpoint directory"
         )
     if cuda is None:
-        import torch
-
-        cuda = torch.cuda.is_available()
+        cuda = quantization_device() is not None
     if not cuda:
         raise ConfigError(
             f"{what} needs a CUDA GPU and bitsandbytes ({EXTRA}): no CUDA GPU on this machine; "
@@ -64,6 +62,15 @@ def check_quantization(model_cfg: Any, tune_cfg: Any = None, cuda: bool | None =
         import bitsandbytes  # noqa: F401
     except ImportError:
         raise ConfigError(f"{what} needs bitsandbytes, which is not installed: {EXTRA}") from None
+
+
+def quantization_device() -> int | str | None:
+    """Where bitsandbytes quantizes the weights as they load: the current CUDA device, None without one
+    (then :func:`check_quantization` refuses). The one place medft asks whether quantization can run here;
+    the tests return ``"cpu"`` from it to run bitsandbytes' CPU backend."""
+    import torch
+
+    return torch.cuda.current_device() if torch.cuda.is_available() else None
 
 
 def check_quantization_config(model_cfg: Any, tune_cfg: Any = None) -> str | None:
@@ -114,6 +121,14 @@ def quantized_bytes(method: str, numel: int, rows: int) -> int:
     if method == "int8":
         return numel + 4 * rows
     raise ConfigError(f"model.quantization={method!r} is not known: use null (the model's dtype), nf4 or int8")
+
+
+def parameter_count(param: Any) -> int:
+    """The values ``param`` stands for: a 4-bit weight (bitsandbytes' ``Params4bit``) packs two in a byte,
+    so its ``numel()`` is the packed storage's and its count is its original shape's (kept in its quant
+    state). Any other parameter, 8-bit ones included (a byte a value), is its ``numel()``."""
+    state = getattr(param, "quant_state", None)
+    return math.prod(state.shape) if state is not None else param.numel()
 
 
 def quantizable_weights(model: Any) -> dict[int, int]:
