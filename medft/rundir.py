@@ -463,15 +463,14 @@ def sweep_failures() -> tuple[list[Path], int, Path | None]:
 
 # -- status.json and error.txt: a run's one current state -------------------------------------
 EXIT_PREEMPTED = 3  # medft train's exit status when a signal stopped the run after saving it
-STATES = WRITTEN  # what status.json holds
 
 
 def write_status(run_dir: str | Path, state: Status, **fields: Any) -> None:
     """Write ``status.json`` (rank zero only): ``{"state", **fields, "time", "host", "pid"}``."""
     from medft.files import write_json_atomic
 
-    if state not in STATES:
-        raise ValueError(f"status {state!r}: one of {', '.join(STATES)}")
+    if state not in WRITTEN:
+        raise ValueError(f"status {state!r}: one of {', '.join(WRITTEN)}")
     if not is_rank_zero():
         return
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

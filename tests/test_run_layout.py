@@ -135,3 +135,13 @@ def test_run_state_words_are_the_status_words(tmp_path):
     RunDir(tmp_path).error.write_text("boom")
     assert run_state(tmp_path) == Status.FAILED
     assert f"{Status.OK}" == "ok" and json.dumps({"status": Status.OK}) == '{"status": "ok"}'
+
+
+def test_the_checkpoint_callbacks_write_where_the_run_dir_looks():
+    """configs/callbacks/default.yaml (YAML cannot import the layout) names the same folder and files."""
+    import yaml
+
+    callbacks = yaml.safe_load((PACKAGE / "configs" / "callbacks" / "default.yaml").read_text())
+    written = {f"{c['dirpath']}/{c['filename']}.ckpt" for c in callbacks.values() if isinstance(c, dict) and "dirpath" in c}
+    looked_for = {f"${{paths.output_dir}}/{RELATIVE.best_ckpt}", f"${{paths.output_dir}}/{RELATIVE.last_ckpt}"}
+    assert written == looked_for

@@ -73,12 +73,6 @@ class RunDir:
     def __init__(self, path: str | Path) -> None:
         object.__setattr__(self, "path", Path(path))
 
-    def __truediv__(self, name: str) -> Path:
-        return self.path / name
-
-    def __str__(self) -> str:
-        return str(self.path)
-
     # -- .hydra/: the composed config and the command line
     @property
     def hydra_dir(self) -> Path:
