@@ -45,7 +45,8 @@ def spellings(source: str, where: str = "<probe>") -> list[str]:
 
 
 def test_no_module_outside_the_layout_spells_a_run_dir_name():
-    modules = [p for p in PACKAGE.rglob("*.py") if p != LAYOUT]
+    scripts = PACKAGE.parent / "scripts"  # recipes beyond the CLI (a checkout's; a wheel has none)
+    modules = [p for p in [*PACKAGE.rglob("*.py"), *scripts.rglob("*.py")] if p != LAYOUT]
     assert len(modules) > 60 and PACKAGE / "commands" / "train.py" in modules and PACKAGE / "runs" / "__init__.py" in modules
     found = [hit for path in modules for hit in spellings(path.read_text(encoding="utf-8"), str(path.relative_to(PACKAGE.parent)))]
     assert found == [], "a run dir's names come from medft.runs.layout.RunDir:\n" + "\n".join(found)
