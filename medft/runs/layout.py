@@ -38,7 +38,6 @@ class Status(StrEnum):
         return cls(value) if value in WRITTEN else None
 
 
-
 WRITTEN = (Status.RUNNING, Status.PREEMPTED, Status.FAILED, Status.OK)  # the states status.json holds
 # status.json words of earlier versions: a run dir written then still reports right
 FORMER_STATUS = {"finished": Status.OK}
@@ -56,7 +55,7 @@ class RunDir:
     HYDRA_CONFIG: ClassVar[str] = "hydra.yaml"
     METRICS: ClassVar[str] = "metrics.json"
     PREDICTIONS: ClassVar[str] = "predictions.jsonl"  # the test split's
-    PREDICTIONS_OF: ClassVar[str] = "predictions_{split}.jsonl"  # also_test: the same weights on another test set
+    PREDICTIONS_OF: ClassVar[str] = "predictions_{name}.jsonl"  # also_test: the same weights on another test set
     CANDIDATES: ClassVar[str] = "candidates.json"
     TRAINED: ClassVar[str] = "trained.safetensors"
     CHECKPOINTS: ClassVar[str] = "checkpoints"
@@ -99,9 +98,9 @@ class RunDir:
     def predictions(self) -> Path:
         return self.predictions_of(None)
 
-    def predictions_of(self, split: str | None) -> Path:
-        """``predictions.jsonl`` (the test split), or ``predictions_<split>.jsonl`` (also_test: another split)."""
-        return self.path / (self.PREDICTIONS if split is None else self.PREDICTIONS_OF.format(split=split))
+    def predictions_of(self, name: str | None) -> Path:
+        """``predictions.jsonl`` (the test split), or ``predictions_<name>.jsonl`` (an also_test set)."""
+        return self.path / (self.PREDICTIONS if name is None else self.PREDICTIONS_OF.format(name=name))
 
     @property
     def candidates(self) -> Path:
