@@ -31,8 +31,9 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from medft.errors import CheckpointError
 from medft.files import write_atomic
+from medft.runs.layout import RELATIVE, RunDir
 
-_FIX = "pass a checkpoint written by `medft train` (run dir/checkpoints/last.ckpt or best.ckpt)"
+_FIX = f"pass a checkpoint written by `medft train` (run dir/{RELATIVE.last_ckpt} or {RunDir.BEST})"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -15,12 +15,13 @@ from hydra.plugins.search_path_plugin import SearchPathPlugin
 from omegaconf import DictConfig, OmegaConf
 
 from medft.errors import CheckpointError, ConfigError
+from medft.runs.layout import PLACEHOLDER, RunDir
 
 CONFIG_DIR = Path(str(resources.files("medft") / "configs"))  # shipped as package data (pyproject.toml)
 
 # -- where configs are found: the user's config dirs first, then medft's own ---------------------
 CONFIG_DIRS_ENV = "MEDFT_CONFIG_DIRS"  # the user's config dirs (os.pathsep-separated); launcher workers inherit it
-CONFIG_DIRS_FILE = "config_dirs.json"  # in a run dir: {"config_dirs": the user's config dirs that composed the run}
+CONFIG_DIRS_FILE = RunDir.CONFIG_DIRS  # in a run dir: {"config_dirs": the user's config dirs that composed the run}
 CONFIG_DIR_FLAGS = ("--config-dir", "-cd")
 
 
@@ -51,7 +52,7 @@ def record_config_dirs(run_dir: Path) -> None:
     """Write the user's config dirs that compose this run into it (``eval``/``export``/``ask`` search them again)."""
     from medft.files import write_json_atomic
 
-    write_json_atomic(Path(run_dir) / CONFIG_DIRS_FILE, {"config_dirs": [str(d) for d in user_config_dirs()]})
+    write_json_atomic(RunDir(run_dir).config_dirs, {"config_dirs": [str(d) for d in user_config_dirs()]})
 
 
 def _searchpath_dirs(value: str) -> tuple[list[str], bool]:
@@ -285,7 +286,7 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value!r} is out of range: it must be a number {allowed}")
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(str(ckpt_path)).expanduser().is_file():
-        raise CheckpointError(f"ckpt_path={ckpt_path}: no such checkpoint file; pass RUN_DIR/checkpoints/last.ckpt")
+        raise CheckpointError(f"ckpt_path={ckpt_path}: no such checkpoint file; pass {PLACEHOLDER.last_ckpt}")
     check_trainer(cfg)  # imports Lightning: last, so the cheap checks answer first
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO, Any, Callable, Iterable
 
 from medft.errors import MedftError
+from medft.runs.layout import RELATIVE
 
 
 NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
@@ -25,7 +26,7 @@ class WriteError(MedftError, OSError):
 
 # What a full disk's message advises: resume= where the run has a checkpoints/last.ckpt, else to start again
 RESUME_ADVICE = "and resume=RUN_DIR; files saved before are whole"
-RESTART_ADVICE = "and run the command again (the run saved no checkpoints/last.ckpt yet: there is nothing to resume)"
+RESTART_ADVICE = f"and run the command again (the run saved no {RELATIVE.last_ckpt} yet: there is nothing to resume)"
 
 
 def write_error(err: BaseException, path: str | Path | None = None) -> WriteError | None:

@@ -18,6 +18,7 @@ from torch import nn
 
 from medft.checkpoint import check_compatible
 from medft.errors import ConfigError, TrainingDiverged
+from medft.runs.layout import RELATIVE
 from medft.metrics.evaluators import make_evaluator
 from medft.tuning import param_groups, trainable_parameters
 
@@ -184,7 +185,7 @@ def diverged_message(loss: torch.Tensor, step: int, precision: Any) -> str:
     )
     return (
         f"training loss became {loss.item()} at step {step}: stopped before updating the weights; "
-        f"the checkpoints saved so far are kept (checkpoints/last.ckpt) — {hint}"
+        f"the checkpoints saved so far are kept ({RELATIVE.last_ckpt}) — {hint}"
     )
 
 

@@ -25,9 +25,9 @@ import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from medft.rundir import EXIT_PREEMPTED, write_status
+from medft.runs.layout import RELATIVE, RunDir, Status
 
 SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")
-LAST = Path("checkpoints") / "last.ckpt"
 ACTIVE: "Preemption | None" = None  # the run whose handlers are installed (medft.runner restores them)
 
 
@@ -69,13 +69,13 @@ class Preemption(L.Callback):
         name = signal.Signals(signum).name
         if self.received is None:
             self.received = name
-            _say(f"medft: {name} received: finishing this step, then saving {self.run_dir / LAST} and exiting "
+            _say(f"medft: {name} received: finishing this step, then saving {RunDir(self.run_dir).last_ckpt} and exiting "
                  f"(exit status {EXIT_PREEMPTED})")
             launcher = getattr(self._trainer.strategy, "launcher", None) if self._trainer else None
             if launcher is not None and hasattr(launcher, "kill"):  # Lightning's DDP children get it too
                 launcher.kill(signum)
         else:
-            _say(f"medft: {name} again: still saving or exiting; the run stops as soon as last.ckpt is written")
+            _say(f"medft: {name} again: still saving or exiting; the run stops as soon as {RunDir.LAST} is written")
 
     def install(self) -> "Preemption":
         """Catch the signals from now on (medft.commands.train: before the model loads). Lightning's own SIGTERM
@@ -128,22 +128,22 @@ class Preemption(L.Callback):
         if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             return  # the epoch's validation and its checkpoint come next: stop after them
         if self._stop_requested(trainer):  # the state StepCheckpoint would save here: resumes exactly
-            trainer.save_checkpoint(self.run_dir / LAST)
+            trainer.save_checkpoint(RunDir(self.run_dir).last_ckpt)
             self._stop(trainer, saved=True)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if self._stop_requested(trainer):  # before a new epoch's first step: the last epoch's checkpoint
-            self._stop(trainer, saved=(self.run_dir / LAST).is_file())
+            self._stop(trainer, saved=RunDir(self.run_dir).has_last_ckpt())
 
     def on_test_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if self._stop_requested(trainer):  # training is done; the test reruns on resume
-            self._stop(trainer, saved=(self.run_dir / LAST).is_file())
+            self._stop(trainer, saved=RunDir(self.run_dir).has_last_ckpt())
 
     def _stop(self, trainer: L.Trainer, saved: bool) -> None:
         name = self.received or "a signal on another rank"
         step = int(trainer.global_step)
-        write_status(self.run_dir, "preempted", step=step, epoch=int(trainer.current_epoch), signal=name,
-                     checkpoint=str(LAST) if saved else None)
+        write_status(self.run_dir, Status.PREEMPTED, step=step, epoch=int(trainer.current_epoch), signal=name,
+                     checkpoint=str(RELATIVE.last_ckpt) if saved else None)
         self._requeue(trainer)
         raise Preempted(name, step, saved)
 
@@ -156,9 +156,9 @@ class Preemption(L.Callback):
             return
         if signal.Signals[self.received] != env.requeue_signal:
             return
-        before = set(Path(trainer.default_root_dir).glob("hpc_ckpt_*.ckpt"))
+        before = set(Path(trainer.default_root_dir).glob(RunDir.HPC_CKPT))
         trainer._signal_connector._slurm_sigusr_handler_fn(env.requeue_signal, None)  # saves hpc_ckpt, requeues
-        for path in set(Path(trainer.default_root_dir).glob("hpc_ckpt_*.ckpt")) - before:
+        for path in set(Path(trainer.default_root_dir).glob(RunDir.HPC_CKPT)) - before:
             path.unlink(missing_ok=True)  # the same state as last.ckpt, which resume=auto reads
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from medft.errors import CheckpointError, ConfigError
+from medft.runs.layout import PLACEHOLDER, RELATIVE, RunDir
 
 RESUME_KEY = "resume"
-LAST = Path("checkpoints") / "last.ckpt"
 _REPLACED = {RESUME_KEY, "ckpt_path", "hydra.run.dir"}
 
 
@@ -37,7 +37,7 @@ def _read_overrides(saved: Path, given: set[str | None]) -> list[str]:
     except (OSError, UnsafeFile) as err:
         reason = " ".join(str(getattr(err, "strerror", None) or err).split())[:200]
         raise RunDirError(
-            f"{saved} cannot be read ({reason}): restore it, or start a new run with ckpt_path=RUN_DIR/checkpoints/last.ckpt"
+            f"{saved} cannot be read ({reason}): restore it, or start a new run with ckpt_path={PLACEHOLDER.last_ckpt}"
         ) from None
     if isinstance(original, list):
         original = [o for o in original if not (isinstance(o, str) and _key(o) in given)]
@@ -70,15 +70,16 @@ def check_auto_resume(args: list[str]) -> None:
     if not auto or any(a in ("-m", "--multirun") for a in args):
         return
     run_dir = _configured_run_dir(args)
-    if run_dir is not None and (run_dir / ".hydra" / "overrides.yaml").is_file():
+    run = RunDir(run_dir) if run_dir is not None else None
+    if run is not None and run.overrides.is_file():
         # a crafted run dir is refused before its checkpoint is continued; the entries this command line
         # gives again are the user's own (resume=auto replays nothing: Hydra composes this command line)
-        _read_overrides(run_dir / ".hydra" / "overrides.yaml", {_key(a) for a in args})
-    if run_dir is None or not (run_dir / "metrics.json").is_file() or (run_dir / "error.txt").is_file():
+        _read_overrides(run.overrides, {_key(a) for a in args})
+    if run is None or not run.has_metrics() or run.has_error():
         return
     why = "resume=auto" if values else "resume=auto (on in a SLURM job)"
     raise ConfigError(
-        f"{why}: {run_dir} holds a finished run (metrics.json): nothing to continue; give another "
+        f"{why}: {run_dir} holds a finished run ({RELATIVE.metrics}): nothing to continue; give another "
         f"hydra.run.dir to start a new run (or resume={run_dir} trainer.max_epochs=N to train it longer)"
     )
 
@@ -91,13 +92,13 @@ def resume_overrides(args: list[str]) -> list[str]:
     if len(run_dirs) > 1 or any(a in ("-m", "--multirun") for a in args):
         raise ConfigError("resume=RUN_DIR continues one run: give it once and without -m")
     run_dir = Path(run_dirs[0]).expanduser().resolve()
-    saved = run_dir / ".hydra" / "overrides.yaml"
+    saved = RunDir(run_dir).overrides
     if not saved.is_file():
         raise ConfigError(
             f"resume={run_dirs[0]}: {saved} not found; pass a run directory written by `medft train` "
-            "(it holds .hydra/, checkpoints/, metrics.json)"
+            f"(it holds {RunDir.HYDRA}/, {RunDir.CHECKPOINTS}/, {RunDir.METRICS})"
         )
-    last = run_dir / LAST
+    last = RunDir(run_dir).last_ckpt
     if not last.is_file():
         raise CheckpointError(
             f"resume={run_dirs[0]}: no checkpoint {last} (the run stopped before its first save); "

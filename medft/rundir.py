@@ -27,9 +27,11 @@ given:
 * ``status.json`` (:func:`write_status`, :func:`read_status`) — a run dir's one current state, kept
   by ``medft train`` and read by ``medft report``: ``running`` (written when the job starts),
   ``preempted`` (a signal stopped it after saving checkpoints/last.ckpt: medft.preempt), ``failed``
-  (its last attempt raised: error.txt holds why) or ``finished`` (metrics.json is written). Each
-  comes with the time, host and pid, and the step where known. :func:`run_state` reads a run's
-  state from error.txt, metrics.json and status.json, in that order.
+  (its last attempt raised: error.txt holds why) or ``ok`` (metrics.json is written; earlier
+  versions wrote ``finished``, read as ``ok``). Each comes with the time, host and pid,
+  and the step where known. :func:`run_state` reads a run's state from error.txt, metrics.json and
+  status.json, in that order. The names of these files: :class:`medft.runs.layout.RunDir`; the
+  state words: :class:`medft.runs.layout.Status`.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from omegaconf import DictConfig
 
 from medft.config import available, config_dirs, find_config, group_dirs
 from medft.errors import ConfigError, MedftError
+from medft.runs.layout import PLACEHOLDER, WRITTEN, RunDir, Status
 
 # Hydra's instantiation keys: a run dir may never bring one.
 RESERVED = ("_target_", "_args_", "_partial_", "_recursive_", "_convert_")
@@ -193,7 +196,7 @@ def parse_run_overrides(overrides: Any, path: Path | str) -> list[str]:
         kind = type(overrides).__name__
         raise RunDirError(
             f"{path} is not a list of overrides (found a {kind}): it is damaged or not written by medft train; "
-            "restore it, or start a new run with ckpt_path=RUN_DIR/checkpoints/last.ckpt"
+            f"restore it, or start a new run with ckpt_path={PLACEHOLDER.last_ckpt}"
         )
     if len(overrides) > MAX_OVERRIDES:
         raise RunDirError(f"{path} holds {len(overrides)} overrides (medft takes at most {MAX_OVERRIDES}): refused")
@@ -235,12 +238,12 @@ def read_run_overrides(run_dir: Path) -> list[str]:
     """A run dir's ``.hydra/overrides.yaml``, bounded (medft.safe_load) and parsed (:func:`parse_run_overrides`)."""
     from medft.safe_load import load_yaml
 
-    path = run_dir / ".hydra" / "overrides.yaml"
+    path = RunDir(run_dir).overrides
     try:
         items = load_yaml(path)
     except OSError as err:
         raise RunDirError(f"{path} cannot be read ({err.strerror or err}): restore it, or start a new run "
-                          "with ckpt_path=RUN_DIR/checkpoints/last.ckpt") from None
+                          f"with ckpt_path={PLACEHOLDER.last_ckpt}") from None
     return parse_run_overrides([] if items is None else items, path)
 
 
@@ -248,7 +251,6 @@ check_replayed_overrides = parse_run_overrides  # the name of before
 
 
 # -- one writer per run dir ------------------------------------------------------------------
-LOCK_FILE = ".medft.lock"
 
 
 def is_rank_zero() -> bool:
@@ -272,7 +274,7 @@ def lock_held(run_dir: Path) -> bool:
     """Whether a live process holds ``run_dir``'s lock (a stale lock of a dead process on this host: no)."""
     holder = RunLock(run_dir)._holder()
     if holder is None:
-        return (Path(run_dir) / LOCK_FILE).is_file()  # being written, or damaged: treated as held
+        return RunDir(run_dir).lock.is_file()  # being written, or damaged: treated as held
     return _alive(holder["host"], holder["pid"])
 
 
@@ -284,7 +286,7 @@ class RunLock:
     """
 
     def __init__(self, run_dir: str | Path) -> None:
-        self.path = Path(run_dir) / LOCK_FILE
+        self.path = RunDir(run_dir).lock
         self.held = False
 
     def acquire(self) -> "RunLock":
@@ -385,7 +387,8 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
     ``tune`` free of unsafe resolvers, every other unsafe interpolation defused. Never instantiated."""
     from medft.safe_load import UnsafeFile, load_yaml
 
-    path = run_dir / ".hydra" / "config.yaml"
+    run = RunDir(run_dir)
+    path = run.config
     try:
         cfg = load_yaml(path)
     except OSError as err:
@@ -394,7 +397,7 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
         raise RunDirError(f"{err}: the run dir is damaged or not written by medft") from None
     if not isinstance(cfg, dict):
         raise RunDirError(f"{path} is not a mapping: the run dir is damaged or not written by medft train")
-    if (run_dir / ".hydra" / "overrides.yaml").is_file():
+    if run.overrides.is_file():
         read_run_overrides(run_dir)
     for key in ("model", "tune"):
         check_resolvers(cfg.get(key), key, str(path))
@@ -447,9 +450,9 @@ class SweepStatus(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         root = Path(str(config.hydra.sweep.dir))
-        runs = sorted(p.parent.parent for p in root.rglob(".hydra/config.yaml")) if root.is_dir() else []
+        runs = sorted(RunDir.find(root), key=lambda r: r.path) if root.is_dir() else []
         SweepStatus.jobs = len(runs)
-        SweepStatus.failed = [r for r in runs if (r / "error.txt").is_file() and not (r / "metrics.json").is_file()]
+        SweepStatus.failed = [r.path for r in runs if r.has_error() and not r.has_metrics()]
         SweepStatus.root = root
 
 
@@ -460,47 +463,45 @@ def sweep_failures() -> tuple[list[Path], int, Path | None]:
 
 # -- status.json and error.txt: a run's one current state -------------------------------------
 EXIT_PREEMPTED = 3  # medft train's exit status when a signal stopped the run after saving it
-STATUS_FILE = "status.json"
-STATES = ("running", "preempted", "failed", "finished")
 
 
-def write_status(run_dir: str | Path, state: str, **fields: Any) -> None:
+def write_status(run_dir: str | Path, state: Status, **fields: Any) -> None:
     """Write ``status.json`` (rank zero only): ``{"state", **fields, "time", "host", "pid"}``."""
     from medft.files import write_json_atomic
 
-    if state not in STATES:
-        raise ValueError(f"status {state!r}: one of {', '.join(STATES)}")
+    if state not in WRITTEN:
+        raise ValueError(f"status {state!r}: one of {', '.join(WRITTEN)}")
     if not is_rank_zero():
         return
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    write_json_atomic(Path(run_dir) / STATUS_FILE,
-                      {"state": state, **fields, "time": stamp, "host": socket.gethostname(), "pid": os.getpid()})
+    write_json_atomic(RunDir(run_dir).status,
+                      {"state": Status(state).value, **fields, "time": stamp, "host": socket.gethostname(), "pid": os.getpid()})
 
 
 def read_status(run_dir: str | Path) -> dict[str, Any]:
-    """``status.json`` as a dict ({} when missing or damaged: the run dir predates it, or was cut short)."""
+    """``status.json`` as a dict ({} when missing or damaged: the run dir predates it, or was cut short);
+    its ``state`` a :class:`~medft.runs.layout.Status` (an earlier version's ``finished`` reads as ``ok``)."""
     from medft.safe_load import load_json
 
     try:
-        status = load_json(Path(run_dir) / STATUS_FILE, max_bytes=1 << 20)
+        status = load_json(RunDir(run_dir).status, max_bytes=1 << 20)
     except (OSError, ValueError):  # medft.safe_load.UnsafeFile is a ValueError
         return {}
-    return status if isinstance(status, dict) and status.get("state") in STATES else {}
+    state = Status.read(status.get("state")) if isinstance(status, dict) else None
+    return {**status, "state": state} if state is not None else {}
 
 
-ERROR_FILE, ERRORS_DIR = "error.txt", "errors"
-
-
-def run_state(run_dir: Path) -> str:
+def run_state(run_dir: Path) -> Status:
     """``failed`` (error.txt: the last attempt failed), ``ok`` (metrics.json), else what status.json
     says (``preempted``: stopped by a signal after saving; ``running``: started, not ended, maybe
     killed) or ``incomplete`` (a run dir from before status.json)."""
-    if (run_dir / ERROR_FILE).exists():
-        return "failed"
-    if (run_dir / "metrics.json").exists():
-        return "ok"
+    run = RunDir(run_dir)
+    if run.error.exists():
+        return Status.FAILED
+    if run.metrics.exists():
+        return Status.OK
     state = read_status(run_dir).get("state")
-    return state if state in ("running", "preempted") else "incomplete"
+    return state if state in (Status.RUNNING, Status.PREEMPTED) else Status.INCOMPLETE
 
 
 __all__ = [

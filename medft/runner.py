@@ -21,7 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from medft.errors import user_error
 from medft.files import RESTART_ADVICE, RESUME_ADVICE, write_bytes_atomic, write_error, write_text_atomic
 from medft.redact import redact
-from medft.rundir import ERROR_FILE, ERRORS_DIR, run_state
+from medft.rundir import run_state
+from medft.runs.layout import RELATIVE, RunDir, Status
 
 
 def task_wrapper(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictConfig], dict[str, Any] | None]:
@@ -49,19 +50,19 @@ def task_wrapper(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictCo
                 lock.release()
 
     def run(cfg: DictConfig) -> dict[str, Any] | None:
-        from medft.rundir import EXIT_PREEMPTED, STATUS_FILE, is_rank_zero
+        from medft.rundir import EXIT_PREEMPTED, is_rank_zero
 
         output_dir = OmegaConf.select(cfg, "paths.output_dir")
-        finished = bool(output_dir) and run_state(Path(output_dir)) == "ok"  # before this attempt
+        run_dir = RunDir(output_dir) if output_dir else None
+        finished = bool(output_dir) and run_state(Path(output_dir)) == Status.OK  # before this attempt
         if output_dir and auto_resume(cfg):
             if finished and _is_multirun():  # a requeued sweep: its finished cells are not run again
-                print(f"resume=auto: {output_dir} is finished (metrics.json): not run again")
+                print(f"resume=auto: {output_dir} is finished ({RELATIVE.metrics}): not run again")
                 return _finished_metrics(Path(output_dir))
-            last = Path(output_dir) / "checkpoints" / "last.ckpt"
-            if not finished and last.is_file() and not cfg.get("ckpt_path"):
-                print(f"resume=auto: continuing the unfinished run in {output_dir} from {last}")
-                cfg.ckpt_path = str(last)
-        status_file = Path(output_dir) / STATUS_FILE if output_dir else None
+            if not finished and run_dir.has_last_ckpt() and not cfg.get("ckpt_path"):
+                print(f"resume=auto: continuing the unfinished run in {output_dir} from {run_dir.last_ckpt}")
+                cfg.ckpt_path = str(run_dir.last_ckpt)
+        status_file = run_dir.status if output_dir else None
         status_before = status_file.read_bytes() if finished and status_file.is_file() else None
         try:
             result = fn(cfg)
@@ -70,7 +71,7 @@ def task_wrapper(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictCo
                 _restore_signals()
                 raise
             sys.modules["medft.preempt"].ignore_signals()  # saved: later signals must not turn exit 3 into a kill
-            saved = f"{Path(output_dir) / 'checkpoints' / 'last.ckpt'} saved" if stop.saved else "no checkpoint yet"
+            saved = f"{run_dir.last_ckpt} saved" if stop.saved else "no checkpoint yet"
             print(f"medft: {stop.signame}: run stopped at step {stop.step}, {saved}; run the same command with "
                   f"resume=auto (or resume={output_dir}) to continue (exit status {EXIT_PREEMPTED})",
                   file=sys.stderr, flush=True)
@@ -78,7 +79,7 @@ def task_wrapper(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictCo
         except Exception as err:  # noqa: BLE001 - recorded, then re-raised or survived by the sweep
             where, cause = traceback.format_exc(), user_error(err) or write_error(err)  # a MedftError, maybe wrapped by instantiate; a full disk
             if cause is not None:
-                if output_dir and not (Path(output_dir) / "checkpoints" / "last.ckpt").is_file():
+                if output_dir and not run_dir.has_last_ckpt():
                     cause = str(cause).replace(RESUME_ADVICE, RESTART_ADVICE)  # resume= would refuse: no last.ckpt
                 message, status = f"medft: error: {cause}", 2
             else:
@@ -98,7 +99,7 @@ def task_wrapper(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictCo
                 elif not finished:
                     from medft.rundir import write_status
 
-                    write_status(output_dir, "failed", error=redact(message.splitlines()[0])[:300])  # masked as error.txt is
+                    write_status(output_dir, Status.FAILED, error=redact(message.splitlines()[0])[:300])  # masked as error.txt is
             except OSError as write_err:  # the disk is full or the run dir read-only: say it, don't hide the error
                 print(f"medft: could not record the error in {output_dir}: {write_err}", file=sys.stderr)
         if status == 1:
@@ -127,7 +128,7 @@ def _finished_metrics(run_dir: Path) -> dict[str, Any]:
     from medft.safe_load import load_json
 
     try:
-        metrics = load_json(run_dir / "metrics.json")
+        metrics = load_json(RunDir(run_dir).metrics)
     except (OSError, ValueError):  # medft.safe_load.UnsafeFile is a ValueError
         return {}
     return metrics if isinstance(metrics, dict) else {}
@@ -139,15 +140,16 @@ def record_error(run_dir: Path, text: str, current: bool = True) -> Path:
     from datetime import datetime, timezone
 
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H-%M-%S.%fZ")
-    kept = write_text_atomic(run_dir / ERRORS_DIR / f"{stamp}.txt", text)
+    run = RunDir(run_dir)
+    kept = write_text_atomic(run.errors_dir / f"{stamp}.txt", text)
     if current:
-        write_text_atomic(run_dir / ERROR_FILE, text)
+        write_text_atomic(run.error, text)
     return kept
 
 
 def clear_error(run_dir: Path) -> None:
     """A finished attempt: the run is no longer failed (its earlier errors stay in errors/)."""
-    (run_dir / ERROR_FILE).unlink(missing_ok=True)
+    RunDir(run_dir).error.unlink(missing_ok=True)
 
 
 def _restore_signals() -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from medft.errors import ConfigError
 from medft.files import write_named_atomic
+from medft.runs.layout import RunDir
 from medft.tuning import trainable_parameters
 
 if TYPE_CHECKING:  # torch only where tensors are handled: `medft eval` resolves paths first
@@ -23,7 +24,7 @@ if TYPE_CHECKING:  # torch only where tensors are handled: `medft eval` resolves
 
     from medft.models.base import MedVLM
 
-FILENAME = "trained.safetensors"
+FILENAME = RunDir.TRAINED
 
 
 def trained_state(model: nn.Module) -> dict[str, torch.Tensor]:

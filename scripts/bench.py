@@ -30,6 +30,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from medft.runs.layout import RunDir
 from medft.tuning import MODE_ORDER
 
 REPO = Path(__file__).resolve().parents[1]
@@ -211,7 +212,7 @@ def child(args: argparse.Namespace) -> dict:
 
     # checkpoint: only what was trained
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt_bytes = save_trained(Path(tmp) / "trained.safetensors", net, tune).stat().st_size
+        ckpt_bytes = save_trained(RunDir(tmp).trained, net, tune).stat().st_size
 
     # evaluation throughput (generate, and rank for CLOSED questions if the model can rank)
     module.eval()
@@ -279,7 +280,7 @@ def demo_step_s(out: Path, names: list[str], procs: list[subprocess.Popen]) -> l
         _, err = proc.communicate()
         if proc.returncode != 0:
             raise SystemExit(f"bench: demo run {name} failed:\n{err[-3000:]}")
-        steps.append(json.loads((out / name / "metrics.json").read_text())["time/step_s"])
+        steps.append(json.loads(RunDir(out / name).metrics.read_text())["time/step_s"])
     return steps
 
 
@@ -302,7 +303,7 @@ def concurrency(args: argparse.Namespace, out: Path) -> dict:
         result["pair_s"] += demo_step_s(root, names, [demo_run(root, n, args.concurrent_steps, env) for n in names])
     names = ["alone_last"]
     result["alone_s"] += demo_step_s(root, names, [demo_run(root, names[0], args.concurrent_steps, env)])
-    result["threads"] = json.loads((root / "alone_last" / "metrics.json").read_text()).get("system/threads")
+    result["threads"] = json.loads(RunDir(root / "alone_last").metrics.read_text()).get("system/threads")
     result["alone_median_s"] = statistics.median(result["alone_s"])
     result["pair_median_s"] = statistics.median(result["pair_s"])
     result["ratio"] = result["pair_median_s"] / result["alone_median_s"]

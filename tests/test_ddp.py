@@ -42,7 +42,7 @@ def test_several_processes_score_the_test_set_like_one(devices, tmp_path):
     ddp_metrics, ddp_predictions = run_files(tmp_path / "ddp")
     assert ddp_predictions == predictions  # every question once, in the test set's order
     assert ddp_metrics == metrics and "test/acc" in metrics
-    assert json.loads((tmp_path / "ddp" / "status.json").read_text())["state"] == "finished"
+    assert json.loads((tmp_path / "ddp" / "status.json").read_text())["state"] == "ok"
     # the other ranks keep only their Hydra log (train_ddp_process_N.log) in the run dir
     assert sorted(p.name for p in (tmp_path / "ddp").glob("train*.log")) == [
         "train.log", *(f"train_ddp_process_{rank}.log" for rank in range(1, devices))]

@@ -10,7 +10,7 @@ import medft
 from medft.cli import COMMANDS
 
 PACKAGE = Path(medft.__file__).parent
-LIBRARY = [*PACKAGE.glob("*.py"), *(p for sub in ("data", "metrics", "models") for p in (PACKAGE / sub).rglob("*.py"))]
+LIBRARY = [*PACKAGE.glob("*.py"), *(p for sub in ("data", "metrics", "models", "runs") for p in (PACKAGE / sub).rglob("*.py"))]
 
 
 def imported_modules(path: Path) -> list[tuple[int, str]]:

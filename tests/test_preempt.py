@@ -70,7 +70,7 @@ def test_sigterm_saves_and_resume_auto_matches_uninterrupted(uninterrupted, tmp_
     assert f"resume=auto: continuing the unfinished run in {run_dir}" in resumed.stdout
     assert metrics_of(run_dir) == metrics_of(uninterrupted)
     assert (run_dir / "predictions.jsonl").read_text() == (uninterrupted / "predictions.jsonl").read_text()
-    assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "ok"
 
     config = (run_dir / ".hydra" / "config.yaml").read_bytes()
     again = medft_train(command, env)
@@ -192,7 +192,7 @@ def test_report_shows_each_runs_state(tmp_path):
     (live / ".medft.lock").write_text(json.dumps({"host": "h", "pid": os.getpid()}))
     done = run("done")
     (done / "metrics.json").write_text('{"test/acc": 0.5}')
-    write_status(done, "finished", step=10)
+    write_status(done, "ok", step=10)
     failed = run("failed")
     (failed / "error.txt").write_text("medft: error: boom\n")
     write_status(failed, "failed", error="medft: error: boom")

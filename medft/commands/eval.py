@@ -30,36 +30,36 @@ from medft.errors import ConfigError
 from medft.files import write_json_atomic, write_jsonl_atomic
 from medft.rundir import CLAIMS_ENV
 from medft.runner import task_wrapper
-from medft.trained import FILENAME as TRAINED_FILE
+from medft.runs.layout import RELATIVE, RunDir
 
 
 def resolve_run(ckpt: str | Path) -> tuple[Path, Path]:
     """``(run_dir, checkpoint file)`` for a run directory or a checkpoint inside one. A run directory
     gives its ``trained.safetensors`` (only the trained parameters), else its Lightning checkpoint."""
     path = Path(ckpt).expanduser().resolve()
-    if path.is_dir() and not (path / ".hydra" / "config.yaml").is_file():
-        runs = sorted(p.parent.parent for p in path.rglob(".hydra/config.yaml"))
-        runs = [r for r in runs if (r / TRAINED_FILE).is_file() or (r / "checkpoints").is_dir()]  # train runs
+    if path.is_dir() and not RunDir(path).is_run():
+        runs = sorted(r.path for r in RunDir.find(path))
+        runs = [r for r in runs if RunDir(r).trained.is_file() or RunDir(r).checkpoints.is_dir()]  # train runs
         example = f", e.g. ckpt={runs[-1]}" if runs else ""
         raise ConfigError(
-            f"ckpt={ckpt} is not a run directory (no .hydra/config.yaml): give one run's directory{example}"
+            f"ckpt={ckpt} is not a run directory (no {RELATIVE.config}): give one run's directory{example}"
             + (f" ({len(runs)} trained runs under it)" if runs else " (no trained runs under it)")
         )
     if path.is_dir():
         run_dir = path
-        found = [run_dir / TRAINED_FILE] + [run_dir / "checkpoints" / n for n in ("best.ckpt", "last.ckpt")]
+        found = [RunDir(run_dir).trained, RunDir(run_dir).best_ckpt, RunDir(run_dir).last_ckpt]
         ckpt_file = next((p for p in found if p.is_file()), None)
         if ckpt_file is None:
             raise ConfigError(
-                f"ckpt={ckpt}: no {TRAINED_FILE}, checkpoints/best.ckpt or checkpoints/last.ckpt in that run directory"
+                f"ckpt={ckpt}: no {RunDir.TRAINED}, {RELATIVE.best_ckpt} or {RELATIVE.last_ckpt} in that run directory"
             )
     elif path.is_file():
         ckpt_file = path
-        run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        run_dir = RunDir.of_checkpoint(path).path
     else:
         raise ConfigError(f"ckpt={ckpt} does not exist: give a run directory (logs/runs/...) or a .ckpt file")
-    if not (run_dir / ".hydra" / "config.yaml").is_file():
-        raise ConfigError(f"ckpt={ckpt}: {run_dir / '.hydra' / 'config.yaml'} is missing (the run's config names its model and tune mode)")
+    if not RunDir(run_dir).is_run():
+        raise ConfigError(f"ckpt={ckpt}: {RunDir(run_dir).config} is missing (the run's config names its model and tune mode)")
     use_run_config_dirs(run_dir)  # before anything parses the run's config: a user's model names its own configs
     return run_dir, ckpt_file
 
@@ -84,10 +84,10 @@ def use_run_config_dirs(run_dir: Path) -> None:
     """Search the config dirs that composed the run (its ``config_dirs.json``) after the ones given now,
     so a run of a user's own model config is rebuilt from that config. A dir inside the run dir is
     refused (it would come with the run: data, not code); one that no longer exists is skipped."""
-    from medft.config import CONFIG_DIRS_FILE, add_config_dirs
+    from medft.config import add_config_dirs
     from medft.rundir import RunDirError
 
-    path = run_dir / CONFIG_DIRS_FILE
+    path = RunDir(run_dir).config_dirs
     try:
         recorded = json.loads(path.read_text()).get("config_dirs", []) if path.is_file() else []
     except (AttributeError, OSError, ValueError):
@@ -122,11 +122,11 @@ def run_model_config(run_dir: Path, cfg: DictConfig) -> tuple[DictConfig, dict[s
 
     from medft.rundir import RunDirError, read_run_config, trusted_model_config, trusted_tune_config
 
-    source = str(run_dir / ".hydra" / "config.yaml")
+    source = str(RunDir(run_dir).config)
     run_cfg = OmegaConf.create(read_run_config(run_dir))
     run_cfg.paths = cfg.paths  # the run's output_dir interpolates Hydra's runtime, valid only back then
     if run_cfg.get("tune") is None or run_cfg.get("model") is None:
-        raise ConfigError(f"{run_dir}/.hydra/config.yaml has no model or tune: is it a medft train run?")
+        raise ConfigError(f"{RunDir(run_dir).config} has no model or tune: is it a medft train run?")
     try:
         model, tune = (OmegaConf.to_container(run_cfg[k], resolve=True) for k in ("model", "tune"))
     except OmegaConfBaseException as err:
@@ -251,8 +251,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     metrics.update(finish_data_stats(data_stats, datamodule))
     metrics.update({"eval/run_dir": str(run_dir), "eval/ckpt": str(ckpt_file), "eval/tune": report.mode,
                     "eval/model": net.name, "eval/dataset": cfg.dataset.name, "eval/split": cfg.split})
-    write_json_atomic(output_dir / "metrics.json", metrics)
-    write_jsonl_atomic(output_dir / "predictions.jsonl", module.predictions)
+    write_json_atomic(RunDir(output_dir).metrics, metrics)
+    write_jsonl_atomic(RunDir(output_dir).predictions, module.predictions)
     print(f"run dir: {output_dir}")
     return metrics
 

@@ -32,6 +32,7 @@ from typing import Any
 
 from medft.errors import ConfigError
 from medft.rundir import read_run_config
+from medft.runs.layout import RunDir
 from medft.safe_load import load_json
 
 FORMATS = ("hf", "peft")
@@ -87,7 +88,7 @@ def export(run: str | Path, fmt: str = "hf", out: str | Path | None = None) -> P
     if fmt == "peft" and mode not in PEFT_MODES:
         raise ConfigError(f"tune={mode} has no peft adapter format (peft covers {', '.join(PEFT_MODES)}): "
                           f"export it with format=hf (a complete model)")
-    out = Path(out).expanduser() if out else run_dir / f"export_{fmt}"
+    out = Path(out).expanduser() if out else RunDir(run_dir).export_dir(fmt)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"out={out} exists and is not empty: give another out=DIR or remove it")
     loaded = load_run_model(run_dir, keep_original=fmt == "peft")
@@ -159,7 +160,7 @@ def _export_peft(net: Any, loaded: dict[str, Any], out: Path) -> str:
 def write_model_card(out: Path, loaded: dict[str, Any], fmt: str, base: str | None) -> Path:
     run_dir = loaded["run_dir"]
     model_cfg = loaded["model_cfg"]
-    metrics_file = run_dir / "metrics.json"
+    metrics_file = RunDir(run_dir).metrics
     metrics = load_json(metrics_file) if metrics_file.is_file() else {}
     metrics = metrics if isinstance(metrics, dict) else {}
     cfg = read_run_config(run_dir)

@@ -88,7 +88,8 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
     """Train ``cfg.model`` from random weights with ``tune=full`` and save it to ``cfg.out``."""
     from medft.models import build_model
     from medft.commands.train import train
-    from medft.trained import FILENAME, load_trained_file
+    from medft.runs.layout import RunDir
+    from medft.trained import load_trained_file
     from medft.tuning import apply_tuning, count_parameters
 
     if not cfg.get("out"):
@@ -110,7 +111,7 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
     net = build_model(cfg.model)
     tune = OmegaConf.to_container(cfg.tune, resolve=True)
     apply_tuning(net, tune)
-    load_trained_file(net, Path(cfg.paths.output_dir) / FILENAME)
+    load_trained_file(net, RunDir(cfg.paths.output_dir).trained)
     net.model.requires_grad_(True)
     info = {
         "recipe_version": int(cfg.recipe_version),

@@ -24,6 +24,7 @@ from typing import Any
 
 from medft.errors import MedftError
 from medft.files import write_text_atomic
+from medft.runs.layout import RELATIVE, RunDir, Status
 from medft.tuning import MODE_ORDER
 
 # The metric a dataset is judged by in the pivot and the plot: the first one present.
@@ -43,7 +44,7 @@ def find_runs(dirs: list[Path]) -> list[Path]:
     for d in dirs:
         if not d.is_dir():
             raise MedftError(f"no such directory: {d} — give run or multirun dirs, e.g. logs/multiruns/<time>")
-        runs.update(p.parent.parent for p in d.rglob(".hydra/config.yaml"))
+        runs.update(r.path for r in RunDir.find(d))
     return sorted(runs)
 
 
@@ -64,7 +65,7 @@ def read_overrides(run: Path) -> dict[str, str]:
     a ValueError (the run is listed as unreadable)."""
     from medft.rundir import read_run_overrides
 
-    if not (run / ".hydra" / "overrides.yaml").is_file():
+    if not RunDir(run).overrides.is_file():
         return {}
     try:
         items = read_run_overrides(run)
@@ -135,7 +136,7 @@ def read_run(run: Path) -> dict[str, Any]:
         where = getattr(err, "filename", None) or getattr(err, "source", None)
         reason = " ".join(str(err).split())[:240] or type(err).__name__
         row = {c: "" for c in BASE_COLUMNS}
-        return {**row, "overrides": {}, "config": {}, "status": "unreadable", "error": f"{Path(where).name + ': ' if where else ''}{reason}", "run": str(run)}
+        return {**row, "overrides": {}, "config": {}, "status": str(Status.UNREADABLE), "error": f"{Path(where).name + ': ' if where else ''}{reason}", "run": str(run)}
 
 
 def _load(path: Path, parse: Any) -> Any:
@@ -144,7 +145,7 @@ def _load(path: Path, parse: Any) -> Any:
     try:
         return parse(path)
     except UnsafeFile as err:
-        name = path.relative_to(path.parent.parent) if path.parent.name == ".hydra" else path.name
+        name = path.relative_to(path.parent.parent) if path.parent.name == RunDir.HYDRA else path.name
         reason = " ".join(str(err).replace(str(path), "").split()).strip(": ")
         raise ValueError(f"{name} is damaged ({reason[:160]})") from None
 
@@ -154,19 +155,20 @@ def _read_run(run: Path) -> dict[str, Any]:
     from medft.rundir import run_state
     from medft.safe_load import load_json, load_yaml, read_text
 
-    cfg = _load(run / ".hydra" / "config.yaml", load_yaml) or {}
+    run_dir = RunDir(run)
+    cfg = _load(run_dir.config, load_yaml) or {}
     if not isinstance(cfg, dict):
-        raise ValueError(".hydra/config.yaml is not a mapping")
+        raise ValueError(f"{RELATIVE.config} is not a mapping")
     tune = cfg.get("tune") or {}
-    metrics_file, error_file = run / "metrics.json", run / "error.txt"
+    metrics_file, error_file = run_dir.metrics, run_dir.error
     metrics = _load(metrics_file, load_json) if metrics_file.exists() else {}
     if not isinstance(metrics, dict):
-        raise ValueError("metrics.json is not a JSON object")
+        raise ValueError(f"{RELATIVE.metrics} is not a JSON object")
     metrics, odd = _numbers(metrics)
-    if run_state(run) == "failed":
-        status, error = "failed", _first_line(read_text(error_file, 1 << 20))
+    if run_state(run) == Status.FAILED:
+        status, error = Status.FAILED, _first_line(read_text(error_file, 1 << 20))
     elif metrics:
-        status, error = "ok", ""
+        status, error = Status.OK, ""
     else:
         status, error = _unfinished(run)
     try:
@@ -177,7 +179,7 @@ def _read_run(run: Path) -> dict[str, Any]:
         odd_overrides = ""
     error = "; ".join(filter(None, [error, odd_overrides]))
     if odd:  # the row stays; what could not be used is said
-        error = "; ".join(filter(None, [error, f"metrics.json: {len(odd)} value(s) not numbers, ignored: {', '.join(odd[:3])}"]))
+        error = "; ".join(filter(None, [error, f"{RELATIVE.metrics}: {len(odd)} value(s) not numbers, ignored: {', '.join(odd[:3])}"]))
     row: dict[str, Any] = {
         "model": (cfg.get("model") or {}).get("name", ""),
         "dataset": (cfg.get("dataset") or {}).get("name", ""),
@@ -188,7 +190,7 @@ def _read_run(run: Path) -> dict[str, Any]:
         "step_s": metrics.get("time/step_s"),
         "peak_mb": metrics.get("memory/peak_mb"),
         "ckpt_bytes": metrics.get("checkpoint/bytes"),
-        "status": status,
+        "status": str(status),
         "error": error,
         "run": str(run),
         "overrides": overrides,
@@ -231,14 +233,15 @@ def _unfinished(run: Path) -> tuple[str, str]:
 
     status = read_status(run)
     state = status.get("state")
-    if state == "preempted":
+    if state == Status.PREEMPTED:
         where = f"at step {status.get('step')}" + (f" ({status['signal']})" if status.get("signal") else "")
-        return "preempted", f"stopped {where}, last.ckpt saved: continue with resume=auto or resume={run}"
-    if state == "running" and lock_held(run):
-        return "running", f"since {status.get('time', '?')} on {status.get('host', '?')} (pid {status.get('pid', '?')})"
-    if state == "running":  # no lock, or the lock of a dead process: gone without saying why
-        return "incomplete", "killed while running (status.json says running, no live process holds the run dir)"
-    return "incomplete", "no metrics.json (still running, or killed)"
+        return Status.PREEMPTED, f"stopped {where}, {RunDir.LAST} saved: continue with resume=auto or resume={run}"
+    if state == Status.RUNNING and lock_held(run):
+        return Status.RUNNING, f"since {status.get('time', '?')} on {status.get('host', '?')} (pid {status.get('pid', '?')})"
+    if state == Status.RUNNING:  # no lock, or the lock of a dead process: gone without saying why
+        return Status.INCOMPLETE, (f"killed while running ({RELATIVE.status} says {Status.RUNNING}, no live process "
+                                   "holds the run dir)")
+    return Status.INCOMPLETE, f"no {RELATIVE.metrics} (still running, or killed)"
 
 
 def tune_label(tune: dict[str, Any]) -> str:
@@ -297,7 +300,7 @@ def pivot(rows: list[dict[str, Any]], swept: list[str] | None = None) -> tuple[l
     """Rows = one distinct configuration: (model,) tune mode and every configuration key that varies
     (:func:`swept_keys`, seeds apart); columns = trainable %, ``<dataset> <metric>`` (mean over the
     seeds) and ``n`` (the seeds averaged)."""
-    ok = [r for r in rows if r["status"] == "ok"]
+    ok = [r for r in rows if r["status"] == Status.OK]
     models = sorted({r["model"] for r in ok})
     keys = group_keys(swept or [])
     cells: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -338,7 +341,7 @@ def figure(rows: list[dict[str, Any]], keys: list[str] | None = None) -> Any:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter, LogLocator
 
-    ok = [r for r in rows if r["status"] == "ok"]
+    ok = [r for r in rows if r["status"] == Status.OK]
     datasets = sorted({r["dataset"] for r in ok})
     if not datasets:
         return None
@@ -426,7 +429,7 @@ def study_table(rows: list[dict[str, Any]], keys: list[str] | None = None) -> tu
     """The study's pivot: one row per (tune, init, train_fraction, any other configuration key that varies),
     mean ± std over seeds of the target (``test/acc``), source and shift accuracies; trainable, %, step s
     and peak MB as means; ``seeds`` counts the seeds (each its own pretrained draw in experiment=study)."""
-    ok = [r for r in rows if r["status"] == "ok" and r.get("source/acc") is not None]
+    ok = [r for r in rows if r["status"] == Status.OK and r.get("source/acc") is not None]
     other = [k for k in keys or [] if k not in STUDY_KEYS]
     cells: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in ok:
@@ -474,7 +477,7 @@ def study_plots(rows: list[dict[str, Any]], out: Path, keys: list[str] | None = 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ok = [r for r in rows if r["status"] == "ok" and r.get("source/acc") is not None and r.get("test/acc") is not None]
+    ok = [r for r in rows if r["status"] == Status.OK and r.get("source/acc") is not None and r.get("test/acc") is not None]
     fractions = sorted({r["train_fraction"] for r in ok}, key=lambda f: f or 0)
     if not ok:
         return []
@@ -555,7 +558,7 @@ def report(dirs: list[Path], out: Path | None = None, reference: str = "full") -
 
     runs = find_runs(dirs)
     if not runs:
-        raise MedftError(f"no runs found under {', '.join(map(str, dirs))} (a run dir holds .hydra/config.yaml)")
+        raise MedftError(f"no runs found under {', '.join(map(str, dirs))} (a run dir holds {RELATIVE.config})")
     rows = [read_run(r) for r in runs]
     rows.sort(key=lambda r: (r["model"], r["dataset"], _mode_key(r["tune"]), r["run"]))
     out = out or dirs[0]
@@ -572,7 +575,7 @@ def report(dirs: list[Path], out: Path | None = None, reference: str = "full") -
     writer.writerows(rows)
     csv_path = write_text_atomic(out / "results.csv", buf.getvalue())
     table, pcols = pivot(rows, swept)
-    md = f"## Runs ({len(rows)}: {sum(r['status'] == 'ok' for r in rows)} ok, {sum(r['status'] != 'ok' for r in rows)} not)\n\n"
+    md = f"## Runs ({len(rows)}: {sum(r['status'] == Status.OK for r in rows)} ok, {sum(r['status'] != Status.OK for r in rows)} not)\n\n"
     md += markdown(rows, [c for c in cols if c not in ("run", "reference_run") and not is_stat_column(c)])
     stats_md = statistics_markdown(rows, reference)
     md += ("\n" + stats_md) if stats_md else ""

@@ -19,12 +19,13 @@ from typing import Any
 
 from medft.errors import ConfigError
 from medft.files import write_json_atomic
+from medft.runs.layout import RELATIVE, RunDir
 
 
 def read_predictions(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "predictions.jsonl"
+    path = RunDir(run_dir).predictions
     if not path.is_file():
-        raise ConfigError(f"rescore={run_dir}: no predictions.jsonl there (a finished medft train or medft eval run writes one)")
+        raise ConfigError(f"rescore={run_dir}: no {RELATIVE.predictions} there (a finished medft train or medft eval run writes one)")
     from medft.safe_load import load_jsonl
 
     return load_jsonl(path)  # bounded; a line that is not a JSON object: one line naming it
@@ -39,23 +40,24 @@ def rescore(run_dir: str | Path, protocol: str | None = None) -> dict[str, Any]:
         raise ConfigError(f"rescore={run_dir} is not a directory: give a run dir (logs/runs/...) or an eval dir")
     rows = read_predictions(run_dir)
     if not rows or "answer" not in rows[0] or "prediction" not in rows[0]:
-        raise ConfigError(f"rescore={run_dir}: its predictions.jsonl has no answer/prediction rows (report runs cannot be re-scored this way)")
+        raise ConfigError(f"rescore={run_dir}: its {RELATIVE.predictions} has no answer/prediction rows (report runs cannot be re-scored this way)")
     from medft.rundir import read_run_config
     from medft.safe_load import load_json
 
-    cfg = read_run_config(run_dir) if (run_dir / ".hydra" / "config.yaml").is_file() else {}
-    old = load_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
+    run = RunDir(run_dir)
+    cfg = read_run_config(run_dir) if run.is_run() else {}
+    old = load_json(run.metrics) if run.has_metrics() else {}
     old = old if isinstance(old, dict) else {}
     model = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
     protocol = resolve_protocol(protocol or (None if model else old.get("eval/protocol")), model)
     split = str(old.get("eval/split") or "test")
     candidates = read_candidates(run_dir)
-    source = "candidates.json"
+    source = str(RELATIVE.candidates)
     if candidates is None:
         candidates = list(dict.fromkeys(str(r.get("answer")) for r in rows))
-        source = "the answers of predictions.jsonl (the run has no candidates.json)"
+        source = f"the answers of {RELATIVE.predictions} (the run has no {RELATIVE.candidates})"
         if protocol == "llava_med":
-            print(f"note: {run_dir} has no candidates.json: open candidate accuracy uses only the "
+            print(f"note: {run_dir} has no {RELATIVE.candidates}: open candidate accuracy uses only the "
                   f"{len(candidates)} answers of its predictions, not every answer of the dataset")
     metrics = protocol_metrics(rows, protocol, candidates, split)
     metrics.update({"eval/rescored_from": str(run_dir), "eval/candidates": source, "eval/n": len(rows)})
@@ -75,7 +77,7 @@ def rescore_main(args: list[str]) -> dict[str, Any]:
     log_dir = Path(os.environ.get("MEDFT_LOG_DIR", "logs"))
     out = Path(opts["out"]) if opts.get("out") else log_dir / "evals" / "rescore" / time.strftime("%Y-%m-%d_%H-%M-%S")
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "metrics.json", metrics)
+    write_json_atomic(RunDir(out).metrics, metrics)
     split = next((k.split("/")[0] for k in metrics if k.endswith("/acc")), "test")
     print(f"rescored {metrics['eval/rescored_from']} ({metrics['eval/n']} predictions) with eval.protocol={metrics['eval/protocol']}")
     print(scores_line("vqa", metrics, split))

@@ -34,6 +34,7 @@ from medft.files import write_bytes_atomic, write_json_atomic, write_jsonl_atomi
 from medft.redact import redact
 from medft.resume import check_auto_resume, locked_run_dir, resume_overrides, resumed_run_dir
 from medft.rundir import CLAIMS_ENV, SweepStatus, run_state, sweep_failures, write_status
+from medft.runs.layout import RunDir, Status
 from medft.runner import task_wrapper
 
 
@@ -90,7 +91,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir.mkdir(parents=True, exist_ok=True)
     from medft.preempt import Preemption
 
-    write_status(output_dir, "running", resumed_from=str(cfg.ckpt_path) if cfg.get("ckpt_path") else None)
+    write_status(output_dir, Status.RUNNING, resumed_from=str(cfg.ckpt_path) if cfg.get("ckpt_path") else None)
     record_config_dirs(output_dir)
     preemption = Preemption(output_dir).install()  # SIGTERM/SIGUSR1/SIGINT from here on: save, then stop
     threads, _ = configure_threads()  # the cores this job may use, shared among a joblib sweep's jobs
@@ -145,7 +146,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics.update({k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
         writer = trainer.is_global_zero  # several devices: only rank zero writes run files
         if writer:
-            write_jsonl_atomic(output_dir / "predictions.jsonl", module.predictions)
+            write_jsonl_atomic(RunDir(output_dir).predictions, module.predictions)
         if protocol:  # eval.protocol: exact match, or LLaVA-Med's scoring (candidates: every answer of the splits)
             candidates = dataset_candidates(splits)
             if writer:
@@ -157,10 +158,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics.update(tested_val_metrics(trainer, best))
 
     if counts["trainable"] and trainer.is_global_zero:  # only what was trained (the best checkpoint's weights when tested)
-        from medft.trained import FILENAME, save_trained
+        from medft.trained import save_trained
 
         weights = "best" if cfg.get("test") and best else "last"
-        metrics["checkpoint/trained_bytes"] = save_trained(output_dir / FILENAME, net, tune, weights=weights).stat().st_size
+        metrics["checkpoint/trained_bytes"] = save_trained(RunDir(output_dir).trained, net, tune, weights=weights).stat().st_size
     metrics.update(finish_data_stats(data_stats, datamodule))
     metrics.update(params)
     metrics.update(net.pretrained_id)  # the embedded model's draw: pretrained/seed, pretrained/sha256
@@ -168,14 +169,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for callback in trainer.callbacks:
         if isinstance(callback, StepTimer):
             metrics.update(callback.summary())
-    checkpoints = list((output_dir / "checkpoints").glob("*.ckpt"))
+    checkpoints = list(RunDir(output_dir).checkpoints.glob("*.ckpt"))
     if checkpoints:
         metrics["checkpoint/bytes"] = max(p.stat().st_size for p in checkpoints)
     for kind, n in summary.modules.items():
         metrics[f"params/modules/{kind}"] = n
     if trainer.is_global_zero:
-        write_json_atomic(output_dir / "metrics.json", metrics)
-        write_status(output_dir, "finished", step=int(trainer.global_step))
+        write_json_atomic(RunDir(output_dir).metrics, metrics)
+        write_status(output_dir, Status.OK, step=int(trainer.global_step))
     finish_loggers(loggers)
     print(f"run dir: {output_dir}")
     return metrics
@@ -227,7 +228,7 @@ def test_on(cfg: DictConfig, name: str, dataset_name: str, trainer: Any, module:
     trainer.test(module, datamodule=datamodule, verbose=False, weights_only=True)
     scores = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     if trainer.is_global_zero:  # several devices: every rank holds the gathered rows (MedVLMModule); rank zero writes
-        write_jsonl_atomic(output_dir / f"predictions_{name}.jsonl", module.predictions)
+        write_jsonl_atomic(RunDir(output_dir).predictions_of(name), module.predictions)
     print(f"{name} ({dataset_name}) " + scores_line(net.task, scores))
     return {f"{name}/{k.removeprefix('test/')}": float(v) for k, v in scores.items()}
 
@@ -267,8 +268,8 @@ def main(args: list[str] | None = None) -> None:
 
     with RunLock(lock_dir):  # before Hydra rewrites the run's .hydra/ and train.log: a second process stops here
         check_auto_resume(args)  # a finished run dir: one line, before Hydra writes into it
-        hydra_dir = lock_dir / ".hydra"
-        kept = {p: p.read_bytes() for p in hydra_dir.glob("*.yaml")} if run_state(lock_dir) == "ok" else {}
+        hydra_dir = RunDir(lock_dir).hydra_dir
+        kept = {p: p.read_bytes() for p in hydra_dir.glob("*.yaml")} if run_state(lock_dir) == Status.OK else {}
         try:
             _run_jobs()
         except BaseException as exit_:  # a refused or failed resume leaves a finished run as it was
@@ -284,7 +285,7 @@ def _run_jobs() -> None:
     run_hydra(_hydra_main)
     failed, jobs, root = sweep_failures()
     if failed:  # every job ran and each wrote its error.txt; the sweep as a whole did not succeed
-        print(f"medft: {len(failed)} of {jobs} jobs failed (error.txt in each): "
+        print(f"medft: {len(failed)} of {jobs} jobs failed ({RunDir.ERROR} in each): "
               + ", ".join(p.name for p in failed[:5]) + (" ..." if len(failed) > 5 else "")
               + f" — `medft report {root}` lists them", file=sys.stderr)
         raise SystemExit(1)

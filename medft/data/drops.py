@@ -20,6 +20,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from medft.runs.layout import RELATIVE
+
 EXAMPLES = 3  # ids shown per reason
 
 Splits = dict[str, list[dict[str, Any]]]
@@ -203,7 +205,7 @@ REASONS = {
     "no_section": "report without the section asked for (dataset.report_section)",
     "duplicate": "duplicate(s) (same image, question and answer twice, in test or in train + val)",
     "train_test_overlap": "train/test overlap(s) (a train or val record that is also a test record)",
-    "duplicate_id": "record(s) whose id another record has (renamed ID-2, ID-3, ... in predictions.jsonl)",
+    "duplicate_id": f"record(s) whose id another record has (renamed ID-2, ID-3, ... in {RELATIVE.predictions})",
     "outside_root": "image or report file outside dataset.root",
     "no_view": "no image of the views asked for (dataset.views)",
 }

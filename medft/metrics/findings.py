@@ -24,11 +24,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from medft.metrics.stats import hierarchical_bootstrap, read_rows, vqa_scores
+from medft.runs.layout import RELATIVE, Status
 
 VERSUS = ("frozen", "full")
 RESAMPLES = 2000  # a verdict sits on the interval's ends: twice the per-run intervals' resamples
 # metric -> the predictions file its per-question scores come from
-SOURCES = {"test/acc": "predictions.jsonl", "source/acc": "predictions_source.jsonl"}
+SOURCES = {"test/acc": str(RELATIVE.predictions), "source/acc": str(RELATIVE.predictions_of("source"))}
 COLUMNS = ["metric", "dataset", "train_fraction", "tune", "versus", "delta", "ci_low", "ci_high", "verdict", "seeds"]
 NUMBERS = ("delta", "ci_low", "ci_high")
 WHAT = {"test/acc": "target accuracy", "source/acc": "source accuracy (what each keeps)"}
@@ -78,7 +79,7 @@ def compare(mine: dict[str, dict[str, Any]], theirs: dict[str, dict[str, Any]], 
 def findings(rows: list[dict[str, Any]], keys: Sequence[str] = (), resamples: int = RESAMPLES) -> list[dict[str, Any]]:
     """The findings rows of the study runs among ``rows`` (report rows: ``status``, ``init``, ``tune``, ``seed``,
     ``train_fraction``, ``run``, ``source/acc`` ...); ``keys``: other configuration keys that vary (columns)."""
-    study = [r for r in rows if r.get("status") == "ok" and r.get("init") == "pretrained" and r.get("source/acc") is not None]
+    study = [r for r in rows if r.get("status") == Status.OK and r.get("init") == "pretrained" and r.get("source/acc") is not None]
     other = [k for k in keys if k not in ("train_fraction", "init")]
     cells: dict[tuple, dict[str, dict[str, dict[str, Any]]]] = defaultdict(lambda: defaultdict(dict))
     for r in study:

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from medft.errors import ConfigError
+from medft.runs.layout import RunDir
 
-CANDIDATES_FILE = "candidates.json"
 Rows = Sequence[Mapping[str, Any]]
 
 
@@ -94,13 +94,13 @@ def dataset_candidates(splits: Mapping[str, Iterable[Mapping[str, Any]]]) -> lis
 def write_candidates(run_dir: Path, candidates: Sequence[str], source: str) -> Path:
     from medft.files import write_json_atomic
 
-    path = Path(run_dir) / CANDIDATES_FILE
+    path = RunDir(run_dir).candidates
     write_json_atomic(path, {"source": source, "answers": list(candidates)})
     return path
 
 
 def read_candidates(run_dir: Path) -> list[str] | None:
-    path = Path(run_dir) / CANDIDATES_FILE
+    path = RunDir(run_dir).candidates
     if not path.is_file():
         return None
     try:

@@ -27,6 +27,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from medft.runs.layout import RELATIVE, RunDir, Status
+
 RESAMPLES = 1000
 SEED = 0
 LEVEL = 0.95
@@ -76,7 +78,7 @@ class RunScores:
         return float(self.value(metric, np.arange(len(self.ids))[None, :])[0])
 
 
-def read_rows(run_dir: Path, filename: str = "predictions.jsonl") -> list[dict[str, Any]]:
+def read_rows(run_dir: Path, filename: str = str(RELATIVE.predictions)) -> list[dict[str, Any]]:
     from medft.safe_load import load_jsonl
 
     return load_jsonl(Path(run_dir) / filename)
@@ -134,7 +136,7 @@ def run_scores(run_dir: Path, metrics: Mapping[str, Any]) -> RunScores | None:
     """The per-item scores of a finished run, or None when it has no usable ``predictions.jsonl``."""
     from medft.metrics.protocols import read_candidates
 
-    path = Path(run_dir) / "predictions.jsonl"
+    path = RunDir(run_dir).predictions
     if not path.is_file():
         return None
     rows = read_rows(run_dir)
@@ -213,7 +215,7 @@ def add_statistics(rows: list[dict[str, Any]], reference: str = "full", resample
     Rows need ``run``, ``status``, ``model``, ``dataset``, ``tune`` and their ``test/*`` metrics."""
     scores: dict[str, RunScores] = {}
     for row in rows:
-        if row.get("status") != "ok":
+        if row.get("status") != Status.OK:
             continue
         metrics = _metrics(row)
         found = loader(Path(row["run"]), metrics)
@@ -271,7 +273,7 @@ def _occurrences(ids: list[str]) -> list[tuple[str, int]]:
 def _metrics(row: Mapping[str, Any]) -> dict[str, Any]:
     from medft.safe_load import load_json
 
-    path = Path(row["run"]) / "metrics.json"
+    path = RunDir(row["run"]).metrics
     metrics = load_json(path) if path.is_file() else {}
     return metrics if isinstance(metrics, dict) else {}
 
@@ -280,7 +282,7 @@ def _seed(run: Path) -> Any:
     from medft.safe_load import load_yaml
 
     try:
-        cfg = load_yaml(run / ".hydra" / "config.yaml")
+        cfg = load_yaml(RunDir(run).config)
     except (OSError, ValueError):  # medft.safe_load.UnsafeFile is a ValueError
         return None
     return cfg.get("seed") if isinstance(cfg, dict) else None
