@@ -140,3 +140,19 @@ def test_rescore_takes_a_protocol_of_the_table(monkeypatch, tmp_path, capsys):
     assert "test first_word: first word 0.500" in capsys.readouterr().out
     with pytest.raises(ConfigError, match=r"eval.protocol=exact\|llava_med\|first_word and out=DIR"):
         rescore_main([f"rescore={run}", "protocol=first_word"])
+
+
+def test_every_llava_model_config_states_its_protocol_and_every_stated_one_is_in_the_table():
+    import yaml
+
+    from medft.config import CONFIG_DIR
+
+    stated = {}
+    for path in sorted((CONFIG_DIR / "model").glob("*.yaml")):
+        cfg = yaml.safe_load(path.read_text())
+        if "eval_protocol" in cfg:
+            stated[path.stem] = cfg["eval_protocol"]
+        if "arch/llava@arch" in (cfg.get("defaults") or []):  # LLaVA-Med's family scores the LLaVA-Med way
+            assert cfg.get("eval_protocol") == "llava_med", path.name
+    assert stated["llava_med"] == stated["llava_tiny"] == "llava_med" and stated["medgemma_4b"] == "exact"
+    assert set(stated.values()) <= set(protocols.PROTOCOLS), stated
