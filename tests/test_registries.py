@@ -68,6 +68,7 @@ def test_a_layout_added_to_the_table_loads_through_the_dataset_function(tmp_path
                                                      "layouts": ["pairs"]}})
     again = sources.load_splits(cfg)
     assert again.layout == "pairs.csv" and len(again["train"]) + len(again["val"]) == 8
+    assert sources.vqa_rad(str(root), layouts="pairs").layout == "pairs.csv"  # +dataset.load.layouts=pairs: one name
 
 
 def test_none_detected_is_one_line_naming_the_root_and_every_layout_tried(tmp_path, monkeypatch):

@@ -3,7 +3,7 @@
 Each returns ``{"train": [...], "val": [...], "test": [...]}`` lists of records (see
 ``medft.data.common`` for the record fields). Nothing here opens an image or builds a model.
 Each lists the layouts (:mod:`medft.data.layouts`) its dataset comes in, first match first
-(``dataset.load.layouts`` overrides the list); :func:`load_layout` reads the first one found.
+(``+dataset.load.layouts=[...]`` overrides the list); :func:`load_layout` reads the first one found.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def subsample_train(splits: Splits, fraction: float, seed: int) -> Splits:
 def load_layout(root: str, layouts: Sequence[str], ask: Ask, train_fraction: float = 1.0) -> Splits:
     """The splits at ``root`` in the first of ``layouts`` (names in :data:`medft.data.layouts.LAYOUTS`)
     whose ``detect`` says yes, with the layout they were read in; then ``train_fraction`` of train."""
+    layouts = [layouts] if isinstance(layouts, str) else list(layouts)  # dataset.load.layouts=tables: one name
     unknown = [name for name in layouts if name not in LAYOUTS]
     if unknown:
         raise ConfigError(f"dataset.load.layouts: {unknown} not known; use some of {list(LAYOUTS)}")
