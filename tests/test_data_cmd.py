@@ -82,8 +82,10 @@ def test_unrecognised_layout_names_the_expected_files(capsys, tmp_path):
     status, out, err = run(capsys, "dataset=iu_xray", f"dataset.root={tmp_path}")
     assert status == 2 and out == ""
     assert err.strip() == (
-        f"medft: error: no IU X-ray dataset in {tmp_path}: annotation.json missing; "
-        "expected annotation.json with train/val/test lists + images/ (IU X-ray, R2Gen layout)"
+        f"medft: error: no IU X-ray dataset in {tmp_path}: expected annotation.json with train/val/test lists + "
+        "images/ (R2Gen layout), or mimic-cxr-2.0.0-split.csv.gz + files/pXX/pSUBJECT/sSTUDY/ (MIMIC-CXR-JPG as "
+        "PhysioNet ships it), or indiana_reports.csv + indiana_projections.csv + images (IU X-ray's Kaggle / OpenI "
+        "CSVs); point dataset.root at the folder holding one of them"
     )
 
 

@@ -162,7 +162,9 @@ def test_r2gen_errors(tmp_path):
     with pytest.raises(DataError, match="train split of IU X-ray .* is empty"):
         sources.r2gen(str(root), "iu_xray")
     (root / "annotation.json").unlink()
-    with pytest.raises(DataError, match="annotation.json missing; expected annotation.json with train/val/test"):
+    # no layout of the three detected: one line naming each (the old message named only R2Gen's)
+    with pytest.raises(DataError, match=r"no IU X-ray dataset in .*/iu: expected annotation.json with train/val/test "
+                                        r".*, or mimic-cxr-2.0.0-split.csv.gz .*, or indiana_reports.csv .*; point dataset.root"):
         sources.r2gen(str(root), "iu_xray")
     with pytest.raises(DataError, match="does not exist"):
         sources.r2gen(str(tmp_path / "nowhere"), "mimic_cxr")
@@ -170,7 +172,7 @@ def test_r2gen_errors(tmp_path):
 
 def test_load_splits_unwraps_user_errors(tmp_path):
     cfg = OmegaConf.create({"load": {"_target_": "medft.data.sources.r2gen", "root": str(tmp_path), "name": "iu_xray"}})
-    with pytest.raises(DataError, match="annotation.json missing"):
+    with pytest.raises(DataError, match="expected annotation.json with train/val/test"):
         sources.load_splits(cfg)
 
 

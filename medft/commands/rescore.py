@@ -33,7 +33,7 @@ def read_predictions(run_dir: Path) -> list[dict[str, Any]]:
 
 def rescore(run_dir: str | Path, protocol: str | None = None) -> dict[str, Any]:
     """The metrics of ``run_dir``'s predictions under ``protocol`` (None: the run's model default)."""
-    from medft.metrics.protocols import protocol_metrics, read_candidates, resolve_protocol
+    from medft.metrics.protocols import PROTOCOLS, answers_of, protocol_metrics, read_candidates, resolve_protocol
 
     run_dir = Path(run_dir).expanduser().resolve()
     if not run_dir.is_dir():
@@ -54,10 +54,10 @@ def rescore(run_dir: str | Path, protocol: str | None = None) -> dict[str, Any]:
     candidates = read_candidates(run_dir)
     source = str(RELATIVE.candidates)
     if candidates is None:
-        candidates = list(dict.fromkeys(str(r.get("answer")) for r in rows))
+        candidates = answers_of(rows)
         source = f"the answers of {RELATIVE.predictions} (the run has no {RELATIVE.candidates})"
-        if protocol == "llava_med":
-            print(f"note: {run_dir} has no {RELATIVE.candidates}: open candidate accuracy uses only the "
+        if PROTOCOLS[protocol].candidates:
+            print(f"note: {run_dir} has no {RELATIVE.candidates}: {protocol}'s candidate answers are only the "
                   f"{len(candidates)} answers of its predictions, not every answer of the dataset")
     metrics = protocol_metrics(rows, protocol, candidates, split)
     metrics.update({"eval/rescored_from": str(run_dir), "eval/candidates": source, "eval/n": len(rows)})
@@ -66,12 +66,13 @@ def rescore(run_dir: str | Path, protocol: str | None = None) -> dict[str, Any]:
 
 def rescore_main(args: list[str]) -> dict[str, Any]:
     from medft.metrics.evaluators import scores_line
+    from medft.metrics.protocols import PROTOCOLS
 
     opts: dict[str, str] = {}
     for arg in args:
         key, sep, value = arg.partition("=")
         if not sep or key not in ("rescore", "eval.protocol", "out"):
-            raise ConfigError(f"{arg!r}: medft eval rescore=RUN_DIR takes only eval.protocol=exact|llava_med and out=DIR")
+            raise ConfigError(f"{arg!r}: medft eval rescore=RUN_DIR takes only eval.protocol={'|'.join(PROTOCOLS)} and out=DIR")
         opts[key] = value
     metrics = rescore(opts["rescore"], opts.get("eval.protocol") or None)
     log_dir = Path(os.environ.get("MEDFT_LOG_DIR", "logs"))

@@ -12,15 +12,20 @@ without the ``<image>`` token, the answer the first gpt turn. ``answer_type`` CL
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from medft.data.common import drop_reason, read_json, text, vqa_record
-from medft.data.drops import Drops
+from medft.data.answer_types import FROM_FILE
+from medft.data.common import drop_reason, finish, read_json, text, vqa_record
+from medft.data.drops import Drops, Loaded, loaded
 from medft.errors import DataError
+
+if TYPE_CHECKING:
+    from medft.data.layouts import Ask
 
 FILES = {"train": ("train.json",), "val": ("val.json", "valid.json", "validation.json"), "test": ("test.json",)}
 IMAGE_DIRS = ("images", "imgs", "image", "img", ".")
 CONV_KEYS = ("conversations", "conversatons")
+ABOUT = "LLaVA-Med's train.json + test.json + images/"
 
 
 def _rows(path: Path) -> list[dict[str, Any]] | None:
@@ -96,3 +101,10 @@ def load_llava(root: Path, drops: Drops) -> dict[str, list[dict[str, Any]]]:
             records.append(vqa_record(id, image_dir / name, name, q, a, r.get("answer_type")))
         splits[split] = records
     return splits
+
+
+def read_llava(root: Path, ask: Ask) -> Loaded:
+    """The ``llava_med`` layout of :mod:`medft.data.layouts` (CLOSED / OPEN from the files' answer_type)."""
+    drops = Drops()
+    splits = finish(load_llava(root, drops), ask.val_fraction, ask.split_seed, f"{ask.title} ({root})")
+    return loaded(splits, drops, FROM_FILE, "LLaVA-Med train.json/test.json")

@@ -19,21 +19,34 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from medft.data.answer_types import YES_NO
 from medft.data.common import Splits, check_root, closed_if_yes_no, drop_reason, finish, text, vqa_record
+from medft.data.drops import Drops, Loaded, loaded
 from medft.errors import DataError
+
+if TYPE_CHECKING:
+    from medft.data.layouts import Ask
 
 PKL_SPLITS = {"train": "train", "val": "val", "test": "test"}
 PARQUET_SPLITS = {"train": "train", "validation": "val", "val": "val", "test": "test"}
-EXPECTED = (
-    "qas/{train,val,test}/{split}_qa.pkl + images/{split}/<image>.jpg (original PathVQA release) "
-    "or {train,validation,test}-*.parquet with columns image, question, answer (Parquet release)"
-)
+ABOUT = "qas/{train,val,test}/{split}_qa.pkl + images/{split}/<image>.jpg (original PathVQA release)"
+EXPECTED = f"{ABOUT} or {{train,validation,test}}-*.parquet with columns image, question, answer (Parquet release)"
+
+
+def is_path_vqa(root: Path) -> bool:
+    return (root / "qas").is_dir()
+
+
+def read_path_vqa(root: Path, ask: Ask) -> Loaded:
+    """The ``path_vqa`` layout of :mod:`medft.data.layouts`: the pickles (yes/no answers CLOSED)."""
+    drops = Drops()
+    return loaded(load_path_vqa(root, ask.val_fraction, ask.split_seed, drops), drops, YES_NO, "PathVQA pickles + images/")
 
 
 def load_path_vqa(root: str | Path, val_fraction: float = 0.1, seed: int = 0, drops: Any = None) -> Splits:
-    """The original release (pickles); the other layouts go through :func:`medft.data.sources.path_vqa`."""
+    """The original release (pickles); the other layouts are :mod:`medft.data.layouts`' other entries."""
     root = check_root(root, EXPECTED)
     if not (root / "qas").is_dir():
         raise DataError(f"no PathVQA dataset in {root}: expected {EXPECTED} or LLaVA-Med's train.json + test.json")

@@ -13,16 +13,29 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from medft.data.common import Splits, check_inside, check_root, data_roots, finish, is_inside, read_json, report_record, text
+from medft.data.drops import Drops, Loaded, loaded
 from medft.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from medft.data.layouts import Ask
 
 ANNOTATION = "annotation.json"
 IMAGE_DIR = "images"
 NAMES = {"iu_xray": "IU X-ray", "mimic_cxr": "MIMIC-CXR"}
-
-
 VIEWS = ("first", "all")
+ABOUT = f"{ANNOTATION} with train/val/test lists + {IMAGE_DIR}/ (R2Gen layout)"
+
+
+def is_r2gen(root: Path) -> bool:
+    return (root / ANNOTATION).is_file()
+
+
+def read_r2gen(root: Path, ask: Ask) -> Loaded:
+    """The ``r2gen`` layout of :mod:`medft.data.layouts` (its loader leaves nothing out it would count)."""
+    return loaded(load_r2gen(root, ask.name, ask.val_fraction, ask.split_seed, ask.views), None, "", "R2Gen annotation.json")
 
 
 def load_r2gen(
@@ -75,6 +88,8 @@ MIMIC_META = "mimic-cxr-2.0.0-metadata.csv.gz"
 IU_REPORTS = "indiana_reports.csv"
 IU_PROJECTIONS = "indiana_projections.csv"
 FRONTAL = ("PA", "AP", "FRONTAL")
+MIMIC_ABOUT = f"{MIMIC_SPLIT} + files/pXX/pSUBJECT/sSTUDY/ (MIMIC-CXR-JPG as PhysioNet ships it)"
+IU_ABOUT = f"{IU_REPORTS} + {IU_PROJECTIONS} + images (IU X-ray's Kaggle / OpenI CSVs)"
 _HEADER = re.compile(r"^\s*([A-Z][A-Z &/]{2,}):", re.MULTILINE)
 
 
@@ -218,3 +233,28 @@ def load_iu_csv(root: Path, views: str, section: str, seed: int, drops) -> dict[
             continue
         splits[split].append(report_record(uid, [image_dir / f for _, f in views_], report, views))
     return splits
+
+
+def _read_official(root: Path, ask: Ask, load: Callable[..., dict[str, list[dict]]], layout: str) -> Loaded:
+    """An official release (``load``: MIMIC-CXR-JPG or IU X-ray's CSVs) with ``ask``'s views and report section."""
+    if ask.report_section not in SECTIONS:
+        raise ConfigError(f"dataset.report_section={ask.report_section!r} is not known; use one of {list(SECTIONS)}")
+    if ask.views not in VIEWS:
+        raise ConfigError(f"dataset.views={ask.views!r} is not known; use one of {list(VIEWS)}")
+    drops = Drops()
+    root = root.resolve()
+    splits = finish(load(root, drops), ask.val_fraction, ask.split_seed, f"{NAMES.get(ask.name, ask.name)} ({root})")
+    return loaded(splits, drops, "", f"{layout}, report section: {ask.report_section}")
+
+
+def read_mimic_official(root: Path, ask: Ask) -> Loaded:
+    """The ``mimic_cxr_jpg`` layout of :mod:`medft.data.layouts`."""
+    return _read_official(root, ask, lambda root, drops: load_mimic_official(root, ask.views, ask.report_section, drops),
+                          "MIMIC-CXR-JPG (PhysioNet)")
+
+
+def read_iu_csv(root: Path, ask: Ask) -> Loaded:
+    """The ``iu_xray_csv`` layout of :mod:`medft.data.layouts` (studies split by ``ask.split_seed``)."""
+    return _read_official(
+        root, ask, lambda root, drops: load_iu_csv(root, ask.views, ask.report_section, ask.split_seed, drops),
+        "IU X-ray CSVs (Kaggle / OpenI)")

@@ -16,18 +16,33 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from medft.data.answer_types import FROM_FILE
 from medft.data.common import Splits, check_root, drop_reason, finish, read_json_list, text, vqa_record
+from medft.data.drops import Drops, Loaded, loaded
 from medft.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from medft.data.layouts import Ask
 
 SPLIT_FILES = {"train": ("train.json",), "val": ("validate.json", "validation.json"), "test": ("test.json",)}
 IMAGE_DIR = "imgs"
 LANGS = ("en", "zh", "all")
-EXPECTED = (
-    "train.json, validate.json (or validation.json), test.json and imgs/xmlab<N>/source.jpg (SLAKE), or the hub's "
-    "data/{train,validation,test}-*.parquet, or LLaVA-Med's train.json + test.json + images/"
-)
+ABOUT = "train.json, validate.json (or validation.json), test.json and imgs/xmlab<N>/source.jpg (SLAKE)"
+EXPECTED = f"{ABOUT}, or the hub's data/{{train,validation,test}}-*.parquet, or LLaVA-Med's train.json + test.json + images/"
+
+
+def is_slake(root: Path) -> bool:
+    """One of SLAKE's annotation files is in ``root`` (:func:`load_slake` names what else is missing)."""
+    return any((root / name).is_file() for names in SPLIT_FILES.values() for name in names)
+
+
+def read_slake(root: Path, ask: Ask) -> Loaded:
+    """The ``slake`` layout of :mod:`medft.data.layouts`: the questions in ``ask.lang``."""
+    drops = Drops()
+    return loaded(load_slake(root, ask.lang or "en", ask.val_fraction, ask.split_seed, drops), drops, FROM_FILE,
+                  "SLAKE json + imgs/")
 
 
 def load_slake(root: str | Path, lang: str = "en", val_fraction: float = 0.1, seed: int = 0, drops: Any = None) -> Splits:

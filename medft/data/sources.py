@@ -2,24 +2,27 @@
 
 Each returns ``{"train": [...], "val": [...], "test": [...]}`` lists of records (see
 ``medft.data.common`` for the record fields). Nothing here opens an image or builds a model.
+Each lists the layouts (:mod:`medft.data.layouts`) its dataset comes in, first match first
+(``+dataset.load.layouts=[...]`` overrides the list); :func:`load_layout` reads the first one found.
 """
 
 from __future__ import annotations
 
-import logging
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+from medft.data.common import check_root
 from medft.data.demo import ensure_demo
-from medft.data.drops import Drops, carry, find_duplicates, loaded
-from medft.data.vqa_rad import load_vqa_rad
+from medft.data.drops import Loaded, carry, find_duplicates, loaded
+from medft.data.layouts import LAYOUTS, Ask
+from medft.data.report_gen import NAMES
+from medft.data.slake import LANGS as SLAKE_LANGS
+from medft.data.tables import CACHE_FIX
 from medft.errors import ConfigError, DataError
 from medft.files import ensure_dir
 
 Splits = dict[str, list[dict[str, Any]]]
-log = logging.getLogger(__name__)
-CACHE_FIX = "set MEDFT_CACHE_DIR (or paths.cache_dir) to a folder you can write"
 
 
 def subsample_train(splits: Splits, fraction: float, seed: int) -> Splits:
@@ -34,27 +37,26 @@ def subsample_train(splits: Splits, fraction: float, seed: int) -> Splits:
     return carry(splits, {**splits, "train": sorted(train[:keep], key=lambda r: r["id"])})
 
 
-def other_vqa_layout(
-    root: Path, name: str, title: str, val_fraction: float, split_seed: int, cache_dir: str | None, lang: str | None = None
-) -> Splits | None:
-    """LLaVA-Med's train.json/test.json, or tables (the hub's Parquet, Arrow, a save_to_disk folder), or None."""
-    from medft.data.answer_types import FROM_FILE, YES_NO
-    from medft.data.common import finish
-    from medft.data.llava import is_llava, load_llava
-    from medft.data.tables import has_tables, load_table_vqa
-
-    drops = Drops()
-    if is_llava(root):
-        splits, rule, layout = load_llava(root, drops), FROM_FILE, "LLaVA-Med train.json/test.json"
-    elif has_tables(root):
-        cache = Path(cache_dir).expanduser() if cache_dir else root / ".medft_images"
-        if cache_dir:
-            ensure_dir(cache_dir, "the image cache (MEDFT_CACHE_DIR)", CACHE_FIX)
-        splits, typed = load_table_vqa(root, cache / name, drops, lang, Path(cache_dir).expanduser() if cache_dir else None)
-        rule, layout = (FROM_FILE if typed else YES_NO), "tables (Parquet / Arrow / save_to_disk) read with datasets"
-    else:
-        return None
-    return loaded(finish(splits, val_fraction, split_seed, f"{title} ({root})"), drops, rule, layout)
+def load_layout(root: str, layouts: Sequence[str], ask: Ask, train_fraction: float = 1.0) -> Splits:
+    """The splits at ``root`` in the first of ``layouts`` (names in :data:`medft.data.layouts.LAYOUTS`)
+    whose ``detect`` says yes, with the layout they were read in; then ``train_fraction`` of train."""
+    layouts = [layouts] if isinstance(layouts, str) else list(layouts)  # dataset.load.layouts=tables: one name
+    unknown = [name for name in layouts if name not in LAYOUTS]
+    if unknown:
+        raise ConfigError(f"dataset.load.layouts: {unknown} not known; use some of {list(LAYOUTS)}")
+    tried = [LAYOUTS[name] for name in layouts]
+    expected = ", or ".join(layout.about for layout in tried)
+    path = Path(root).expanduser()
+    check_root(path, expected)
+    layout = next((layout for layout in tried if layout.detect(path)), None)
+    if layout is None:
+        raise DataError(f"no {ask.title} dataset in {path}: expected {expected}; point dataset.root at the folder "
+                        "holding one of them")
+    splits = layout.load(path, ask)
+    if not isinstance(splits, Loaded):  # plain splits: nothing dropped, no CLOSED / OPEN rule to report
+        splits = loaded(splits)
+    splits.layout = splits.layout or layout.name
+    return subsample_train(splits, train_fraction, ask.split_seed)
 
 
 def demo(root: str, val_fraction: float = 0.1, split_seed: int = 0, train_fraction: float = 1.0,
@@ -73,97 +75,44 @@ def demo(root: str, val_fraction: float = 0.1, split_seed: int = 0, train_fracti
 
 
 def vqa_rad(
-    root: str, val_fraction: float = 0.1, split_seed: int = 0, train_fraction: float = 1.0, cache_dir: str | None = None
+    root: str, val_fraction: float = 0.1, split_seed: int = 0, train_fraction: float = 1.0, cache_dir: str | None = None,
+    layouts: Sequence[str] = ("vqa_rad", "llava_med", "tables"),
 ) -> Splits:
     """VQA-RAD in any layout it is downloaded in (auto-detected): the OSF release, the split layout,
     the hub's Parquet copy, LLaVA-Med's files, a save_to_disk folder."""
-    from medft.data.answer_types import FROM_FILE
-    from medft.data.vqa_rad import OSF_JSON, SPLIT_FILES
-
-    path = Path(root).expanduser()
-    classic = (path / SPLIT_FILES["train"]).is_file() or (path / OSF_JSON).is_file()
-    if path.is_dir() and not classic:
-        other = other_vqa_layout(path, "vqa_rad", "VQA-RAD", val_fraction, split_seed, cache_dir)
-        if other is not None:
-            return subsample_train(other, train_fraction, split_seed)
-    stats: dict[str, Any] = {}
-    drops = Drops()
-    splits = load_vqa_rad(path, val_fraction=val_fraction, seed=split_seed, stats=stats, drops=drops)
-    splits = loaded(splits, drops, FROM_FILE, stats["layout"])
-    if stats["skipped_empty"] or stats["skipped_no_image"] or stats["skipped_wrong_type"]:
-        log.warning(
-            f"dataset {root}: skipped {stats['skipped_empty']} record(s) with an empty question or answer, "
-            f"{stats['skipped_no_image']} without an image name and {stats['skipped_wrong_type']} whose question or "
-            "answer is not text (a list, mapping or true/false)"
-        )
-    return subsample_train(splits, train_fraction, split_seed)
+    ask = Ask("vqa_rad", "VQA-RAD", val_fraction, split_seed, cache_dir)
+    return load_layout(root, layouts, ask, train_fraction)
 
 
 def slake(
     root: str, lang: str = "en", val_fraction: float = 0.1, split_seed: int = 0, train_fraction: float = 1.0,
-    cache_dir: str | None = None,
+    cache_dir: str | None = None, layouts: Sequence[str] = ("llava_med", "tables", "slake"),
 ) -> Splits:
     """SLAKE: train.json / validate.json (or validation.json) / test.json + imgs/; ``lang`` en, zh or all;
     or the hub's Parquet copies, LLaVA-Med's files, a save_to_disk folder."""
-    from medft.data.answer_types import FROM_FILE
-    from medft.data.slake import LANGS, load_slake
-
-    if lang not in LANGS:
-        raise ConfigError(f"dataset.lang={lang!r} is not known; use one of {list(LANGS)}")
-    path = Path(root).expanduser()
-    if path.is_dir():
-        other = other_vqa_layout(path, "slake", "SLAKE", val_fraction, split_seed, cache_dir, lang)
-        if other is not None:
-            return subsample_train(other, train_fraction, split_seed)
-    drops = Drops()
-    splits = loaded(load_slake(root, lang, val_fraction, split_seed, drops), drops, FROM_FILE, "SLAKE json + imgs/")
-    return subsample_train(splits, train_fraction, split_seed)
+    if lang not in SLAKE_LANGS:
+        raise ConfigError(f"dataset.lang={lang!r} is not known; use one of {list(SLAKE_LANGS)}")
+    ask = Ask("slake", "SLAKE", val_fraction, split_seed, cache_dir, lang=lang)
+    return load_layout(root, layouts, ask, train_fraction)
 
 
 def path_vqa(
-    root: str, val_fraction: float = 0.1, split_seed: int = 0, train_fraction: float = 1.0, cache_dir: str | None = None
+    root: str, val_fraction: float = 0.1, split_seed: int = 0, train_fraction: float = 1.0, cache_dir: str | None = None,
+    layouts: Sequence[str] = ("path_vqa", "llava_med", "tables"),
 ) -> Splits:
     """PathVQA: the original pickles + images/, or the Parquet release (images cached in ``cache_dir``)."""
-    from medft.data.answer_types import YES_NO
-    from medft.data.path_vqa import load_path_vqa
-
-    path = Path(root).expanduser()
-    if path.is_dir() and not (path / "qas").is_dir():
-        other = other_vqa_layout(path, "path_vqa", "PathVQA", val_fraction, split_seed, cache_dir)
-        if other is not None:
-            return subsample_train(other, train_fraction, split_seed)
-    drops = Drops()
-    splits = loaded(load_path_vqa(root, val_fraction, split_seed, drops), drops, YES_NO, "PathVQA pickles + images/")
-    return subsample_train(splits, train_fraction, split_seed)
+    ask = Ask("path_vqa", "PathVQA", val_fraction, split_seed, cache_dir)
+    return load_layout(root, layouts, ask, train_fraction)
 
 
 def r2gen(
     root: str, name: str, val_fraction: float = 0.1, split_seed: int = 0, train_fraction: float = 1.0, views: str = "first",
-    report_section: str = "findings",
+    report_section: str = "findings", layouts: Sequence[str] = ("r2gen", "mimic_cxr_jpg", "iu_xray_csv"),
 ) -> Splits:
     """IU X-ray / MIMIC-CXR report generation: an R2Gen-style annotation.json + images/, MIMIC-CXR-JPG as
     PhysioNet ships it (split / metadata CSVs, files/, the reports), or IU X-ray's Kaggle / OpenI CSVs."""
-    from medft.data.common import finish
-    from medft.data.report_gen import (
-        NAMES, SECTIONS, VIEWS, is_iu_csv, is_mimic_official, load_iu_csv, load_mimic_official, load_r2gen,
-    )
-
-    path = Path(root).expanduser()
-    if path.is_dir() and not (path / "annotation.json").is_file() and (is_mimic_official(path) or is_iu_csv(path)):
-        if report_section not in SECTIONS:
-            raise ConfigError(f"dataset.report_section={report_section!r} is not known; use one of {list(SECTIONS)}")
-        if views not in VIEWS:
-            raise ConfigError(f"dataset.views={views!r} is not known; use one of {list(VIEWS)}")
-        drops = Drops()
-        path = path.resolve()
-        if is_mimic_official(path):
-            splits, layout = load_mimic_official(path, views, report_section, drops), "MIMIC-CXR-JPG (PhysioNet)"
-        else:
-            splits, layout = load_iu_csv(path, views, report_section, split_seed, drops), "IU X-ray CSVs (Kaggle / OpenI)"
-        out = finish(splits, val_fraction, split_seed, f"{NAMES.get(name, name)} ({path})")
-        return subsample_train(loaded(out, drops, "", f"{layout}, report section: {report_section}"), train_fraction, split_seed)
-    return subsample_train(loaded(load_r2gen(root, name, val_fraction, split_seed, views), None, "", "R2Gen annotation.json"),
-                           train_fraction, split_seed)
+    ask = Ask(name, NAMES.get(name, name), val_fraction, split_seed, views=views, report_section=report_section)
+    return load_layout(root, layouts, ask, train_fraction)
 
 
 def load_splits(dataset_cfg: Any, **overrides: Any) -> Splits:

@@ -20,13 +20,21 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-from medft.data.drops import Drops
+from medft.data.answer_types import FROM_FILE, YES_NO
+from medft.data.common import finish
+from medft.data.drops import Drops, Loaded, loaded
 from medft.errors import DataError
+from medft.files import ensure_dir
+
+if TYPE_CHECKING:
+    from medft.data.layouts import Ask
 
 SPLIT_NAMES = {"train": "train", "validation": "val", "validate": "val", "val": "val", "valid": "val", "test": "test"}
 SUFFIXES = (".parquet", ".arrow")
+ABOUT = "the hub's Parquet shards (data/{train,validation,test}-*.parquet), Arrow files or a save_to_disk folder"
+CACHE_FIX = "set MEDFT_CACHE_DIR (or paths.cache_dir) to a folder you can write"
 
 
 def has_tables(root: Path) -> bool:
@@ -178,6 +186,19 @@ def load_table_vqa(
             )
             records.append(rec)
     return splits, typed
+
+
+def read_table_vqa(root: Path, ask: Ask) -> Loaded:
+    """The ``tables`` layout of :mod:`medft.data.layouts`: embedded images cached under ``ask.cache_dir``
+    (else ``root/.medft_images``); CLOSED / OPEN from an answer_type column, else by the yes/no rule."""
+    cache_dir = Path(ask.cache_dir).expanduser() if ask.cache_dir else None
+    if cache_dir:
+        ensure_dir(ask.cache_dir, "the image cache (MEDFT_CACHE_DIR)", CACHE_FIX)
+    drops = Drops()
+    splits, typed = load_table_vqa(root, (cache_dir or root / ".medft_images") / ask.name, drops, ask.lang, cache_dir)
+    splits = finish(splits, ask.val_fraction, ask.split_seed, f"{ask.title} ({root})")
+    return loaded(splits, drops, FROM_FILE if typed else YES_NO,
+                  "tables (Parquet / Arrow / save_to_disk) read with datasets")
 
 
 # --- a hub id from the local cache -------------------------------------------------------------

@@ -26,11 +26,17 @@ every other dataset. Images are not opened here; only their paths are resolved.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from medft.data.answer_types import FROM_FILE
 from medft.data.common import Splits, check_root, check_val_fraction, drop_reason, finish, read_json_list, text, vqa_record
+from medft.data.drops import Drops, Loaded, loaded
 from medft.errors import DataError
+
+if TYPE_CHECKING:
+    from medft.data.layouts import Ask
 
 OSF_JSON = "VQA_RAD Dataset Public.json"
 OSF_IMAGES = "VQA_RAD Image Folder"
@@ -38,11 +44,11 @@ SPLIT_FILES = {"train": "trainset.json", "val": "valset.json", "test": "testset.
 SPLIT_IMAGES = "images"
 TEST_PHRASE_TYPES = {"test_freeform", "test_para"}
 
-_LAYOUTS_HELP = (
-    f"either '{OSF_JSON}' + '{OSF_IMAGES}/' (original release) "
-    f"or 'trainset.json' + 'testset.json' [+ 'valset.json'] + '{SPLIT_IMAGES}/' (split layout), "
-    "or the hub's data/{train,test}-*.parquet, or LLaVA-Med's train.json + test.json + images/"
+ABOUT = (
+    f"'{OSF_JSON}' + '{OSF_IMAGES}/' (original release) "
+    f"or 'trainset.json' + 'testset.json' [+ 'valset.json'] + '{SPLIT_IMAGES}/' (split layout)"
 )
+_LAYOUTS_HELP = f"either {ABOUT}, or the hub's data/{{train,test}}-*.parquet, or LLaVA-Med's train.json + test.json + images/"
 # drop reason (medft.data.common.drop_reason) -> the count ``stats`` receives
 _SKIPPED = {"not_text": "skipped_wrong_type", "empty": "skipped_empty", "no_image_name": "skipped_no_image"}
 
@@ -102,6 +108,25 @@ def load_vqa_rad(
     if stats is not None:
         stats.update(counts, layout=layout)
     return result
+
+
+def is_vqa_rad(root: Path) -> bool:
+    """Either release's annotation file is in ``root`` (:func:`load_vqa_rad` names what else is missing)."""
+    return (root / SPLIT_FILES["train"]).is_file() or (root / OSF_JSON).is_file()
+
+
+def read_vqa_rad(root: Path, ask: Ask) -> Loaded:
+    """The ``vqa_rad`` layout of :mod:`medft.data.layouts`: either release, the skipped records logged."""
+    stats: dict[str, Any] = {}
+    drops = Drops()
+    splits = load_vqa_rad(root, val_fraction=ask.val_fraction, seed=ask.split_seed, stats=stats, drops=drops)
+    if stats["skipped_empty"] or stats["skipped_no_image"] or stats["skipped_wrong_type"]:
+        logging.getLogger(__name__).warning(
+            f"dataset {root}: skipped {stats['skipped_empty']} record(s) with an empty question or answer, "
+            f"{stats['skipped_no_image']} without an image name and {stats['skipped_wrong_type']} whose question or "
+            "answer is not text (a list, mapping or true/false)"
+        )
+    return loaded(splits, drops, FROM_FILE, stats["layout"])
 
 
 def detect_layout(root: Path) -> str:

@@ -31,6 +31,7 @@ commit 35c8c4af), not with exact match. The rules, as that code applies them, qu
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from typing import Any, Iterable, Mapping, Sequence
@@ -173,10 +174,21 @@ def aggregate(scores: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     return out
 
 
+# metric -> the per-question score it averages and the questions it counts (aggregate's means, row by row)
+_PER_QUESTION = {"acc_closed": ("hit", "CLOSED"), "recall_open": ("recall", "OPEN"), "f1_open": ("f1", "OPEN"),
+                 "open_candidate_acc": ("candidate_hit", "OPEN")}
+
+
+def per_question(rows: Iterable[Mapping[str, Any]], candidates: Sequence[Any]) -> dict[str, list[float]]:
+    """Each metric's per-question values (NaN for a question it does not count), for bootstrap intervals."""
+    scores = score_rows(rows, candidates)
+    return {key: [s[field] if s["type"] == kind else math.nan for s in scores] for key, (field, kind) in _PER_QUESTION.items()}
+
+
 def llava_med_scores(rows: Iterable[Mapping[str, Any]], candidates: Sequence[Any]) -> dict[str, float]:
     """LLaVA-Med's VQA scores of prediction rows against ``candidates`` (every answer of the dataset)."""
     return aggregate(score_rows(rows, candidates))
 
 
 __all__ = ["METRICS", "CandidateMatcher", "aggregate", "closed_hit", "f1_precision_recall", "llava_med_scores",
-           "normalize_word", "score_rows"]
+           "normalize_word", "per_question", "score_rows"]

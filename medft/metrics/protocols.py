@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from medft.errors import ConfigError
+from medft.metrics import llava_med
 from medft.runs.layout import RunDir
 
 Rows = Sequence[Mapping[str, Any]]
@@ -27,29 +28,30 @@ Rows = Sequence[Mapping[str, Any]]
 
 @dataclass(frozen=True)
 class Protocol:
-    """A published scoring. ``score(rows, candidates)`` -> its own metrics (without the split prefix);
-    None: exact match only, as the evaluator computed it. A protocol with ``score`` keeps ``acc`` (exact
-    match, comparable across protocols) and moves the exact per-type accuracies to ``exact_acc_*``.
-    ``line``: (label, metric) pairs of its console line."""
+    """A published scoring: one entry of :data:`PROTOCOLS`.
+
+    ``score(rows, candidates)`` -> its metrics without the split prefix; None: exact match only, as the
+    evaluator computed it. A protocol with ``score`` keeps ``acc`` (exact match, comparable across
+    protocols) and moves the exact per-type accuracies to ``exact_acc_*``. ``keys``: (metric, label)
+    of each metric it writes, in the order ``protocol_line`` prints them. ``per_question(rows,
+    candidates)`` -> {metric: one value per row, NaN where the row does not count}: what
+    :mod:`medft.metrics.stats` resamples for its intervals. ``candidates``: its scores use the
+    dataset's candidate answers (``candidates.json``)."""
 
     name: str
     about: str
     score: Callable[[Rows, Sequence[str]], dict[str, Any]] | None = None
-    line: tuple[tuple[str, str], ...] = ()
-
-
-def _llava_med(rows: Rows, candidates: Sequence[str]) -> dict[str, Any]:
-    from medft.metrics.llava_med import llava_med_scores
-
-    return llava_med_scores(rows, candidates)
+    keys: tuple[tuple[str, str], ...] = ()
+    per_question: Callable[[Rows, Sequence[str]], dict[str, Sequence[float]]] | None = None
+    candidates: bool = False
 
 
 # A new protocol: its module (rows and candidates in, metrics out) and one entry here.
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
     Protocol("exact", "exact match"),
-    Protocol("llava_med", "LLaVA-Med's scoring", _llava_med, (
-        ("closed", "acc_closed"), ("open recall", "recall_open"), ("open f1", "f1_open"),
-        ("open candidate acc", "open_candidate_acc"))),
+    Protocol("llava_med", "LLaVA-Med's scoring", llava_med.llava_med_scores, (
+        ("acc_closed", "closed"), ("recall_open", "open recall"), ("f1_open", "open f1"),
+        ("open_candidate_acc", "open candidate acc")), llava_med.per_question, candidates=True),
 )}
 DEFAULT_PROTOCOL = "exact"
 
@@ -77,6 +79,12 @@ def configured_protocol(model_name: Any) -> str | None:
         return (yaml.safe_load(path.read_text()) or {}).get("eval_protocol") if path else None
     except (OSError, yaml.YAMLError, AttributeError):
         return None
+
+
+def answers_of(rows: Rows) -> list[str]:
+    """The distinct answers of prediction rows, first appearance kept: the candidates of a run without
+    ``candidates.json``."""
+    return list(dict.fromkeys(str(r.get("answer")) for r in rows))
 
 
 def dataset_candidates(splits: Mapping[str, Iterable[Mapping[str, Any]]]) -> list[str]:
@@ -147,11 +155,11 @@ def protocol_line(metrics: Mapping[str, Any], split: str = "test") -> str | None
     """``test llava_med: closed 0.812 | open recall 0.402 | open f1 0.377 | open candidate acc 0.351``
     (None for a protocol without a line of its own, such as exact)."""
     protocol = PROTOCOLS.get(str(metrics.get("eval/protocol")))
-    if protocol is None or not protocol.line:
+    if protocol is None or not protocol.keys:
         return None
 
     def fmt(key: str) -> str:
         value = metrics.get(f"{split}/{key}")
         return "n/a" if value is None else f"{float(value):.3f}"
 
-    return f"{split} {protocol.name}: " + " | ".join(f"{label} {fmt(key)}" for label, key in protocol.line)
+    return f"{split} {protocol.name}: " + " | ".join(f"{label} {fmt(key)}" for key, label in protocol.keys)

@@ -86,23 +86,21 @@ def read_rows(run_dir: Path, filename: str = str(RELATIVE.predictions)) -> list[
 
 def vqa_scores(rows: Sequence[Mapping[str, Any]], protocol: str = "exact", candidates: Sequence[str] | None = None) -> RunScores:
     """Per-question scores of a VQA run under its protocol (the keys its ``metrics.json`` has)."""
+    from medft.metrics.protocols import PROTOCOLS, answers_of
     from medft.metrics.vqa import is_correct
 
     n = len(rows)
     kinds = np.array([str(r.get("answer_type") or "").upper() for r in rows])
     correct = np.array([float(is_correct(r.get("prediction"), r.get("answer"))) for r in rows])
     nan = np.full(n, np.nan)
-    prefix = "test/exact_" if protocol == "llava_med" else "test/"
+    scoring = PROTOCOLS.get(protocol)
+    prefix = "test/exact_" if scoring is not None and scoring.score is not None else "test/"  # as apply_protocol
     means = {"test/acc": correct,
              f"{prefix}acc_closed": np.where(kinds == "CLOSED", correct, nan),
              f"{prefix}acc_open": np.where(kinds == "OPEN", correct, nan)}
-    if protocol == "llava_med":
-        from medft.metrics.llava_med import score_rows
-
-        scores = score_rows(rows, candidates or list(dict.fromkeys(str(r.get("answer")) for r in rows)))
-        for key, field, kind in (("acc_closed", "hit", "CLOSED"), ("recall_open", "recall", "OPEN"),
-                                 ("f1_open", "f1", "OPEN"), ("open_candidate_acc", "candidate_hit", "OPEN")):
-            means[f"test/{key}"] = np.array([s[field] if s["type"] == kind else np.nan for s in scores], dtype=float)
+    if scoring is not None and scoring.per_question is not None:
+        own = scoring.per_question(rows, candidates or answers_of(rows))
+        means.update({f"test/{key}": np.asarray(values, dtype=float) for key, values in own.items()})
     return RunScores([str(r.get("id", i)) for i, r in enumerate(rows)], means)
 
 
