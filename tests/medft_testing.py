@@ -144,6 +144,17 @@ class PauseAtStep(L.Callback):
                 time.sleep(0.5)  # the step still takes a while: further signals arrive before it ends
 
 
+def run_main(main, capsys, *args: str) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of a command's ``main(ARGS)`` run in this process."""
+    status = 0
+    try:
+        main(list(args))
+    except SystemExit as exit_:
+        status = exit_.code
+    out = capsys.readouterr()
+    return status, out.out, out.err
+
+
 @pytest.fixture
 def medft(tmp_path, cache, monkeypatch, capsys):
     """``medft COMMAND ARGS`` through the CLI inside this process -> (status, stdout, stderr)."""
@@ -152,13 +163,4 @@ def medft(tmp_path, cache, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", list(sys.argv))
     from medft.cli import main
 
-    def run(*args: str):
-        status = 0
-        try:
-            main(list(args))
-        except SystemExit as exit_:
-            status = exit_.code
-        out = capsys.readouterr()
-        return status, out.out, out.err
-
-    return run
+    return lambda *args: run_main(main, capsys, *args)

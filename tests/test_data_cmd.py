@@ -7,6 +7,7 @@ import pytest
 
 from medft.testing.fixtures import make_iu_xray, make_path_vqa_parquet, make_slake
 from medft.commands.data import main
+from medft_testing import run_main
 
 VQA_RAD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "vqa_rad"
 needs_vqa_rad = pytest.mark.skipif(not VQA_RAD.is_dir(), reason="shared VQA-RAD not present")
@@ -14,13 +15,7 @@ needs_vqa_rad = pytest.mark.skipif(not VQA_RAD.is_dir(), reason="shared VQA-RAD 
 
 def run(capsys, *args):
     """(exit status, stdout, stderr) of `medft data ARGS`."""
-    status = 0
-    try:
-        main(list(args))
-    except SystemExit as exit:
-        status = exit.code
-    out = capsys.readouterr()
-    return status, out.out, out.err
+    return run_main(main, capsys, *args)
 
 
 def run_json(capsys, *args):
