@@ -81,3 +81,8 @@ def rescore_main(args: list[str]) -> dict[str, Any]:
     print(scores_line("vqa", metrics, split))
     print(f"run dir: {out}")
     return metrics
+
+
+def main(args: list[str]) -> None:
+    """Entry point of ``medft eval rescore=RUN_DIR`` (medft.cli dispatches it here)."""
+    rescore_main(args)
