@@ -153,12 +153,12 @@ def run_recipe(out: Path, run_dir: Path, seed: int, cache_dir: str | Path, overr
     run_dir.mkdir(parents=True, exist_ok=True)
     with recipe_process(cache, run_dir / "pretrain.log"):
         register_resolvers()
-        overrides = [f"seed={int(seed)}", *overrides]
+        args = [f"seed={int(seed)}", *overrides]
         caller = GlobalHydra.instance().hydra  # a `medft train` job's: Hydra composes one app at a time
         GlobalHydra.instance().clear()
         try:
             with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="pretrain"):
-                cfg = compose("pretrain", overrides)
+                cfg = compose("pretrain", args)
         finally:
             GlobalHydra.instance().clear()
             GlobalHydra.instance().hydra = caller
@@ -168,7 +168,7 @@ def run_recipe(out: Path, run_dir: Path, seed: int, cache_dir: str | Path, overr
             cfg.paths.cache_dir = str(cache)
         (run_dir / ".hydra").mkdir(exist_ok=True)  # the run records its config as a `medft pretrain` run does
         OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
-        OmegaConf.save(OmegaConf.create(overrides), run_dir / ".hydra" / "overrides.yaml")
+        OmegaConf.save(OmegaConf.create(args), run_dir / ".hydra" / "overrides.yaml")
         return pretrain(cfg, lambda c: train_and_test(c, preemption=False))  # the caller's signal handlers stay
 
 

@@ -151,7 +151,7 @@ def test_the_embedded_recipe_runs_in_process_as_medft_pretrain_does(tiny_draws, 
     handler = logging.FileHandler(log)
     root = logging.getLogger()
     monkeypatch.setattr(root, "handlers", [handler])
-    before_threads = torch.get_num_threads()
+    before_threads, before_hydra = torch.get_num_threads(), HydraConfig.instance().cfg
     torch.set_num_threads(2)
     try:
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="train"):
@@ -170,7 +170,7 @@ def test_the_embedded_recipe_runs_in_process_as_medft_pretrain_does(tiny_draws, 
             assert root.handlers == [handler] and log.read_text() == ""
     finally:
         torch.set_num_threads(before_threads)
-        HydraConfig.instance().cfg = None
+        HydraConfig.instance().cfg = before_hydra
         handler.close()
     weights = (tmp_path / "model" / "model.safetensors").read_bytes()
     assert weights == (tiny_draws[1] / "model.safetensors").read_bytes()  # what `medft pretrain seed=1` wrote
