@@ -19,6 +19,10 @@ COMMANDS: dict[str, str] = {
     "ask": "answer questions about an image with a trained run (image=PATH question=...)",
 }
 
+# a command's mode that is a module of its own: ``medft eval rescore=RUN`` scores predictions.jsonl again
+# (no model, no dataset): medft.commands.rescore
+MODES: dict[tuple[str, str], str] = {("eval", "rescore="): "rescore"}
+
 USAGE = """usage: medft <command> [overrides...]
 
 Parameter-efficient fine-tuning experiments for medical vision-language models.
@@ -59,7 +63,8 @@ def main(argv: list[str] | None = None) -> None:
     from medft.threads import set_wait_policy
 
     set_wait_policy()  # before torch loads: idle OpenMP threads sleep instead of spinning
-    module = importlib.import_module(f"medft.commands.{name}")
+    mode = next((m for (command, prefix), m in MODES.items() if command == name and any(a.startswith(prefix) for a in rest)), name)
+    module = importlib.import_module(f"medft.commands.{mode}")
     sys.argv = [f"medft {name}", *rest]
     try:
         module.main(rest)

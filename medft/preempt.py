@@ -78,7 +78,7 @@ class Preemption(L.Callback):
             _say(f"medft: {name} again: still saving or exiting; the run stops as soon as {RunDir.LAST} is written")
 
     def install(self) -> "Preemption":
-        """Catch the signals from now on (medft.commands.train: before the model loads). Lightning's own SIGTERM
+        """Catch the signals from now on (medft.pipeline.train_and_test: before the model loads). Lightning's own SIGTERM
         handler, set when fit or test starts, keeps ours as the one it restores on teardown."""
         global ACTIVE
         if threading.current_thread() is not threading.main_thread():

@@ -94,7 +94,7 @@ def test_also_test_predictions_are_written_by_rank_zero_only(make_cfg, tmp_path)
     (MedVLMModule.on_test_epoch_end), only rank zero writes predictions_NAME.jsonl (as predictions.jsonl)."""
     from types import SimpleNamespace
 
-    from medft.commands.train import test_on
+    from medft.pipeline import test_on
 
     cfg = make_cfg("tune=frozen")  # the run's paths.*: test_on loads configs/dataset/demo.yaml into its cache_dir
     rows = [{"id": "q0", "answer": "yes", "prediction": "yes"}]

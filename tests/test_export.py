@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from medft.errors import ConfigError
-from medft.commands.eval import load_run_model
+from medft.pipeline import load_run_model
 from medft.commands.export import export
 from medft_testing import TINY, cache, cli  # noqa: F401 - fixtures
 

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from medft.commands.eval import load_run_model
+from medft.pipeline import load_run_model
 from medft.commands.export import export
 from medft.commands.params import tune_config
 from medft.errors import ConfigError

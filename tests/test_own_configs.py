@@ -104,7 +104,7 @@ def test_composing_eval_claims_no_run_dir(tmp_path):
 
 
 def test_a_runs_config_dirs_are_data_checked_before_use(tmp_path, monkeypatch):
-    from medft.commands.eval import use_run_config_dirs
+    from medft.pipeline import use_run_config_dirs
 
     run = tmp_path / "run"
     (run / "evil" / "model").mkdir(parents=True)
@@ -126,7 +126,7 @@ def test_a_runs_config_dirs_are_data_checked_before_use(tmp_path, monkeypatch):
 def test_a_runs_config_dir_that_another_user_could_write_is_not_searched(tmp_path, monkeypatch, capsys):
     """A config dir is code: a recorded one that anyone could have written (world-writable, or below a
     world-writable folder without the sticky bit) is skipped with a one-line note, unless given again."""
-    from medft.commands.eval import safe_config_dir, use_run_config_dirs
+    from medft.pipeline import safe_config_dir, use_run_config_dirs
 
     monkeypatch.delenv(CONFIG_DIRS_ENV, raising=False)
     shared = tmp_path / "shared"
@@ -157,7 +157,7 @@ def test_a_run_of_a_users_model_without_its_config_dir_is_refused(tmp_path):
 
 
 def test_export_and_ask_take_a_run_dir_whose_path_holds_equals(tmp_path):
-    from medft.commands.export import parse_args
+    from medft.pipeline import parse_run_args as parse_args
 
     run = tmp_path / "layernorm_demo_blip_tiny_optim.lr=0.01"
     run.mkdir()

@@ -1,4 +1,5 @@
-"""The commands live in medft/commands/ and the library never imports them (issue 11)."""
+"""The commands live in medft/commands/ and the library never imports them (issue 11); the commands share
+medft.pipeline instead of importing each other, and the embedded model is built in-process (issue 23)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,57 @@ def test_the_check_sees_every_kind_of_import(tmp_path, monkeypatch):
         "from medft import commands\nfrom ..commands import report\n"))
     names = [name for _, name in imported_modules(probe)]
     assert {"medft.commands.train", "medft.commands.eval", "medft.commands", "medft.commands.report"} <= set(names)
+
+
+COMMANDS_DIR = PACKAGE / "commands"
+
+
+def command_imports(path: Path) -> list[str]:
+    """``file:line imports medft.commands.X`` for every import in ``path`` of a command module other than its own."""
+    own = f"medft.commands.{path.stem}"
+    return [
+        f"{path.relative_to(PACKAGE.parent)}:{line} imports {name}"
+        for line, name in imported_modules(path)
+        if name.startswith("medft.commands.") and name != own and not name.startswith(own + ".")
+        and name.removeprefix("medft.commands.").split(".")[0] != "__init__"
+    ]
+
+
+def test_no_command_imports_another_command():
+    """What two commands share (run loading, the pipeline's steps, argument parsing) lives in the library."""
+    commands = sorted(COMMANDS_DIR.glob("*.py"))
+    assert {"train.py", "eval.py", "pretrain.py", "ask.py", "export.py", "rescore.py"} <= {p.name for p in commands}
+    offenders = [found for path in commands for found in command_imports(path)]
+    assert offenders == [], "a command imports another (move what they share into medft.pipeline):\n" + "\n".join(offenders)
+
+
+PROCESS_STARTERS = {"subprocess", "multiprocessing", "concurrent.futures", "os.system", "os.popen", "os.fork", "os.forkpty",
+                    "os.posix_spawn", "os.posix_spawnp", *(f"os.{n}" for n in dir(__import__("os")) if n.startswith(("spawn", "exec")))}
+
+
+def process_starts(path: Path) -> list[str]:
+    """``line: name`` of every module import and ``os.*`` call in ``path`` that can start another process."""
+    found = [f"{line}: {name}" for line, name in imported_modules(path) if name in PROCESS_STARTERS or name.split(".")[0] in PROCESS_STARTERS]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and f"{node.value.id}.{node.attr}" in PROCESS_STARTERS:
+            found.append(f"{node.lineno}: {node.value.id}.{node.attr}")
+    return found
+
+
+def test_the_embedded_model_is_built_without_another_process():
+    """medft.embedded runs the pretrain recipe as a library call (medft.pipeline), not `python -m medft.cli pretrain`."""
+    assert process_starts(PACKAGE / "embedded.py") == []
+    assert any(name == "medft.pipeline.pretrain" for _, name in imported_modules(PACKAGE / "embedded.py"))
+
+
+def test_the_checks_see_a_command_importing_a_command_and_a_process_started(monkeypatch):
+    probe = COMMANDS_DIR / "ask.py"  # only parsed, never written: paths decide the package
+    monkeypatch.setattr(Path, "read_text", lambda self, encoding=None: (
+        "import medft.commands.ask.x\nfrom medft.commands.eval import load_run_model\nfrom . import export\n"
+        "import subprocess\nimport os\nos.execv('python', [])\nfrom multiprocessing import Process\n"))
+    assert command_imports(probe) == [f"medft/commands/ask.py:{n} imports {m}" for n, m in (
+        (2, "medft.commands.eval"), (2, "medft.commands.eval.load_run_model"), (3, "medft.commands.export"))]
+    assert process_starts(probe) == ["4: subprocess", "7: multiprocessing", "7: multiprocessing.Process", "6: os.execv"]
 
 
 def test_every_cli_command_is_a_module_of_medft_commands_with_a_main():

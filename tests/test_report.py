@@ -130,7 +130,7 @@ def test_eval_loads_exactly_the_trained_parameters(tmp_path):
     from functools import partial
 
     from medft.errors import MedftError
-    from medft.commands.eval import load_trained
+    from medft.pipeline import load_trained
     from medft.module import MedVLMModule
 
     def module(mode):

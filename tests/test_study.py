@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,63 @@ def test_two_pretraining_seeds_give_two_different_each_deterministic_checkpoints
     assert json.loads((Path(info["run_dir"]) / "metrics.json").read_text())["system/threads"] == 1
 
 
+def test_the_embedded_recipe_runs_in_process_as_medft_pretrain_does(tiny_draws, tmp_path, cache_dir, monkeypatch):
+    """embedded.run_recipe: the pretrain recipe as a library call inside a running `medft train` job gives the
+    weights `medft pretrain` gives, and leaves the job as it was: its Hydra, config, threads, RNG streams,
+    environment, log file and working directory (no stray outputs/ or logs/); the user's config dirs are
+    not searched (the recipe is medft's)."""
+    import logging
+    import random
+
+    import numpy as np
+    import torch
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from medft import embedded
+    from medft.config import CONFIG_DIR, CONFIG_DIRS_ENV
+
+    broken = tmp_path / "user_configs" / "model"
+    broken.mkdir(parents=True)
+    (broken / "blip_tiny.yaml").write_text("_target_: no.such.builder\nname: blip_tiny\n")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv(CONFIG_DIRS_ENV, str(broken.parent))
+    log = tmp_path / "job.log"
+    handler = logging.FileHandler(log)
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [handler])
+    before_threads, before_hydra = torch.get_num_threads(), HydraConfig.instance().cfg
+    torch.set_num_threads(2)
+    try:
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="train"):
+            job = compose("train", ["tune=layernorm", f"paths.log_dir={tmp_path / 'logs'}"], return_hydra_config=True)
+            HydraConfig.instance().set_config(job)
+            caller, job_hydra = GlobalHydra.instance().hydra, HydraConfig.instance().cfg
+            random.seed(7), np.random.seed(7), torch.manual_seed(7)
+            rng = (random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state())
+            environ = dict(os.environ)
+            info = embedded.run_recipe(tmp_path / "model", tmp_path / "run", 1, cache_dir,
+                                       ("model=blip_tiny", "dataset=demo", *FEW_STEPS))
+            assert GlobalHydra.instance().hydra is caller and HydraConfig.instance().cfg is job_hydra
+            assert torch.get_num_threads() == 2 and dict(os.environ) == environ
+            assert random.getstate() == rng[0] and (np.random.get_state()[1] == rng[1]).all()
+            assert torch.equal(torch.get_rng_state(), rng[2])
+            assert root.handlers == [handler] and log.read_text() == ""
+    finally:
+        torch.set_num_threads(before_threads)
+        HydraConfig.instance().cfg = before_hydra
+        handler.close()
+    weights = (tmp_path / "model" / "model.safetensors").read_bytes()
+    assert weights == (tiny_draws[1] / "model.safetensors").read_bytes()  # what `medft pretrain seed=1` wrote
+    assert info["seed"] == 1 and info["threads"] == 1 and info["run_dir"] == str(tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["system/threads"] == 1
+    assert (tmp_path / "run" / ".hydra" / "config.yaml").is_file() and (tmp_path / "run" / "pretrain.log").is_file()
+    assert list(cwd.iterdir()) == []
+
+
 def test_pretrain_writes_a_checkpoint_that_loads_back_with_identical_logits(pretrained_tiny):
     from transformers import BlipForQuestionAnswering
 
@@ -170,20 +228,18 @@ def test_pretrain_refuses_to_overwrite_a_checkpoint(pretrained_tiny, run_cli):
 
 
 def test_embedded_is_built_once_and_rebuilt_for_a_new_recipe(tmp_path, monkeypatch):
-    """ensure_embedded runs `medft pretrain` only when no finished checkpoint of this recipe is there."""
+    """ensure_embedded runs the pretrain recipe only when no finished checkpoint of this recipe is there."""
     import medft.embedded as embedded
 
     calls = []
 
-    def fake_run(cmd, env, **_):
-        out = Path(next(a for a in cmd if a.startswith("out=")).split("=", 1)[1])
+    def fake_recipe(out, run_dir, seed, cache_dir):
         out.mkdir(parents=True)
         (out / "pretrain.json").write_text(json.dumps({"recipe_version": embedded.recipe_version()}))
-        Path(next(a for a in cmd if a.startswith("hydra.run.dir=")).split("=", 1)[1]).mkdir(parents=True)
-        calls.append(cmd)
-        return type("Done", (), {"returncode": 0})()
+        run_dir.mkdir(parents=True)
+        calls.append(seed)
 
-    monkeypatch.setattr(embedded.subprocess, "run", fake_run)
+    monkeypatch.setattr(embedded, "run_recipe", fake_recipe)
     first = embedded.ensure_embedded(tmp_path)
     assert first == tmp_path / "pretrained" / f"blip_med-v{embedded.recipe_version()}" and len(calls) == 1
     assert embedded.ensure_embedded(tmp_path) == first and len(calls) == 1  # reused
@@ -201,17 +257,15 @@ def test_parallel_first_uses_build_the_embedded_model_once(tmp_path, monkeypatch
 
     calls, started = [], threading.Event()
 
-    def slow_run(cmd, env, **_):
-        calls.append(cmd)
+    def slow_recipe(out, run_dir, seed, cache_dir):
+        calls.append(seed)
         started.set()
         time.sleep(0.5)  # the others arrive while this build is under way
-        out = Path(next(a for a in cmd if a.startswith("out=")).split("=", 1)[1])
         out.mkdir(parents=True)
         (out / "pretrain.json").write_text(json.dumps({"recipe_version": embedded.recipe_version()}))
-        Path(next(a for a in cmd if a.startswith("hydra.run.dir=")).split("=", 1)[1]).mkdir(parents=True)
-        return type("Done", (), {"returncode": 0})()
+        run_dir.mkdir(parents=True)
 
-    monkeypatch.setattr(embedded.subprocess, "run", slow_run)
+    monkeypatch.setattr(embedded, "run_recipe", slow_recipe)
     results = []
     first = threading.Thread(target=lambda: results.append(embedded.ensure_embedded(tmp_path)))
     first.start()
@@ -233,19 +287,16 @@ def test_each_pretraining_seed_is_its_own_embedded_draw(tmp_path, monkeypatch):
 
     calls = []
 
-    def fake_run(cmd, env, **_):
-        seed = int(next(a for a in cmd if a.startswith("seed=")).split("=", 1)[1])
-        out = Path(next(a for a in cmd if a.startswith("out=")).split("=", 1)[1])
+    def fake_recipe(out, run_dir, seed, cache_dir):
         out.mkdir(parents=True)
         (out / "model.safetensors").write_bytes(bytes([seed]) * 8)
         info = {"recipe_version": embedded.recipe_version(), "seed": seed,
                 "weights_sha256": hashlib.sha256(bytes([seed]) * 8).hexdigest()}
         (out / "pretrain.json").write_text(json.dumps(info))
-        Path(next(a for a in cmd if a.startswith("hydra.run.dir=")).split("=", 1)[1]).mkdir(parents=True)
+        run_dir.mkdir(parents=True)
         calls.append(seed)
-        return type("Done", (), {"returncode": 0})()
 
-    monkeypatch.setattr(embedded.subprocess, "run", fake_run)
+    monkeypatch.setattr(embedded, "run_recipe", fake_recipe)
     version = embedded.recipe_version()
     zero, two = embedded.ensure_embedded(tmp_path), embedded.ensure_embedded(tmp_path, 2)
     assert (zero.name, two.name) == (f"blip_med-v{version}", f"blip_med-v{version}-seed2") and calls == [0, 2]

@@ -12,7 +12,9 @@
 * ``ask`` — answer questions about an image with a trained run: :mod:`medft.commands.ask`
 * ``pretrain`` — pretrain a small Med-VLM offline into a checkpoint dir: :mod:`medft.commands.pretrain`
 
-Commands use the library (the rest of ``medft``); the library never imports a command
-(tests/test_package_layout.py checks it). The wrapper every run shares (error.txt, exit status, multirun
+Commands are thin: they read their arguments and call the library, above all the run pipeline they
+share, :mod:`medft.pipeline` (data, model, tuning, module, trainer, score, write; a trained run
+rebuilt). No command imports another and the library never imports a command
+(tests/test_package_layout.py checks both). The wrapper every run shares (error.txt, exit status, multirun
 survival) is :mod:`medft.runner`.
 """

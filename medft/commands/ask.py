@@ -6,7 +6,7 @@
     medft ask logs/runs/layernorm_iu_xray_blip_report_tiny/<time> image=cxr.png   # report models: the report
 
 The run's model and trained parameters are rebuilt as ``medft eval`` rebuilds them
-(:func:`medft.commands.eval.load_run_model`) and answers are decoded with the run's own ``eval.generate``
+(:func:`medft.pipeline.load_run_model`) and answers are decoded with the run's own ``eval.generate``
 settings. One question prints its answer; a questions file prints one JSON line per question
 (``image``, ``question``, ``answer``). Images are read as ``medft train`` reads them (any mode -> RGB).
 """
@@ -46,7 +46,7 @@ def run_generate_kwargs(run_dir: Path, task: str) -> dict[str, Any]:
 
 def run_task(run: str | Path) -> str:
     """``vqa`` or ``report``: the run's dataset task, read from its config as plain YAML."""
-    from medft.commands.eval import resolve_run
+    from medft.pipeline import resolve_run
     from medft.rundir import read_run_config
 
     run_dir, _ = resolve_run(run)
@@ -79,7 +79,7 @@ def read_questions(path: Path, default_image: str | None) -> list[dict[str, str]
 def ask(run: str | Path, items: list[dict[str, str]], batch_size: int = 16) -> list[dict[str, str]]:
     """Answer ``items`` (``image``, and ``question`` for VQA models) with the run's model."""
     from medft.data.images import load_rgb
-    from medft.commands.eval import load_run_model
+    from medft.pipeline import load_run_model
 
     images = {item["image"]: load_rgb(Path(item["image"]).expanduser()) for item in items}  # before the model
     loaded = load_run_model(run)
@@ -100,13 +100,13 @@ def ask(run: str | Path, items: list[dict[str, str]], batch_size: int = 16) -> l
 
 
 def main(args: list[str] | None = None) -> None:
-    from medft.commands.export import parse_args
+    from medft.pipeline import parse_run_args
 
     args = sys.argv[1:] if args is None else list(args)
     if any(a in ("-h", "--help") for a in args):
         print(__doc__)
         return
-    run, opts = parse_args(args, "ask", ("image", "question", "questions"))
+    run, opts = parse_run_args(args, "ask", ("image", "question", "questions"))
     task = run_task(run)
     if opts.get("questions"):
         items = read_questions(Path(opts["questions"]).expanduser(), opts.get("image"))

@@ -20,7 +20,13 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 
-from medft.config import CONFIG_DIR, available, normalize_overrides, register_resolvers, take_config_dirs
+from medft.config import (
+    CONFIG_DIR,
+    available,
+    normalize_overrides,
+    register_resolvers,
+    take_config_dirs,
+)
 from medft.data.drops import REASONS
 from medft.errors import ConfigError, MedftError
 

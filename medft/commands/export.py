@@ -20,7 +20,7 @@ into them would hand on the approximation as the model. ``format=peft`` writes t
 alone (LoRA, or the norms of ``layernorm``), to apply to the unquantized checkpoint.
 
 Both write a model card (``README.md``): base model, dataset, tune mode, trainable parameters, test
-metrics. The run is rebuilt with :func:`medft.commands.eval.load_run_model` (the same path as ``medft eval``).
+metrics. The run is rebuilt with :func:`medft.pipeline.load_run_model` (the same path as ``medft eval``).
 """
 
 from __future__ import annotations
@@ -31,33 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from medft.errors import ConfigError
+from medft.pipeline import load_run_model, parse_run_args, resolve_run
 from medft.rundir import read_run_config
 from medft.runs.layout import RunDir
 from medft.safe_load import load_json
 
 FORMATS = ("hf", "peft")
 PEFT_MODES = ("lora", "layernorm")
-
-
-def parse_args(args: list[str], command: str, keys: tuple[str, ...]) -> tuple[str, dict[str, str]]:
-    """``RUN_DIR key=value ...`` -> (run dir, options); unknown keys are a one-line error. A run dir's
-    path may hold '=' (a sweep job's ``..._optim.lr=0.01``); ``--config-dir DIR`` may come anywhere."""
-    from medft.config import take_config_dirs
-
-    run, opts = None, {}
-    for arg in take_config_dirs(args, command):
-        key, sep, value = arg.partition("=")
-        if not sep or (key not in keys and Path(arg).expanduser().exists()):
-            if run is not None:
-                raise ConfigError(f"medft {command} takes one RUN_DIR; got {run!r} and {arg!r}")
-            run = arg
-        elif key in keys:
-            opts[key] = value
-        else:
-            raise ConfigError(f"{arg!r}: medft {command} takes RUN_DIR and {', '.join(k + '=' for k in keys)}")
-    if run is None:
-        raise ConfigError(f"no run given: medft {command} RUN_DIR " + " ".join(f"[{k}=...]" for k in keys))
-    return run, opts
 
 
 def _run_tune_name(run_dir: Path) -> str:
@@ -72,8 +52,6 @@ def _run_quantization(run_dir: Path) -> str | None:
 
 def export(run: str | Path, fmt: str = "hf", out: str | Path | None = None) -> Path:
     """Export the run in ``fmt`` to ``out`` (default ``RUN_DIR/export_<fmt>``); returns ``out``."""
-    from medft.commands.eval import load_run_model, resolve_run
-
     if fmt not in FORMATS:
         raise ConfigError(f"format={fmt!r} is not known: use hf (a complete model) or peft (an adapter)")
     run_dir, _ = resolve_run(run)
@@ -201,6 +179,6 @@ def main(args: list[str] | None = None) -> None:
     if any(a in ("-h", "--help") for a in args):
         print(__doc__)
         return
-    run, opts = parse_args(args, "export", ("format", "out"))
+    run, opts = parse_run_args(args, "export", ("format", "out"))
     out = export(run, opts.get("format", "hf"), opts.get("out"))
     print(f"exported {run} (format={opts.get('format', 'hf')}) to {out}")

@@ -33,7 +33,13 @@ def read_predictions(run_dir: Path) -> list[dict[str, Any]]:
 
 def rescore(run_dir: str | Path, protocol: str | None = None) -> dict[str, Any]:
     """The metrics of ``run_dir``'s predictions under ``protocol`` (None: the run's model default)."""
-    from medft.metrics.protocols import PROTOCOLS, answers_of, protocol_metrics, read_candidates, resolve_protocol
+    from medft.metrics.protocols import (
+        PROTOCOLS,
+        answers_of,
+        protocol_metrics,
+        read_candidates,
+        resolve_protocol,
+    )
 
     run_dir = Path(run_dir).expanduser().resolve()
     if not run_dir.is_dir():
@@ -84,3 +90,8 @@ def rescore_main(args: list[str]) -> dict[str, Any]:
     print(scores_line("vqa", metrics, split))
     print(f"run dir: {out}")
     return metrics
+
+
+def main(args: list[str]) -> None:
+    """Entry point of ``medft eval rescore=RUN_DIR`` (medft.cli dispatches it here)."""
+    rescore_main(args)
