@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from medft.errors import MedftError
+from medft.util.errors import MedftError
 
 # subcommand -> one-line description; its code is the module medft.commands.<subcommand> (a main(args))
 COMMANDS: dict[str, str] = {
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     if name not in COMMANDS:
         print(f"medft: unknown command {name!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
         raise SystemExit(2)
-    from medft.threads import set_wait_policy
+    from medft.util.threads import set_wait_policy
 
     set_wait_policy()  # before torch loads: idle OpenMP threads sleep instead of spinning
     mode = next((m for (command, prefix), m in MODES.items() if command == name and any(a.startswith(prefix) for a in rest)), name)

@@ -35,7 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable
 
-from medft.errors import ConfigError
+from medft.util.errors import ConfigError
 
 if TYPE_CHECKING:  # torch where modules are handled: `medft report` / `medft params` read MODE_ORDER first
     from torch import nn

@@ -68,8 +68,10 @@ def build(args: argparse.Namespace):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from medft.config import CONFIG_DIR, register_resolvers
-    from medft.models import build_model
+    from medft.config.resolvers import register_resolvers
+
+    from medft.config.search import CONFIG_DIR
+    from medft.training.pipeline import build_net
 
     register_resolvers()
     overrides = [f"model={args.model}", "seed=0", f"model.gradient_checkpointing={str(args.grad_ckpt).lower()}"]
@@ -77,13 +79,13 @@ def build(args: argparse.Namespace):
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     tune = OmegaConf.to_container(compose_tune(args.mode), resolve=True)
-    return build_model(cfg.model), tune
+    return build_net(cfg.model), tune
 
 
 def compose_tune(mode: str):
     from omegaconf import OmegaConf
 
-    from medft.config import CONFIG_DIR
+    from medft.config.search import CONFIG_DIR
 
     return OmegaConf.load(CONFIG_DIR / "tune" / f"{mode}.yaml")
 
@@ -155,9 +157,9 @@ def child(args: argparse.Namespace) -> dict:
     import torch
     from torch.utils.data import DataLoader
 
-    from medft.callbacks import StepTimer
-    from medft.trained import save_trained
-    from medft.module import MedVLMModule
+    from medft.training.callbacks import StepTimer
+    from medft.runs.trained import save_trained
+    from medft.training.module import MedVLMModule
     from medft.tuning import apply_tuning, count_parameters, param_groups
 
     torch.manual_seed(0)

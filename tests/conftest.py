@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 # `make test` runs pytest-xdist workers side by side (Makefile TEST_JOBS): one torch thread each, or the
-# workers oversubscribe the cores (medft/threads.py). Set before torch loads; subprocesses inherit it, and a
+# workers oversubscribe the cores (medft/util/threads.py). Set before torch loads; subprocesses inherit it, and a
 # test that needs another setting sets its own.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("MEDFT_THREADS", "1")
@@ -19,7 +19,9 @@ import yaml  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
-from medft.config import CONFIG_DIR, register_resolvers  # noqa: E402
+from medft.config.resolvers import register_resolvers
+
+from medft.config.search import CONFIG_DIR  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -40,7 +42,7 @@ FAST = [
 @pytest.fixture(autouse=True)
 def no_user_config_dirs(monkeypatch):
     """Each test starts from medft's own configs: a --config-dir given in-process does not outlive its test."""
-    from medft.config import CONFIG_DIRS_ENV
+    from medft.config.search import CONFIG_DIRS_ENV
 
     monkeypatch.setenv(CONFIG_DIRS_ENV, "")
 

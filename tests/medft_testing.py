@@ -4,7 +4,7 @@ a test-only Lightning callback (subprocess runs get PYTHONPATH=tests, so configs
 ``+callbacks.pause._target_=medft_testing.PauseAtStep`` is inert unless the environment names a
 step (MEDFT_TEST_PAUSE_AT_STEP) and a marker file (MEDFT_TEST_PAUSE_MARKER): then, once that
 many optimizer steps are done, it writes the marker and sleeps, so a test can SIGKILL the run at
-a known point without racing it; a signal that medft.preempt.Preemption catches ends the pause, so
+a known point without racing it; a signal that medft.runs.preempt.Preemption catches ends the pause, so
 the run stops (and saves) right after that step.
 """
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from medft.commands.ask import ask, read_questions
-from medft.errors import ConfigError
+from medft.util.errors import ConfigError
 from medft_testing import TINY, cache, cli  # noqa: F401 - fixtures
 
 

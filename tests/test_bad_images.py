@@ -5,7 +5,7 @@ import pytest
 from medft.testing.fixtures import write_image
 from medft.data.checks import finish_data_stats
 from medft.data.datamodule import MedDataModule
-from medft.errors import DataError
+from medft.util.errors import DataError
 
 
 def make_records(tmp_path, n=6, bad=(1,)):
@@ -58,7 +58,7 @@ def test_module_skips_a_batch_with_no_readable_image():
 
     from torch import nn
 
-    from medft.module import MedVLMModule
+    from medft.training.module import MedVLMModule
 
     class Net(nn.Module):
         task = "report"

@@ -16,9 +16,9 @@ import pytest
 import torch
 from PIL import Image
 
-from medft.checkpoint import check_compatible
-from medft.config import available
-from medft.errors import CheckpointError
+from medft.runs.checkpoint import check_compatible
+from medft.config.search import available
+from medft.util.errors import CheckpointError
 from medft_testing import TINY, cache, cli, train_in_process  # noqa: F401 - fixtures
 
 
@@ -193,7 +193,7 @@ def test_empty_records_skipped_with_a_count_and_int_answers_cast(odd_run):
 
 # -- the loss becomes NaN -> stop with the step and a hint, keep the last good checkpoint -----
 def test_nan_loss_stops_with_step_and_hint_and_keeps_checkpoint(cli, monkeypatch):
-    monkeypatch.setattr("medft.config.check_values", lambda cfg: None)  # optim.lr >= 10 is refused before training
+    monkeypatch.setattr("medft.config.validate.check_values", lambda cfg: None)  # optim.lr >= 10 is refused before training
     status, _, err, run_dir = cli("+tune=layernorm", *TINY, "optim.lr=1e30", "checkpoint.every_n_steps=1")
     assert status == 2
     line = one_error_line(err)

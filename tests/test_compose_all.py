@@ -22,8 +22,14 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from medft.config import CONFIG_DIR, available, normalize_overrides, register_resolvers, validate
-from medft.errors import ConfigError
+from medft.config.overrides import normalize_overrides
+
+from medft.config.resolvers import register_resolvers
+
+from medft.config.search import CONFIG_DIR, available
+
+from medft.config.validate import validate
+from medft.util.errors import ConfigError
 from medft.metrics.protocols import resolve_protocol
 from tests.test_shipped_configs import shipped
 

@@ -14,7 +14,7 @@ from medft.testing.fixtures import (
 from medft.data import sources
 from medft.data.checks import count_truncated, drop_missing_images
 from medft.data.images import load_rgb
-from medft.errors import ConfigError, DataError
+from medft.util.errors import ConfigError, DataError
 
 VQA_FIELDS = {"id", "image", "image_name", "question", "answer", "answer_type", "question_type", "organ"}
 REPORT_FIELDS = {"id", "image", "images", "views", "report"}

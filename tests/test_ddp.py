@@ -55,7 +55,7 @@ def test_gather_rows_drops_the_samplers_padding(monkeypatch):
     import torch.distributed as dist
     from torch.utils.data import DistributedSampler
 
-    from medft.module import gather_rows
+    from medft.training.module import gather_rows
 
     data = [{"id": f"q{i}"} for i in range(4)]
     shards = [[data[i] for i in DistributedSampler(data, num_replicas=3, rank=r, shuffle=False)] for r in range(3)]
@@ -94,7 +94,7 @@ def test_also_test_predictions_are_written_by_rank_zero_only(make_cfg, tmp_path)
     (MedVLMModule.on_test_epoch_end), only rank zero writes predictions_NAME.jsonl (as predictions.jsonl)."""
     from types import SimpleNamespace
 
-    from medft.pipeline import test_on
+    from medft.training.pipeline import test_on
 
     cfg = make_cfg("tune=frozen")  # the run's paths.*: test_on loads configs/dataset/demo.yaml into its cache_dir
     rows = [{"id": "q0", "answer": "yes", "prediction": "yes"}]

@@ -10,7 +10,7 @@ import pytest
 from medft.data.demo import META_FILE, ensure_demo
 from medft.data.images import load_rgb
 from medft.data.vqa_rad import load_vqa_rad
-from medft.errors import DataError
+from medft.util.errors import DataError
 
 SMALL = {"n_train_images": 60, "n_test_images": 20, "image_size": 64, "seed": 0}
 MEVF_FIELDS = {"qid", "image_name", "image_organ", "answer", "answer_type", "question_type", "question", "phrase_type"}

@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from medft.errors import ConfigError
-from medft.pipeline import load_run_model
+from medft.util.errors import ConfigError
+from medft.training.pipeline import load_run_model
 from medft.commands.export import export
 from medft_testing import TINY, cache, cli  # noqa: F401 - fixtures
 
@@ -139,7 +139,7 @@ def test_hf_export_of_a_run_on_a_quantized_base_is_refused_before_loading(tmp_pa
     import yaml
 
     from medft.cli import main
-    from medft.trained import FILENAME as TRAINED_FILE
+    from medft.runs.trained import FILENAME as TRAINED_FILE
 
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)

@@ -9,10 +9,10 @@ import json
 import pytest
 import torch
 
-from medft.pipeline import load_run_model
+from medft.training.pipeline import load_run_model
 from medft.commands.export import export
 from medft.commands.params import tune_config
-from medft.errors import ConfigError
+from medft.util.errors import ConfigError
 from medft.models.image_text import check_arch
 from medft.models.tiny_families import FAMILIES
 from medft.tuning import apply_tuning, component_of, norm_kind
@@ -218,7 +218,7 @@ def test_prefix_is_refused_where_peft_cannot_prefix_the_family(name):
 def test_a_run_dir_from_before_llava_joined_the_family_still_builds():
     from medft.models import build_model
     from medft.models.base import model_config
-    from medft.rundir import trusted_model_config
+    from medft.runs.trust import trusted_model_config
     from omegaconf import OmegaConf
 
     own = model_config("llava_tiny")

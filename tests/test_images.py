@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from medft.data.images import load_rgb
-from medft.errors import DataError
+from medft.util.errors import DataError
 
 SIZE = (40, 30)  # width, height: not square, so a transposed result would be caught
 

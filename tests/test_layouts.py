@@ -14,7 +14,7 @@ from medft.testing.fixtures import (
     LLAVA_QA, make_hub_cache, make_iu_csv, make_llava, make_mimic_official, make_slake_hub, make_vqa_rad_annotations,
     make_vqa_rad_hub,
 )
-from medft.errors import DataError
+from medft.util.errors import DataError
 from medft_testing import cache, cli  # noqa: F401 - fixtures
 from test_datasets import REPORT_FIELDS, VQA_FIELDS, check
 
@@ -200,7 +200,7 @@ def test_iu_xray_csvs(tmp_path):
 
 
 def test_unknown_report_section_is_one_line(tmp_path):
-    from medft.errors import ConfigError
+    from medft.util.errors import ConfigError
 
     root = make_iu_csv(tmp_path / "iu")
     with pytest.raises(ConfigError, match="dataset.report_section='summary' is not known"):

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from medft.commands.params import GIB, memory_bytes
-from medft.errors import ConfigError
+from medft.util.errors import ConfigError
 from medft.models.quantization import bitsandbytes_config, check_quantization, quantizable_weights, quantized_bytes
 from medft_testing import quantize_here
 from test_params_cmd import REPO, counts

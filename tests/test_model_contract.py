@@ -9,8 +9,12 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
-from medft.config import CONFIG_DIR, available, normalize_overrides, register_resolvers
-from medft.errors import ConfigError
+from medft.config.overrides import normalize_overrides
+
+from medft.config.resolvers import register_resolvers
+
+from medft.config.search import CONFIG_DIR, available
+from medft.util.errors import ConfigError
 from medft.models import MedVLM, build_model, check_task, configured_task
 
 MODELS = available("model")
@@ -112,7 +116,7 @@ def test_rank_is_declared_and_refused_where_not_supported():
 
 def test_runs_from_before_the_rename_and_the_stated_task_still_load_as_data():
     """A run dir written before BlipReport became BlipReportGen, or before blip_vqa.yaml stated its task."""
-    from medft.rundir import trusted_model_config
+    from medft.runs.trust import trusted_model_config
 
     old_report = {"_target_": "medft.models.blip_report.build_blip_report", "name": "blip_report_tiny", "task": "report"}
     assert trusted_model_config(old_report, "run")["_target_"] == "medft.models.blip_report_gen.build_blip_report_gen"

@@ -15,8 +15,10 @@ import yaml
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from medft.config import CONFIG_DIR, available, register_resolvers
-from medft.errors import ConfigError, user_error
+from medft.config.resolvers import register_resolvers
+
+from medft.config.search import CONFIG_DIR, available
+from medft.util.errors import ConfigError, user_error
 from medft.models import build_model
 from medft.models.base import model_config
 from medft.models.image_text import ImageTextVLM

@@ -83,7 +83,7 @@ def test_two_runs_in_the_same_second_get_their_own_dirs(tmp_path):
 
 
 def test_claim_dir_is_atomic_and_remembered(tmp_path, monkeypatch):
-    from medft.rundir import CLAIMS_ENV, claim_dir
+    from medft.runs.trust import CLAIMS_ENV, claim_dir
 
     monkeypatch.delenv(CLAIMS_ENV, raising=False)
     (tmp_path / "t").mkdir()  # another run's dir

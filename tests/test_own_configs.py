@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from medft.config import (
-    CONFIG_DIR, CONFIG_DIRS_ENV, CONFIG_DIRS_FILE, available, find_config, normalize_overrides, register_resolvers,
-    take_config_dirs,
-)
-from medft.errors import ConfigError, DataError
-from medft.rundir import RunDirError
+from medft.config.overrides import normalize_overrides
+
+from medft.config.resolvers import register_resolvers
+
+from medft.config.search import CONFIG_DIR, CONFIG_DIRS_ENV, CONFIG_DIRS_FILE, available, find_config, take_config_dirs
+from medft.util.errors import ConfigError, DataError
+from medft.runs.trust import RunDirError
 from medft_testing import TINY
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,7 +105,7 @@ def test_composing_eval_claims_no_run_dir(tmp_path):
 
 
 def test_a_runs_config_dirs_are_data_checked_before_use(tmp_path, monkeypatch):
-    from medft.pipeline import use_run_config_dirs
+    from medft.training.pipeline import use_run_config_dirs
 
     run = tmp_path / "run"
     (run / "evil" / "model").mkdir(parents=True)
@@ -126,7 +127,7 @@ def test_a_runs_config_dirs_are_data_checked_before_use(tmp_path, monkeypatch):
 def test_a_runs_config_dir_that_another_user_could_write_is_not_searched(tmp_path, monkeypatch, capsys):
     """A config dir is code: a recorded one that anyone could have written (world-writable, or below a
     world-writable folder without the sticky bit) is skipped with a one-line note, unless given again."""
-    from medft.pipeline import safe_config_dir, use_run_config_dirs
+    from medft.training.pipeline import safe_config_dir, use_run_config_dirs
 
     monkeypatch.delenv(CONFIG_DIRS_ENV, raising=False)
     shared = tmp_path / "shared"
@@ -148,7 +149,7 @@ def test_a_runs_config_dir_that_another_user_could_write_is_not_searched(tmp_pat
 
 
 def test_a_run_of_a_users_model_without_its_config_dir_is_refused(tmp_path):
-    from medft.rundir import trusted_model_config
+    from medft.runs.trust import trusted_model_config
 
     with pytest.raises(RunDirError, match="model.name='lab_blip' is not one of medft's own model configs .*--config-dir DIR"):
         trusted_model_config({"name": "lab_blip"}, "run")
@@ -157,7 +158,7 @@ def test_a_run_of_a_users_model_without_its_config_dir_is_refused(tmp_path):
 
 
 def test_export_and_ask_take_a_run_dir_whose_path_holds_equals(tmp_path):
-    from medft.pipeline import parse_run_args as parse_args
+    from medft.training.pipeline import parse_run_args as parse_args
 
     run = tmp_path / "layernorm_demo_blip_tiny_optim.lr=0.01"
     run.mkdir()
@@ -168,13 +169,15 @@ def test_export_and_ask_take_a_run_dir_whose_path_holds_equals(tmp_path):
 
 
 def test_a_peft_export_of_an_embedded_model_run_names_the_cached_checkpoint(tmp_path):
+    """The draw the run fine-tuned (its pretraining seed's checkpoint), not "embedded", which nothing loads."""
     from types import SimpleNamespace
 
     from medft.commands.export import _base_reference
-    from medft.embedded import embedded_dir
+    from medft.training.embedded import embedded_dir
 
-    base, write_base = _base_reference(SimpleNamespace(pretrained="embedded"), {"embedded_dir": str(tmp_path)}, tmp_path / "out")
-    assert base == str(embedded_dir(tmp_path).resolve()) and not write_base  # not "embedded", which nothing loads
+    net = SimpleNamespace(pretrained="embedded", pretrained_dir=embedded_dir(tmp_path, 2))
+    base, write_base = _base_reference(net, tmp_path / "out")
+    assert base == str(embedded_dir(tmp_path, 2).resolve()) and base.endswith("-seed2") and not write_base
 
 
 # -- the wheel, installed into a fresh environment, run from a folder outside the checkout ------------

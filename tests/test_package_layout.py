@@ -1,5 +1,5 @@
 """The commands live in medft/commands/ and the library never imports them (issue 11); the commands share
-medft.pipeline instead of importing each other, and the embedded model is built in-process (issue 23)."""
+medft.training.pipeline instead of importing each other, and the embedded model is built in-process (issue 23)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import medft
 from medft.cli import COMMANDS
 
 PACKAGE = Path(medft.__file__).parent
-LIBRARY = [*PACKAGE.glob("*.py"), *(p for sub in ("data", "metrics", "models", "runs") for p in (PACKAGE / sub).rglob("*.py"))]
+LIBRARY = [p for p in PACKAGE.rglob("*.py") if p.relative_to(PACKAGE).parts[0] not in ("commands", "cli.py")]  # all but the CLI
 
 
 def imported_modules(path: Path) -> list[tuple[int, str]]:
@@ -32,7 +32,7 @@ def imported_modules(path: Path) -> list[tuple[int, str]]:
 
 
 def test_no_library_module_imports_a_command():
-    assert len(LIBRARY) > 30 and PACKAGE / "runner.py" in LIBRARY and PACKAGE / "models" / "blip.py" in LIBRARY
+    assert len(LIBRARY) > 60 and PACKAGE / "runs" / "runner.py" in LIBRARY and PACKAGE / "models" / "blip.py" in LIBRARY
     offenders = [
         f"{path.relative_to(PACKAGE.parent)}:{line} imports {name}"
         for path in LIBRARY
@@ -71,7 +71,7 @@ def test_no_command_imports_another_command():
     commands = sorted(COMMANDS_DIR.glob("*.py"))
     assert {"train.py", "eval.py", "pretrain.py", "ask.py", "export.py", "rescore.py"} <= {p.name for p in commands}
     offenders = [found for path in commands for found in command_imports(path)]
-    assert offenders == [], "a command imports another (move what they share into medft.pipeline):\n" + "\n".join(offenders)
+    assert offenders == [], "a command imports another (move what they share into medft.training.pipeline):\n" + "\n".join(offenders)
 
 
 PROCESS_STARTERS = {"subprocess", "multiprocessing", "concurrent.futures", "os.system", "os.popen", "os.fork", "os.forkpty",
@@ -88,9 +88,16 @@ def process_starts(path: Path) -> list[str]:
 
 
 def test_the_embedded_model_is_built_without_another_process():
-    """medft.embedded runs the pretrain recipe as a library call (medft.pipeline), not `python -m medft.cli pretrain`."""
-    assert process_starts(PACKAGE / "embedded.py") == []
-    assert any(name == "medft.pipeline.pretrain" for _, name in imported_modules(PACKAGE / "embedded.py"))
+    """The pipeline builds the embedded model with its own recipe as a library call (run_recipe -> pretrain),
+    not `python -m medft.cli pretrain`; medft.training.embedded only keeps the cache and runs what it is handed."""
+    import inspect
+
+    from medft.training import pipeline
+
+    assert process_starts(PACKAGE / "training" / "embedded.py") == []
+    assert process_starts(PACKAGE / "training" / "pipeline.py") == []
+    assert "ensure_embedded(" in inspect.getsource(pipeline.build_net) and "run_recipe)" in inspect.getsource(pipeline.build_net)
+    assert "pretrain(cfg," in inspect.getsource(pipeline.run_recipe)
 
 
 def test_the_checks_see_a_command_importing_a_command_and_a_process_started(monkeypatch):
@@ -122,3 +129,80 @@ def test_production_code_never_imports_the_test_data_builders():
         if name == "medft.testing" or name.startswith("medft.testing.")
     ]
     assert offenders == [], "\n".join(offenders)
+
+
+LAYERS = {"util", "config", "runs", "training", "data", "metrics", "models", "commands", "configs", "testing"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """medft module -> the medft modules it imports, at any depth of the file (function-level imports too)."""
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        edges = set()
+        for _, imported in imported_modules(path):
+            while imported and imported not in modules:  # `from medft.x import name`: the module is medft.x
+                imported = imported.rpartition(".")[0]
+            if imported and imported != name and imported != "medft":
+                edges.add(imported)
+        graph[name] = edges
+    return graph
+
+
+def import_circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan): each is an import circle."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    circles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for succ in sorted(graph.get(node, ())):
+            if succ not in index:
+                visit(succ)
+                low[node] = min(low[node], low[succ])
+            elif succ in on_stack:
+                low[node] = min(low[node], index[succ])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return circles
+
+
+def test_no_import_circle_among_medft_modules():
+    """Layers, not a knot: no medft module reaches itself through imports, counting those inside functions."""
+    graph = import_graph()
+    assert len(graph) > 70 and "medft.config.validate" in graph["medft.training.pipeline"]
+    assert import_circles(graph) == []
+
+
+def test_the_circle_check_finds_a_circle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e"}}
+    assert import_circles(graph) == [["a", "b", "c"]]
+
+
+def test_the_top_level_holds_only_the_cli_the_tuning_module_and_layers():
+    """Flat modules belong in a layer (util, config, runs, training, data, metrics, models, commands)."""
+    top = {p.name for p in PACKAGE.iterdir() if not p.name.startswith((".", "__pycache__"))}
+    assert top - {"__init__.py", "cli.py", "tuning.py", "py.typed"} == LAYERS & top
+    assert {"util", "config", "runs", "training"} <= top

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medft.config import CONFIG_DIR
+from medft.config.search import CONFIG_DIR
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

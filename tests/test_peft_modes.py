@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from medft.config import validate
-from medft.errors import ConfigError
-from medft.trained import load_trained_file, read_metadata
+from medft.config.validate import validate
+from medft.util.errors import ConfigError
+from medft.runs.trained import load_trained_file, read_metadata
 from medft.commands.train import train
 from medft.tuning import UnsupportedMode, apply_tuning, count_parameters
 from tests.conftest import FAST, tune_cfg

@@ -12,11 +12,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from medft.trained import load_trained_file, read_metadata, save_trained, trained_bytes
-from medft.errors import ConfigError
+from medft.runs.trained import load_trained_file, read_metadata, save_trained, trained_bytes
+from medft.util.errors import ConfigError
 from medft.models.base import Skeleton, model_config
 from medft.models.loading import arch_config, build_on_meta
-from medft.module import answer_by_rank
+from medft.training.module import answer_by_rank
 from medft.tuning import apply_tuning
 from tests.conftest import tune_cfg
 from tests.test_models import build, image
@@ -142,7 +142,7 @@ def test_rank_picks_the_likelier_candidate_in_one_pass():
 
 
 def test_closed_rank_is_checked_before_training():
-    from medft.module import MedVLMModule
+    from medft.training.module import MedVLMModule
 
     with pytest.raises(ConfigError, match="eval.closed='vote'"):
         MedVLMModule(tuned("layernorm"), optim=None, closed="vote")

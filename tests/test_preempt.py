@@ -16,7 +16,7 @@ import torch
 from medft_testing import REPO, TINY, cache, cli, env_for, medft_train, start_paused  # noqa: F401 - fixtures
 from test_resume import RUN, metrics_of, uninterrupted  # noqa: F401 - the fixture: the same run, never stopped
 
-from medft.rundir import EXIT_PREEMPTED
+from medft.runs.trust import EXIT_PREEMPTED
 
 
 def start_and_signal(args, env, run_dir, pause_at, signals=(signal.SIGTERM,)):
@@ -125,8 +125,8 @@ def finished_run(path: Path) -> Path:
 
 
 def test_resume_auto_refuses_a_finished_run_dir_in_one_line(tmp_path, monkeypatch):
-    from medft.errors import ConfigError
-    from medft.resume import check_auto_resume
+    from medft.util.errors import ConfigError
+    from medft.runs.resume import check_auto_resume
 
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     run = finished_run(tmp_path / "done")
@@ -154,7 +154,7 @@ def test_cli_refuses_a_finished_run_dir(cli, tmp_path, monkeypatch):
 def test_auto_resume_switch(monkeypatch):
     from omegaconf import OmegaConf
 
-    from medft.runner import auto_resume
+    from medft.runs.runner import auto_resume
 
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     assert auto_resume(OmegaConf.create({"resume": "auto", "ckpt_path": None}))
@@ -177,7 +177,7 @@ def test_a_failed_run_says_failed(cli, monkeypatch):
 
 def test_report_shows_each_runs_state(tmp_path):
     from medft.commands.report import find_runs, read_run
-    from medft.rundir import write_status
+    from medft.runs.trust import write_status
 
     def run(name: str) -> Path:
         path = tmp_path / name

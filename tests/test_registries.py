@@ -15,7 +15,7 @@ from medft.data import layouts, sources
 from medft.data.answer_types import YES_NO
 from medft.data.common import finish, vqa_record
 from medft.data.drops import Drops, Loaded, loaded
-from medft.errors import ConfigError, DataError
+from medft.util.errors import ConfigError, DataError
 from medft.metrics import protocols
 from medft.metrics.evaluators import scores_line
 from medft.metrics.protocols import Protocol, protocol_line, protocol_metrics, resolve_protocol
@@ -146,7 +146,7 @@ def test_rescore_takes_a_protocol_of_the_table(monkeypatch, tmp_path, capsys):
 def test_every_llava_model_config_states_its_protocol_and_every_stated_one_is_in_the_table():
     import yaml
 
-    from medft.config import CONFIG_DIR
+    from medft.config.search import CONFIG_DIR
 
     stated = {}
     for path in sorted((CONFIG_DIR / "model").glob("*.yaml")):

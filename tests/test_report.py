@@ -5,7 +5,7 @@ import torch
 import yaml
 from PIL import Image
 
-from medft.config import CONFIG_DIR
+from medft.config.search import CONFIG_DIR
 from medft.metrics.evaluators import ReportEvaluator, VQAEvaluator, make_evaluator
 from medft.metrics.report_gen import clean_report, coco_scores
 from medft.tuning import MODE_ORDER, apply_tuning
@@ -106,7 +106,7 @@ def test_every_tune_mode_trains_the_report_model(mode):
 
 
 def test_report_model_refuses_the_vqa_task():
-    from medft.errors import ConfigError
+    from medft.util.errors import ConfigError
 
     from medft.models.blip_report_gen import build_blip_report_gen
 
@@ -129,9 +129,9 @@ def test_pretrained_round_trip(tmp_path):
 def test_eval_loads_exactly_the_trained_parameters(tmp_path):
     from functools import partial
 
-    from medft.errors import MedftError
-    from medft.pipeline import load_trained
-    from medft.module import MedVLMModule
+    from medft.util.errors import MedftError
+    from medft.training.pipeline import load_trained
+    from medft.training.module import MedVLMModule
 
     def module(mode):
         net = build()

@@ -10,7 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from medft.testing.fixtures import make_iu_xray
-from medft.errors import ConfigError
+from medft.util.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 COCO_KEYS = {f"test/{k}" for k in ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider")}
@@ -70,7 +70,7 @@ def test_eval_reproduces_the_runs_own_test_predictions(tmp_path):
     assert "test/recall_open" in evaluated and evaluated["test/exact_acc_closed"] == pytest.approx(trained["test/acc_closed"])
     assert "test llava_med: closed" in proc.stdout and (out / "candidates.json").is_file()
     # the same run on a report dataset: refused before any model is built
-    from medft.pipeline import resolve_run, run_model_config
+    from medft.training.pipeline import resolve_run, run_model_config
     from medft.models import check_task
 
     assert resolve_run(run / "checkpoints" / "last.ckpt") == (run, run / "checkpoints" / "last.ckpt")

@@ -111,7 +111,7 @@ def test_predicates_and_finding_runs(tmp_path):
 def test_status_json_of_earlier_versions_reads_right(tmp_path):
     """Before the run-dir object, status.json said ``finished`` where run_state said ``ok``: both read as ok."""
     from medft.commands.report import _unfinished
-    from medft.rundir import read_status, run_state, write_status
+    from medft.runs.trust import read_status, run_state, write_status
 
     (tmp_path / "status.json").write_text(json.dumps({"state": "finished", "step": 10, "time": "t", "host": "h", "pid": 1}))
     assert read_status(tmp_path)["state"] == Status.OK and read_status(tmp_path)["step"] == 10
@@ -130,7 +130,7 @@ def test_status_json_of_earlier_versions_reads_right(tmp_path):
 
 
 def test_run_state_words_are_the_status_words(tmp_path):
-    from medft.rundir import run_state
+    from medft.runs.trust import run_state
 
     assert run_state(tmp_path) == Status.INCOMPLETE == "incomplete"
     RunDir(tmp_path).metrics.write_text("{}")

@@ -16,9 +16,9 @@ import pytest
 import torch
 import yaml
 
-from medft.checkpoint import AtomicCheckpointIO, load_checkpoint
-from medft.errors import CheckpointError
-from medft.files import write_json_atomic, write_jsonl_atomic
+from medft.runs.checkpoint import AtomicCheckpointIO, load_checkpoint
+from medft.util.errors import CheckpointError
+from medft.util.files import write_json_atomic, write_jsonl_atomic
 from medft_testing import REPO, TINY, cache, cli, env_for, medft_train  # noqa: F401 - fixtures
 
 

@@ -16,9 +16,13 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from medft.config import CONFIG_DIR, available, register_resolvers, validate
+from medft.config.resolvers import register_resolvers
+
+from medft.config.search import CONFIG_DIR, available
+
+from medft.config.validate import validate
 from medft.models import configured_task
-from medft.errors import ConfigError
+from medft.util.errors import ConfigError
 
 # group -> the root config that uses it and how it is named on the command line
 ROOTS: dict[str, str] = {}  # all groups are in train.yaml's defaults list (local is optional)
@@ -85,7 +89,7 @@ def test_every_shipped_config_composes_and_validates(group, option):
 
 
 def tiny_module(scheduler: DictConfig) -> tuple:
-    from medft.module import MedVLMModule
+    from medft.training.module import MedVLMModule
     from medft.models import build_model
 
     cfg = compose_train("tune=layernorm", "seed=0")

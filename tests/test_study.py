@@ -66,7 +66,7 @@ def test_ct_domain_inverts_the_intensity_profile(tmp_path):
 
 
 def test_unknown_domain_is_one_line(tmp_path):
-    from medft.errors import ConfigError
+    from medft.util.errors import ConfigError
 
     with pytest.raises(ConfigError, match="dataset.domain"):
         ensure_demo(tmp_path / "x", domain="mri", **SMALL)
@@ -124,7 +124,7 @@ def test_two_pretraining_seeds_give_two_different_each_deterministic_checkpoints
 
 
 def test_the_embedded_recipe_runs_in_process_as_medft_pretrain_does(tiny_draws, tmp_path, cache_dir, monkeypatch):
-    """embedded.run_recipe: the pretrain recipe as a library call inside a running `medft train` job gives the
+    """pipeline.run_recipe: the pretrain recipe as a library call inside a running `medft train` job gives the
     weights `medft pretrain` gives, and leaves the job as it was: its Hydra, config, threads, RNG streams,
     environment, log file and working directory (no stray outputs/ or logs/); the user's config dirs are
     not searched (the recipe is medft's)."""
@@ -137,8 +137,8 @@ def test_the_embedded_recipe_runs_in_process_as_medft_pretrain_does(tiny_draws, 
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
 
-    from medft import embedded
-    from medft.config import CONFIG_DIR, CONFIG_DIRS_ENV
+    from medft.config.search import CONFIG_DIR, CONFIG_DIRS_ENV
+    from medft.training.pipeline import run_recipe
 
     broken = tmp_path / "user_configs" / "model"
     broken.mkdir(parents=True)
@@ -161,8 +161,8 @@ def test_the_embedded_recipe_runs_in_process_as_medft_pretrain_does(tiny_draws, 
             random.seed(7), np.random.seed(7), torch.manual_seed(7)
             rng = (random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state())
             environ = dict(os.environ)
-            info = embedded.run_recipe(tmp_path / "model", tmp_path / "run", 1, cache_dir,
-                                       ("model=blip_tiny", "dataset=demo", *FEW_STEPS))
+            info = run_recipe(tmp_path / "model", tmp_path / "run", 1, cache_dir,
+                              ("model=blip_tiny", "dataset=demo", *FEW_STEPS))
             assert GlobalHydra.instance().hydra is caller and HydraConfig.instance().cfg is job_hydra
             assert torch.get_num_threads() == 2 and dict(os.environ) == environ
             assert random.getstate() == rng[0] and (np.random.get_state()[1] == rng[1]).all()
@@ -184,7 +184,7 @@ def test_pretrain_writes_a_checkpoint_that_loads_back_with_identical_logits(pret
     from transformers import BlipForQuestionAnswering
 
     from medft.models.blip import build_blip_vqa
-    from medft.trained import FILENAME, load_trained_file
+    from medft.runs.trained import FILENAME, load_trained_file
     from medft.tuning import apply_tuning
     from tests.conftest import model_cfg, tune_cfg
 
@@ -229,7 +229,7 @@ def test_pretrain_refuses_to_overwrite_a_checkpoint(pretrained_tiny, run_cli):
 
 def test_embedded_is_built_once_and_rebuilt_for_a_new_recipe(tmp_path, monkeypatch):
     """ensure_embedded runs the pretrain recipe only when no finished checkpoint of this recipe is there."""
-    import medft.embedded as embedded
+    import medft.training.embedded as embedded
 
     calls = []
 
@@ -239,12 +239,11 @@ def test_embedded_is_built_once_and_rebuilt_for_a_new_recipe(tmp_path, monkeypat
         run_dir.mkdir(parents=True)
         calls.append(seed)
 
-    monkeypatch.setattr(embedded, "run_recipe", fake_recipe)
-    first = embedded.ensure_embedded(tmp_path)
+    first = embedded.ensure_embedded(tmp_path, 0, fake_recipe)
     assert first == tmp_path / "pretrained" / f"blip_med-v{embedded.recipe_version()}" and len(calls) == 1
-    assert embedded.ensure_embedded(tmp_path) == first and len(calls) == 1  # reused
+    assert embedded.ensure_embedded(tmp_path, 0, fake_recipe) == first and len(calls) == 1  # reused
     monkeypatch.setattr(embedded, "recipe_version", lambda: 99)
-    assert embedded.ensure_embedded(tmp_path).name == "blip_med-v99" and len(calls) == 2  # new recipe: rebuilt
+    assert embedded.ensure_embedded(tmp_path, 0, fake_recipe).name == "blip_med-v99" and len(calls) == 2  # new recipe: rebuilt
     assert not list((tmp_path / "pretrained").glob("*.tmp-*"))
 
 
@@ -253,7 +252,7 @@ def test_parallel_first_uses_build_the_embedded_model_once(tmp_path, monkeypatch
     import threading
     import time
 
-    import medft.embedded as embedded
+    import medft.training.embedded as embedded
 
     calls, started = [], threading.Event()
 
@@ -265,12 +264,11 @@ def test_parallel_first_uses_build_the_embedded_model_once(tmp_path, monkeypatch
         (out / "pretrain.json").write_text(json.dumps({"recipe_version": embedded.recipe_version()}))
         run_dir.mkdir(parents=True)
 
-    monkeypatch.setattr(embedded, "run_recipe", slow_recipe)
     results = []
-    first = threading.Thread(target=lambda: results.append(embedded.ensure_embedded(tmp_path)))
+    first = threading.Thread(target=lambda: results.append(embedded.ensure_embedded(tmp_path, 0, slow_recipe)))
     first.start()
     assert started.wait(10)
-    others = [threading.Thread(target=lambda: results.append(embedded.ensure_embedded(tmp_path))) for _ in range(2)]
+    others = [threading.Thread(target=lambda: results.append(embedded.ensure_embedded(tmp_path, 0, slow_recipe))) for _ in range(2)]
     for t in others:
         t.start()
     for t in [first, *others]:
@@ -283,7 +281,7 @@ def test_parallel_first_uses_build_the_embedded_model_once(tmp_path, monkeypatch
 def test_each_pretraining_seed_is_its_own_embedded_draw(tmp_path, monkeypatch):
     """model.pretrain_seed=N: the recipe run with seed=N into blip_med-v<recipe>-seedN, once; seed 0 keeps the
     name medft train has always used; a directory holding another seed's draw is never taken for this one."""
-    import medft.embedded as embedded
+    import medft.training.embedded as embedded
 
     calls = []
 
@@ -296,16 +294,41 @@ def test_each_pretraining_seed_is_its_own_embedded_draw(tmp_path, monkeypatch):
         run_dir.mkdir(parents=True)
         calls.append(seed)
 
-    monkeypatch.setattr(embedded, "run_recipe", fake_recipe)
     version = embedded.recipe_version()
-    zero, two = embedded.ensure_embedded(tmp_path), embedded.ensure_embedded(tmp_path, 2)
+    zero, two = embedded.ensure_embedded(tmp_path, 0, fake_recipe), embedded.ensure_embedded(tmp_path, 2, fake_recipe)
     assert (zero.name, two.name) == (f"blip_med-v{version}", f"blip_med-v{version}-seed2") and calls == [0, 2]
-    assert embedded.ensure_embedded(tmp_path, 2) == two and calls == [0, 2]  # reused
+    assert embedded.ensure_embedded(tmp_path, 2, fake_recipe) == two and calls == [0, 2]  # reused
     assert embedded.identity(two) == {"pretrained/seed": 2, "pretrained/sha256": hashlib.sha256(bytes([2]) * 8).hexdigest()[:12]}
     assert embedded.identity(zero) != embedded.identity(two)
     (tmp_path / "pretrained" / f"blip_med-v{version}-seed3").mkdir()
     (tmp_path / "pretrained" / f"blip_med-v{version}-seed3" / "pretrain.json").write_text((two / "pretrain.json").read_text())
     assert not embedded.is_built(tmp_path / "pretrained" / f"blip_med-v{version}-seed3", version, 3)  # seed 2's, not 3's
+
+
+def test_build_net_loads_the_draw_of_the_pretraining_seed_and_says_which(tiny_draws, make_cfg, monkeypatch):
+    """pretrained: embedded is resolved by the pipeline (the model builders never see it): the cached draw of
+    model.pretrain_seed is loaded, and the model names it (pretrained_id, pretrained_dir) for metrics and exports."""
+    from medft.models import build_model
+    from medft.training import embedded, pipeline
+    from medft.util.errors import ConfigError
+
+    asked = []
+
+    def cached(cache_dir, seed, recipe):
+        asked.append((str(cache_dir), seed, recipe))
+        return tiny_draws[seed]
+
+    monkeypatch.setattr(embedded, "ensure_embedded", cached)
+    cfg = make_cfg("model=blip_tiny", "tune=frozen", "model.pretrained=embedded", "++model.embedded_dir=/cache", "++model.pretrain_seed=2")
+    net = pipeline.build_net(cfg.model)
+    assert asked == [("/cache", 2, pipeline.run_recipe)]
+    assert (net.pretrained, net.pretrained_dir) == ("embedded", tiny_draws[2])
+    assert net.pretrained_id == embedded.identity(tiny_draws[2]) and net.pretrained_id["pretrained/seed"] == 2
+    weights = {k: v for k, v in net.model.state_dict().items()}
+    plain = pipeline.build_net(make_cfg("model=blip_tiny", "tune=frozen", f"model.pretrained={tiny_draws[2]}").model)
+    assert all(torch.equal(v, plain.model.state_dict()[k]) for k, v in weights.items())  # the draw's weights
+    with pytest.raises(ConfigError, match="built on first use by medft.training.pipeline.build_net"):
+        build_model(cfg.model)
 
 
 def test_the_study_gives_each_seed_its_draw_and_the_lr_search_keeps_draw_zero(make_cfg):
@@ -330,7 +353,7 @@ def test_shrunken_study_runs_end_to_end(tiny_draws, run_cli, tmp_path):
     and writes findings.csv, whose verdicts agree with their intervals."""
     import shutil
 
-    from medft.embedded import embedded_dir
+    from medft.training.embedded import embedded_dir
 
     draws = tmp_path / "draws"
     for seed, path in tiny_draws.items():
@@ -419,7 +442,9 @@ def study_sweep(experiment: str, *extra: str) -> dict[str, list[str]]:
     from hydra._internal.utils import create_config_search_path
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from medft.config import CONFIG_DIR, register_resolvers
+    from medft.config.resolvers import register_resolvers
+
+    from medft.config.search import CONFIG_DIR
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
@@ -441,7 +466,7 @@ def study_sweep(experiment: str, *extra: str) -> dict[str, list[str]]:
 def test_study_sweeps_every_tune_mode_but_prefix():
     """`make study` runs every mode in configs/tune/ (a new mode joins by itself) except prefix, which
     BLIP refuses: one failed job per cell would make the whole study exit 1."""
-    from medft.config import available
+    from medft.config.search import available
 
     modes = available("tune")
     assert "prefix" in modes and {"frozen", "layernorm", "full", "ia3", "dora"} <= set(modes)

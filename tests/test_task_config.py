@@ -3,8 +3,14 @@
 import pytest
 from hydra import compose, initialize_config_dir
 
-from medft.config import CONFIG_DIR, normalize_overrides, register_resolvers, validate
-from medft.errors import ConfigError
+from medft.config.overrides import normalize_overrides
+
+from medft.config.resolvers import register_resolvers
+
+from medft.config.search import CONFIG_DIR
+
+from medft.config.validate import validate
+from medft.util.errors import ConfigError
 
 
 def train_cfg(*overrides):

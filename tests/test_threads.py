@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from medft import threads
+from medft.util import threads
 
 
 @pytest.fixture(autouse=True)

@@ -60,7 +60,7 @@ def test_only_trainable_parameters_change_and_are_checkpointed(make_cfg):
 
 
 def test_checkpoint_from_another_tune_mode_is_refused(make_cfg, tmp_path):
-    from medft.errors import MedftError
+    from medft.util.errors import MedftError
 
     cfg = make_cfg("tune=layernorm")
     train(cfg)

@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from medft_testing import TINY, cache, cli, medft  # noqa: F401 - fixtures
-from medft.rundir import RunDirError, RunLock, check_replayed_overrides, trusted_model_config, trusted_tune_config
+from medft.runs.trust import RunDirError, RunLock, check_replayed_overrides, trusted_model_config, trusted_tune_config
 
 LAYERNORM = {"name": "layernorm", "select": "norm", "lr": 0.1, "components": None}
 
@@ -195,8 +195,8 @@ def test_a_refused_resume_leaves_a_finished_run_finished(cli, finished_run, tmp_
 
 def test_a_successful_resume_clears_the_failed_state_and_keeps_the_history(cli, finished_run, tmp_path):
     run = copy_run(finished_run, tmp_path / "run")
-    from medft.rundir import run_state
-    from medft.runner import record_error
+    from medft.runs.trust import run_state
+    from medft.runs.runner import record_error
 
     record_error(run, "medft: error: an earlier attempt failed\n")
     assert run_state(run) == "failed"
@@ -207,7 +207,7 @@ def test_a_successful_resume_clears_the_failed_state_and_keeps_the_history(cli, 
 
 
 def test_best_checkpoint_and_score_travel_with_a_moved_run(cli, finished_run, tmp_path):
-    from medft.checkpoint import load_checkpoint
+    from medft.runs.checkpoint import load_checkpoint
 
     def best_state(path: Path) -> dict:
         states = load_checkpoint(path)["callbacks"]
@@ -228,9 +228,9 @@ def test_best_checkpoint_and_score_travel_with_a_moved_run(cli, finished_run, tm
 def test_written_files_follow_the_umask(tmp_path, umask):
     from torch import nn
 
-    from medft.checkpoint import AtomicCheckpointIO
-    from medft.files import write_json_atomic, write_jsonl_atomic, write_text_atomic
-    from medft.trained import save_trained
+    from medft.runs.checkpoint import AtomicCheckpointIO
+    from medft.util.files import write_json_atomic, write_jsonl_atomic, write_text_atomic
+    from medft.runs.trained import save_trained
 
     class Net(nn.Module):
         def __init__(self):
@@ -289,8 +289,8 @@ class TinyNet(torch.nn.Module):
 def test_trained_file_with_unusable_tensors_is_refused_in_one_line(tmp_path, case, tensor, message):
     from safetensors.torch import save_file
 
-    from medft.errors import ConfigError
-    from medft.trained import load_trained_file
+    from medft.util.errors import ConfigError
+    from medft.runs.trained import load_trained_file
 
     net = TinyNet()
     path = tmp_path / "trained.safetensors"
@@ -304,8 +304,8 @@ def test_trained_file_with_unusable_tensors_is_refused_in_one_line(tmp_path, cas
 def test_trained_file_with_bad_metadata_json_is_one_line(tmp_path):
     from safetensors.torch import save_file
 
-    from medft.errors import ConfigError
-    from medft.trained import load_trained_file
+    from medft.util.errors import ConfigError
+    from medft.runs.trained import load_trained_file
 
     path = tmp_path / "trained.safetensors"
     save_file({"weight": torch.ones(64), "bias": torch.zeros(64)}, str(path), metadata={"medft": '{"tune": '})
@@ -317,9 +317,9 @@ def test_checkpoints_and_trained_files_go_through_one_key_check(tmp_path):
     """check_compatible (last.ckpt) and load_trained_file (trained.safetensors) list key differences alike."""
     from safetensors.torch import save_file
 
-    from medft.checkpoint import check_compatible
-    from medft.errors import CheckpointError, ConfigError
-    from medft.trained import load_trained_file
+    from medft.runs.checkpoint import check_compatible
+    from medft.util.errors import CheckpointError, ConfigError
+    from medft.runs.trained import load_trained_file
 
     state = {"weight": torch.ones(64), "gain": torch.ones(64)}
     parts = "1 trained key(s) missing, e.g. ['bias']; 1 unexpected key(s), e.g. ['gain']"
@@ -333,8 +333,8 @@ def test_checkpoints_and_trained_files_go_through_one_key_check(tmp_path):
 
 
 def test_checkpoint_with_nan_weights_is_refused():
-    from medft.checkpoint import check_compatible
-    from medft.errors import CheckpointError
+    from medft.runs.checkpoint import check_compatible
+    from medft.util.errors import CheckpointError
 
     expected = {"w": torch.Size([3])}
     check_compatible({"w": torch.ones(3)}, expected, "layernorm", "layernorm")
@@ -360,7 +360,7 @@ def test_values_that_cannot_be_meant_are_one_line_before_training(cli, override,
 def test_an_odd_learning_rate_is_a_warning(capsys):
     from omegaconf import OmegaConf
 
-    from medft.config import check_values
+    from medft.config.validate import check_values
 
     check_values(OmegaConf.create({"optim": {"lr": 2.0}}))
     assert "medft: warning: optim.lr=2.0 is unusually high" in capsys.readouterr().err
@@ -381,8 +381,8 @@ def test_eval_refuses_max_new_tokens_0_before_loading(medft_eval, finished_run):
     OSError(28, "No space left on device"),
 ])
 def test_a_full_disk_during_a_checkpoint_save_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch, failure):
-    from medft.checkpoint import AtomicCheckpointIO
-    from medft.files import WriteError
+    from medft.runs.checkpoint import AtomicCheckpointIO
+    from medft.util.files import WriteError
 
     io, path = AtomicCheckpointIO(), tmp_path / "checkpoints" / "last.ckpt"
     io.save_checkpoint({"state_dict": {"w": torch.ones(3)}, "global_step": 1}, path)
@@ -400,12 +400,12 @@ def test_a_full_disk_during_a_checkpoint_save_is_one_line_and_keeps_the_old_file
 
 @pytest.mark.parametrize("code, message", [(28, "no space left on the device"), (30, "read-only or not yours")])
 def test_a_failed_trained_file_save_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch, code, message):
-    """save_trained goes through medft.files' atomic writer: safetensors' I/O errors ("(os error N)")
+    """save_trained goes through medft.util.files' atomic writer: safetensors' I/O errors ("(os error N)")
     become the one-line WriteError, the earlier file stays whole and no temp file is left."""
     import safetensors.torch
 
-    from medft.files import WriteError
-    from medft.trained import read_metadata, save_trained
+    from medft.util.files import WriteError
+    from medft.runs.trained import read_metadata, save_trained
 
     net = TinyNet()
     path = save_trained(tmp_path / "trained.safetensors", net, {"name": "first"})
@@ -423,12 +423,12 @@ def test_a_failed_trained_file_save_is_one_line_and_keeps_the_old_file(tmp_path,
 
 
 def test_a_full_disk_during_training_is_one_line(cli, monkeypatch):
-    import medft.checkpoint
+    import medft.runs.checkpoint
 
     def disk_full(*args, **kwargs):
         raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 2070592 vs 2070480")
 
-    monkeypatch.setattr(medft.checkpoint.torch, "save", disk_full)
+    monkeypatch.setattr(medft.runs.checkpoint.torch, "save", disk_full)
     status, _, err, run_dir = cli("+tune=layernorm", *TINY, "trainer.max_epochs=1")
     assert status == 2 and "Traceback" not in err
     assert f"medft: error: cannot write {run_dir / 'checkpoints'}" in err and "no space left on the device" in err

@@ -37,7 +37,7 @@ def test_image_paths_that_leave_the_root_are_dropped_and_counted(tmp_path):
 
 
 def test_a_split_entirely_outside_the_root_is_an_error(tmp_path):
-    from medft.errors import DataError
+    from medft.util.errors import DataError
 
     outside = tmp_path / "outside.png"
     IMAGE_MODES["rgb.png"](outside)
@@ -68,7 +68,7 @@ def test_a_byte_order_mark_is_read(tmp_path):
 
 
 def test_deeply_nested_annotation_json_is_one_line(tmp_path):
-    from medft.errors import DataError
+    from medft.util.errors import DataError
 
     root = small_set(tmp_path / "vqa")
     (root / "trainset.json").write_text("[" * 100_000 + "]" * 100_000)
@@ -90,7 +90,7 @@ def test_questions_and_answers_that_are_not_text_are_dropped_and_counted(tmp_pat
 
 
 def test_an_empty_test_image_is_found_before_training(tmp_path):
-    from medft.errors import DataError
+    from medft.util.errors import DataError
 
     root = small_set(tmp_path / "vqa")
     (root / "images" / "empty.png").write_bytes(b"")
@@ -118,7 +118,7 @@ def png_header(width: int, height: int) -> bytes:
 
 def test_a_huge_image_is_called_too_large_with_the_limit(tmp_path):
     from medft.data.images import load_rgb, set_max_pixels
-    from medft.errors import DataError
+    from medft.util.errors import DataError
 
     huge = tmp_path / "huge.png"
     huge.write_bytes(png_header(20000, 20000))

@@ -21,7 +21,7 @@ from PIL import Image
 from medft.data import sources
 from medft.data.checks import prepare_splits
 from medft.testing.fixtures import make_iu_csv, make_mimic_official
-from medft.errors import DataError
+from medft.util.errors import DataError
 from test_bad_input import small_set
 from test_trust_data import vqa_rad_cfg
 
@@ -140,38 +140,37 @@ def test_duplicated_test_ids_are_flagged_and_paired_by_occurrence(tmp_path, caps
 def test_a_failed_or_interrupted_build_leaves_nothing_behind(tmp_path, monkeypatch, raised):
     """The recipe runs in this process (no child to orphan): a failure is one line for the run that needed
     the model, an interruption goes on up, and neither leaves its temp dir or a half-built model."""
-    from medft import embedded
-    from medft.errors import MedftError
+    from medft.training import embedded
+    from medft.util.errors import MedftError
 
     def recipe(out, run_dir, seed, cache_dir):
         (out / "model.safetensors").parent.mkdir(parents=True)
         (out / "model.safetensors").write_bytes(b"half")
         raise raised
 
-    monkeypatch.setattr(embedded, "run_recipe", recipe)
     expected = MedftError if isinstance(raised, Exception) else KeyboardInterrupt
     with pytest.raises(expected) as caught:
-        embedded.ensure_embedded(tmp_path)
+        embedded.ensure_embedded(tmp_path, 0, recipe)
     if expected is MedftError:
         assert "building the embedded pretrained model failed (RuntimeError: out of memory)" in str(caught.value)
     assert [p.name for p in (tmp_path / "pretrained").iterdir()] == [f"{embedded.embedded_dir(tmp_path).name}.lock"]
 
 
 def test_a_dead_builders_temp_dir_is_removed(tmp_path, monkeypatch):
-    from medft import embedded
+    from medft.training import embedded
 
     target = embedded.embedded_dir(tmp_path)
     left = target.with_name(f"{target.name}.tmp-999999")
     (left / "model").mkdir(parents=True)
     (left / "model" / "weights.bin").write_bytes(b"x" * 1000)
 
-    def build(target, version, cache_dir, seed=0):
+    def build(target, version, cache_dir, seed, recipe):
         (target).mkdir()
         (target / embedded.INFO_FILE).write_text(json.dumps({"recipe_version": version}))
         return target
 
     monkeypatch.setattr(embedded, "build_embedded", build)
-    assert embedded.ensure_embedded(tmp_path) == target
+    assert embedded.ensure_embedded(tmp_path, 0, recipe=None) == target
     assert not left.exists()
 
 

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from medft_testing import TINY, cache, cli, medft  # noqa: F401 - fixtures
-from medft.safe_load import UnsafeFile, load_json, load_yaml
+from medft.util.safe_load import UnsafeFile, load_json, load_yaml
 from test_trust import Payload, fake_run
 
 
@@ -111,8 +111,8 @@ def test_resolvers_elsewhere_in_a_run_config_stay_literal(tmp_path, monkeypatch)
     called: ${medft_claim:DIR} creates no directory, ${oc.env:X} reads nothing."""
     from omegaconf import OmegaConf
 
-    from medft.config import register_resolvers
-    from medft.rundir import read_run_config
+    from medft.config.resolvers import register_resolvers
+    from medft.runs.trust import read_run_config
 
     register_resolvers()
     monkeypatch.setenv("MY_PASSWORD", "pw_leaked_456")
@@ -216,7 +216,7 @@ def test_a_second_resume_auto_is_refused_before_hydra_rewrites_the_run(cli, tmp_
 
 def test_a_stale_lock_of_a_dead_process_reads_as_incomplete(tmp_path):
     from medft.commands.report import report
-    from medft.rundir import write_status
+    from medft.runs.trust import write_status
 
     run = fake_run(tmp_path / "sweep" / "killed", {"name": "blip_tiny"})
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -240,12 +240,12 @@ def test_status_json_masks_a_secret_as_error_txt_does(cli, tmp_path, monkeypatch
 
 
 def test_a_full_disk_before_the_first_checkpoint_does_not_advise_resume(cli, monkeypatch):
-    import medft.checkpoint
+    import medft.runs.checkpoint
 
     def disk_full(*args, **kwargs):
         raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 2070592 vs 2070480")
 
-    monkeypatch.setattr(medft.checkpoint.torch, "save", disk_full)
+    monkeypatch.setattr(medft.runs.checkpoint.torch, "save", disk_full)
     status, _, err, run = cli("+tune=layernorm", *TINY, "trainer.max_epochs=1")
     line = one_line(err)
     assert status == 2 and "no space left on the device" in line and not (run / "checkpoints" / "last.ckpt").exists()
@@ -264,7 +264,7 @@ def test_a_pickled_pytorch_model_bin_is_refused_in_one_line_and_not_run(tmp_path
     import torch
     from transformers import BlipConfig, BlipForQuestionAnswering, BlipProcessor
 
-    from medft.errors import ConfigError
+    from medft.util.errors import ConfigError
     from medft.models.loading import load_pretrained
 
     small = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 37}

@@ -11,9 +11,9 @@ import torch
 
 from medft.data.datamodule import MedDataModule
 from medft.data.sources import demo
-from medft.errors import ConfigError
+from medft.util.errors import ConfigError
 from medft.models.base import model_config
-from medft.module import MedVLMModule
+from medft.training.module import MedVLMModule
 from medft.commands.params import mode_names, tune_config
 from medft.tuning import apply_tuning, count_parameters, unused_modules
 from test_models import build, vqa_records

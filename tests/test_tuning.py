@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from medft.errors import ConfigError
+from medft.util.errors import ConfigError
 from medft.models.blip import build_blip_vqa
 from medft.tuning import MODE_ORDER, apply_tuning, count_parameters, norm_kind, param_groups, summary_line
 from tests.conftest import model_cfg, tune_cfg
@@ -212,7 +212,7 @@ def test_one_mode_order_covers_every_shipped_mode_and_drives_make_sweep():
     import sys
     from pathlib import Path
 
-    from medft.config import CONFIG_DIR, available
+    from medft.config.search import CONFIG_DIR, available
 
     assert sorted(MODE_ORDER) == sorted(available("tune")) and len(set(MODE_ORDER)) == len(MODE_ORDER)
     dry = subprocess.run(["make", "-n", "sweep", f"BIN={Path(sys.executable).parent}"], cwd=Path(__file__).resolve().parents[1],

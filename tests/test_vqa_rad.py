@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from medft.data.vqa_rad import load_vqa_rad
-from medft.errors import ConfigError, DataError
+from medft.util.errors import ConfigError, DataError
 
 VQA_RAD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "vqa_rad"
 OSF = VQA_RAD / "osf"

@@ -13,8 +13,8 @@
 * ``pretrain`` — pretrain a small Med-VLM offline into a checkpoint dir: :mod:`medft.commands.pretrain`
 
 Commands are thin: they read their arguments and call the library, above all the run pipeline they
-share, :mod:`medft.pipeline` (data, model, tuning, module, trainer, score, write; a trained run
+share, :mod:`medft.training.pipeline` (data, model, tuning, module, trainer, score, write; a trained run
 rebuilt). No command imports another and the library never imports a command
 (tests/test_package_layout.py checks both). The wrapper every run shares (error.txt, exit status, multirun
-survival) is :mod:`medft.runner`.
+survival) is :mod:`medft.runs.runner`.
 """

@@ -6,7 +6,7 @@
     medft ask logs/runs/layernorm_iu_xray_blip_report_tiny/<time> image=cxr.png   # report models: the report
 
 The run's model and trained parameters are rebuilt as ``medft eval`` rebuilds them
-(:func:`medft.pipeline.load_run_model`) and answers are decoded with the run's own ``eval.generate``
+(:func:`medft.training.pipeline.load_run_model`) and answers are decoded with the run's own ``eval.generate``
 settings. One question prints its answer; a questions file prints one JSON line per question
 (``image``, ``question``, ``answer``). Images are read as ``medft train`` reads them (any mode -> RGB).
 """
@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from medft.errors import ConfigError
+from medft.util.errors import ConfigError
 
 DEFAULT_GENERATE = {"max_new_tokens": 8, "num_beams": 1, "min_new_tokens": 1}
 
@@ -27,10 +27,10 @@ def run_generate_kwargs(run_dir: Path, task: str) -> dict[str, Any]:
     """The run's ``eval.generate`` (plain values from its config), else medft's defaults."""
     from omegaconf import OmegaConf
 
-    from medft.config import register_resolvers
+    from medft.config.resolvers import register_resolvers
 
     register_resolvers()
-    from medft.rundir import read_run_config
+    from medft.runs.trust import read_run_config
 
     cfg = OmegaConf.create(read_run_config(run_dir))  # bounded, parsed, unsafe resolvers defused
     try:
@@ -46,8 +46,8 @@ def run_generate_kwargs(run_dir: Path, task: str) -> dict[str, Any]:
 
 def run_task(run: str | Path) -> str:
     """``vqa`` or ``report``: the run's dataset task, read from its config as plain YAML."""
-    from medft.pipeline import resolve_run
-    from medft.rundir import read_run_config
+    from medft.training.pipeline import resolve_run
+    from medft.runs.trust import read_run_config
 
     run_dir, _ = resolve_run(run)
     cfg = read_run_config(run_dir)
@@ -79,7 +79,7 @@ def read_questions(path: Path, default_image: str | None) -> list[dict[str, str]
 def ask(run: str | Path, items: list[dict[str, str]], batch_size: int = 16) -> list[dict[str, str]]:
     """Answer ``items`` (``image``, and ``question`` for VQA models) with the run's model."""
     from medft.data.images import load_rgb
-    from medft.pipeline import load_run_model
+    from medft.training.pipeline import load_run_model
 
     images = {item["image"]: load_rgb(Path(item["image"]).expanduser()) for item in items}  # before the model
     loaded = load_run_model(run)
@@ -100,7 +100,7 @@ def ask(run: str | Path, items: list[dict[str, str]], batch_size: int = 16) -> l
 
 
 def main(args: list[str] | None = None) -> None:
-    from medft.pipeline import parse_run_args
+    from medft.training.pipeline import parse_run_args
 
     args = sys.argv[1:] if args is None else list(args)
     if any(a in ("-h", "--help") for a in args):

@@ -20,15 +20,13 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 
-from medft.config import (
-    CONFIG_DIR,
-    available,
-    normalize_overrides,
-    register_resolvers,
-    take_config_dirs,
-)
+from medft.config.overrides import normalize_overrides
+
+from medft.config.resolvers import register_resolvers
+
+from medft.config.search import CONFIG_DIR, available, take_config_dirs
 from medft.data.drops import REASONS
-from medft.errors import ConfigError, MedftError
+from medft.util.errors import ConfigError, MedftError
 
 COLUMNS = ("n", "closed", "open", "images", "missing_images")
 

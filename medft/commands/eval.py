@@ -20,19 +20,15 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from medft.config import (
-    CONFIG_DIR,
-    check_keys,
-    check_trainer,
-    check_values,
-    normalize_overrides,
-    quote_paths,
-    register_resolvers,
-    run_hydra,
-    take_config_dirs,
-)
-from medft.errors import ConfigError
-from medft.pipeline import (
+from medft.config.overrides import normalize_overrides, quote_paths
+
+from medft.config.resolvers import register_resolvers
+
+from medft.config.search import CONFIG_DIR, take_config_dirs
+
+from medft.config.validate import check_keys, check_trainer, check_values, run_hydra
+from medft.util.errors import ConfigError
+from medft.training.pipeline import (
     load_trained,
     make_datamodule,
     make_module,
@@ -48,8 +44,8 @@ from medft.pipeline import (
     write_metrics,
     write_predictions,
 )
-from medft.rundir import CLAIMS_ENV
-from medft.runner import task_wrapper
+from medft.runs.trust import CLAIMS_ENV
+from medft.runs.runner import task_wrapper
 
 
 @task_wrapper

@@ -20,7 +20,7 @@ into them would hand on the approximation as the model. ``format=peft`` writes t
 alone (LoRA, or the norms of ``layernorm``), to apply to the unquantized checkpoint.
 
 Both write a model card (``README.md``): base model, dataset, tune mode, trainable parameters, test
-metrics. The run is rebuilt with :func:`medft.pipeline.load_run_model` (the same path as ``medft eval``).
+metrics. The run is rebuilt with :func:`medft.training.pipeline.load_run_model` (the same path as ``medft eval``).
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from medft.errors import ConfigError
-from medft.pipeline import load_run_model, parse_run_args, resolve_run
-from medft.rundir import read_run_config
+from medft.util.errors import ConfigError
+from medft.training.pipeline import load_run_model, parse_run_args, resolve_run
+from medft.runs.trust import read_run_config
 from medft.runs.layout import RunDir
-from medft.safe_load import load_json
+from medft.util.safe_load import load_json
 
 FORMATS = ("hf", "peft")
 PEFT_MODES = ("lora", "layernorm")
@@ -46,7 +46,7 @@ def _run_tune_name(run_dir: Path) -> str:
 
 
 def _run_quantization(run_dir: Path) -> str | None:
-    cfg = read_run_config(run_dir)  # bounded, as data (medft.rundir)
+    cfg = read_run_config(run_dir)  # bounded, as data (medft.runs.trust)
     return (cfg.get("model") or {}).get("quantization")
 
 
@@ -83,13 +83,11 @@ def export(run: str | Path, fmt: str = "hf", out: str | Path | None = None) -> P
     return out
 
 
-def _base_reference(net: Any, net_config: Any, out: Path) -> tuple[str, bool]:
+def _base_reference(net: Any, out: Path) -> tuple[str, bool]:
     """What ``adapter_config.json`` names as base: the run's hub id / directory, or ``out/base`` (to write)."""
     pretrained = net.pretrained
-    if pretrained == "embedded":  # medft's own pretrained model: the cached checkpoint it was built from
-        from medft.embedded import embedded_dir
-
-        return str(embedded_dir(net_config["embedded_dir"]).resolve()), False
+    if net.pretrained_dir:  # medft's own pretrained model: the cached checkpoint of the draw it was built from
+        return str(Path(net.pretrained_dir).resolve()), False
     if pretrained:
         path = Path(str(pretrained)).expanduser()
         return (str(path.resolve()) if path.is_dir() else str(pretrained)), False
@@ -100,7 +98,7 @@ def _export_peft(net: Any, loaded: dict[str, Any], out: Path) -> str:
     import torch
 
     mode = loaded["report"].mode
-    base_ref, write_base = _base_reference(net, loaded["model_cfg"], out)
+    base_ref, write_base = _base_reference(net, out)
     if mode == "lora":
         peft_model = net.model
         peft_model.peft_config["default"].base_model_name_or_path = base_ref

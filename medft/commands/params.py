@@ -28,15 +28,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from medft.config import (
-    CONFIG_DIR,
-    available,
-    find_config,
-    normalize_overrides,
-    register_resolvers,
-    take_config_dirs,
-)
-from medft.errors import ConfigError, MedftError, user_error
+from medft.config.overrides import normalize_overrides
+
+from medft.config.resolvers import register_resolvers
+
+from medft.config.search import CONFIG_DIR, available, find_config, take_config_dirs
+from medft.util.errors import ConfigError, MedftError, user_error
 from medft.tuning import MODE_ORDER
 
 

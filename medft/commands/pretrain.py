@@ -18,7 +18,7 @@ a function of the seed and the float path: the recipe fixes torch's threads (``t
 same command gives the same weights whatever the machine's core count.
 
 The *embedded* model (``model=blip_med``, ``pretrained: embedded``) is this recipe run once per
-pretraining seed (``model.pretrain_seed``) into ``$MEDFT_CACHE_DIR/pretrained/blip_med-v<recipe_version>[-seed<N>]`` on first use (see :func:`medft.embedded.ensure_embedded`, which runs :func:`medft.pipeline.pretrain` in-process);
+pretraining seed (``model.pretrain_seed``) into ``$MEDFT_CACHE_DIR/pretrained/blip_med-v<recipe_version>[-seed<N>]`` on first use (see :func:`medft.training.embedded.ensure_embedded`, which runs :func:`medft.training.pipeline.pretrain` in-process);
 a change of ``recipe_version`` in ``configs/pretrain.yaml`` builds a new one.
 """
 
@@ -31,20 +31,17 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from medft import pipeline
-from medft.config import (
-    CONFIG_DIR,
-    normalize_overrides,
-    register_resolvers,
-    take_config_dirs,
-)
-from medft.errors import MedftError
-from medft.runner import task_wrapper
+from medft.training import pipeline
+from medft.config.overrides import normalize_overrides
+from medft.config.resolvers import register_resolvers
+from medft.config.search import CONFIG_DIR, take_config_dirs
+from medft.util.errors import MedftError
+from medft.runs.runner import task_wrapper
 
 
 def pretrain(cfg: DictConfig) -> dict[str, Any]:
     """Train ``cfg.model`` from random weights with ``tune=full`` and save it to ``cfg.out``
-    (:func:`medft.pipeline.pretrain`; the training run is wrapped as ``medft train``'s: error.txt, exit status)."""
+    (:func:`medft.training.pipeline.pretrain`; the training run is wrapped as ``medft train``'s: error.txt, exit status)."""
     return pipeline.pretrain(cfg, task_wrapper(pipeline.train_and_test))
 
 

@@ -22,8 +22,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from medft.errors import MedftError
-from medft.files import write_text_atomic
+from medft.util.errors import MedftError
+from medft.util.files import write_text_atomic
 from medft.runs.layout import RELATIVE, RunDir, Status
 from medft.tuning import MODE_ORDER
 
@@ -61,9 +61,9 @@ SHOWN_AS = {"model.pretrained": "init", "dataset.train_fraction": "train_fractio
 
 def read_overrides(run: Path) -> dict[str, str]:
     """``{key: value}`` of the run's command-line overrides (``.hydra/overrides.yaml``; Optuna's too),
-    parsed as ``medft train resume=`` parses them (medft.rundir.parse_run_overrides): a crafted one is
+    parsed as ``medft train resume=`` parses them (medft.runs.trust.parse_run_overrides): a crafted one is
     a ValueError (the run is listed as unreadable)."""
-    from medft.rundir import read_run_overrides
+    from medft.runs.trust import read_run_overrides
 
     if not RunDir(run).overrides.is_file():
         return {}
@@ -140,7 +140,7 @@ def read_run(run: Path) -> dict[str, Any]:
 
 
 def _load(path: Path, parse: Any) -> Any:
-    from medft.safe_load import UnsafeFile
+    from medft.util.safe_load import UnsafeFile
 
     try:
         return parse(path)
@@ -152,8 +152,8 @@ def _load(path: Path, parse: Any) -> Any:
 
 def _read_run(run: Path) -> dict[str, Any]:
     """One row: the run's choices (from its config), test metrics and costs, and its status."""
-    from medft.rundir import run_state
-    from medft.safe_load import load_json, load_yaml, read_text
+    from medft.runs.trust import run_state
+    from medft.util.safe_load import load_json, load_yaml, read_text
 
     run_dir = RunDir(run)
     cfg = _load(run_dir.config, load_yaml) or {}
@@ -229,7 +229,7 @@ def _numbers(metrics: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
 
 def _unfinished(run: Path) -> tuple[str, str]:
     """(status, note) of a run dir without metrics.json or error.txt, from its status.json."""
-    from medft.rundir import lock_held, read_status
+    from medft.runs.trust import lock_held, read_status
 
     status = read_status(run)
     state = status.get("state")

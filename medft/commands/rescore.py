@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from medft.errors import ConfigError
-from medft.files import write_json_atomic
+from medft.util.errors import ConfigError
+from medft.util.files import write_json_atomic
 from medft.runs.layout import RELATIVE, RunDir
 
 
@@ -26,7 +26,7 @@ def read_predictions(run_dir: Path) -> list[dict[str, Any]]:
     path = RunDir(run_dir).predictions
     if not path.is_file():
         raise ConfigError(f"rescore={run_dir}: no {RELATIVE.predictions} there (a finished medft train or medft eval run writes one)")
-    from medft.safe_load import load_jsonl
+    from medft.util.safe_load import load_jsonl
 
     return load_jsonl(path)  # bounded; a line that is not a JSON object: one line naming it
 
@@ -47,8 +47,8 @@ def rescore(run_dir: str | Path, protocol: str | None = None) -> dict[str, Any]:
     rows = read_predictions(run_dir)
     if not rows or "answer" not in rows[0] or "prediction" not in rows[0]:
         raise ConfigError(f"rescore={run_dir}: its {RELATIVE.predictions} has no answer/prediction rows (report runs cannot be re-scored this way)")
-    from medft.rundir import read_run_config
-    from medft.safe_load import load_json
+    from medft.runs.trust import read_run_config
+    from medft.util.safe_load import load_json
 
     run = RunDir(run_dir)
     cfg = read_run_config(run_dir) if run.is_run() else {}

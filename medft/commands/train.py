@@ -24,34 +24,30 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from medft.config import (
-    CONFIG_DIR,
-    SWEEP_ENV,
-    normalize_overrides,
-    quote_paths,
-    register_resolvers,
-    require_tune,
-    run_hydra,
-    sweep_env,
-    take_config_dirs,
-)
-from medft.files import write_bytes_atomic
-from medft.pipeline import train_and_test
-from medft.resume import (
+from medft.config.overrides import SWEEP_ENV, normalize_overrides, quote_paths, require_tune, sweep_env
+
+from medft.config.resolvers import register_resolvers
+
+from medft.config.search import CONFIG_DIR, take_config_dirs
+
+from medft.config.validate import run_hydra
+from medft.util.files import write_bytes_atomic
+from medft.training.pipeline import train_and_test
+from medft.runs.resume import (
     check_auto_resume,
     locked_run_dir,
     resume_overrides,
     resumed_run_dir,
 )
-from medft.rundir import CLAIMS_ENV, SweepStatus, run_state, sweep_failures
-from medft.runner import task_wrapper
+from medft.runs.trust import CLAIMS_ENV, SweepStatus, run_state, sweep_failures
+from medft.runs.runner import task_wrapper
 from medft.runs.layout import RunDir, Status
 
 
 @task_wrapper
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment and return its final metrics (also written to ``metrics.json``): seed -> data ->
-    model -> tune -> module -> trainer -> fit -> test -> run dir, as :func:`medft.pipeline.train_and_test`
+    model -> tune -> module -> trainer -> fit -> test -> run dir, as :func:`medft.training.pipeline.train_and_test`
     does it (the run inside ``medft pretrain`` too); this wrapper adds error.txt, the run dir's lock and
     the exit status."""
     return train_and_test(cfg)
@@ -88,7 +84,7 @@ def main(args: list[str] | None = None) -> None:
         check_auto_resume(args)
         _run_jobs()
         return
-    from medft.rundir import RunLock
+    from medft.runs.trust import RunLock
 
     with RunLock(lock_dir):  # before Hydra rewrites the run's .hydra/ and train.log: a second process stops here
         check_auto_resume(args)  # a finished run dir: one line, before Hydra writes into it

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from medft.data.common import closed_if_yes_no, read_json, text
-from medft.errors import DataError
+from medft.util.errors import DataError
 
 FROM_FILE = "from the annotations (answer_type)"
 YES_NO = "yes/no rule (CLOSED iff the answer is yes or no; the layout has no answer_type)"

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from medft.data.drops import ANSWER_TYPES_KEY
 from medft.data.images import load_rgb, set_max_pixels
-from medft.errors import DataError
+from medft.util.errors import DataError
 
 if TYPE_CHECKING:
     from medft.models.base import MedVLM
@@ -60,9 +60,8 @@ def drop_missing_images(splits: Splits, skip: bool) -> tuple[Splits, dict[str, i
 
 def allowed_roots(dataset_cfg: Any) -> list[Path]:
     """Where a dataset's images may lie: ``dataset.root`` (and the Parquet image cache), symlinks resolved."""
-    from medft.data.sources import resolved_root
-
     from medft.data.common import data_roots
+    from medft.data.sources import resolved_root
 
     roots = data_roots(resolved_root(dataset_cfg))  # a hub snapshot's files are symlinks into its blobs/
     load = dataset_cfg.get("load") or {}

@@ -16,7 +16,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from medft.errors import ConfigError, DataError
+from medft.util.errors import ConfigError, DataError
 
 Splits = dict[str, list[dict[str, Any]]]
 SPLITS = ("train", "val", "test")
@@ -67,7 +67,7 @@ def check_inside(path: Path, root: Path, what: str = "annotation file") -> Path:
 
 def read_json(path: Path) -> Any:
     """Parse a JSON annotation file; one-line DataError when it is unreadable."""
-    from medft.safe_load import DATA_BYTES, MAX_DEPTH, depth_of
+    from medft.util.safe_load import DATA_BYTES, MAX_DEPTH, depth_of
 
     try:
         if path.stat().st_size > DATA_BYTES:

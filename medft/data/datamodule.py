@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from medft.data.images import check_batch_pixels, load_views
 from medft.data.resumable import ResumableLoader
-from medft.errors import DataError
+from medft.util.errors import DataError
 
 
 class RecordDataset(Dataset):

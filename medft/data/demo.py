@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from medft.errors import ConfigError, DataError
+from medft.util.errors import ConfigError, DataError
 
 DEMO_VERSION = 2  # 2: domains (source, ct, findings)
 META_FILE = "demo_meta.json"

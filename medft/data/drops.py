@@ -1,6 +1,6 @@
 """Nothing dropped silently: every record a loader leaves out is counted per reason, with its id.
 
-A loader fills a :class:`Drops` while it reads; :func:`loaded` returns its splits as a
+A loader is given an :class:`Ask` (what the dataset's config asks of it) and fills a :class:`Drops` while it reads; :func:`loaded` returns its splits as a
 :class:`Loaded` dict that carries the drops, the duplicates / train-test overlaps found, the rule
 that gave CLOSED / OPEN, and the layout read. ``medft data`` prints them (text and JSON), training
 puts them in the log and ``metrics.json`` as ``data/dropped/<reason>``.
@@ -18,6 +18,7 @@ dropped) only with ``dataset.dedupe=true``: published splits stay as published u
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from medft.runs.layout import RELATIVE
@@ -209,3 +210,17 @@ REASONS = {
     "outside_root": "image or report file outside dataset.root",
     "no_view": "no image of the views asked for (dataset.views)",
 }
+
+
+@dataclass(frozen=True)
+class Ask:
+    """What a dataset's config asks of a layout's loader (its options; a loader uses those it knows)."""
+
+    name: str  # the dataset: ``iu_xray``, or the image cache's folder for tables
+    title: str  # how messages name it: ``VQA-RAD``
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    cache_dir: str | None = None
+    lang: str | None = None  # SLAKE's questions: en, zh, all
+    views: str = "first"  # report sets: first, all
+    report_section: str = "findings"  # report sets' official releases: findings, impression, both

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from medft.errors import DataError
+from medft.util.errors import DataError
 
 # Modes whose pixel values are not 0..255 and must be rescaled, not clipped.
 _HIGH_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}

@@ -19,21 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from medft.data import llava, path_vqa, report_gen, slake, tables, vqa_rad
-from medft.data.drops import Loaded
-
-
-@dataclass(frozen=True)
-class Ask:
-    """What a dataset's config asks of a layout's loader (its options; a loader uses those it knows)."""
-
-    name: str  # the dataset: ``iu_xray``, or the image cache's folder for tables
-    title: str  # how messages name it: ``VQA-RAD``
-    val_fraction: float = 0.1
-    split_seed: int = 0
-    cache_dir: str | None = None
-    lang: str | None = None  # SLAKE's questions: en, zh, all
-    views: str = "first"  # report sets: first, all
-    report_section: str = "findings"  # report sets' official releases: findings, impression, both
+from medft.data.drops import Ask, Loaded
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 from medft.data.answer_types import FROM_FILE
 from medft.data.common import drop_reason, finish, read_json, text, vqa_record
 from medft.data.drops import Drops, Loaded, loaded
-from medft.errors import DataError
+from medft.util.errors import DataError
 
 if TYPE_CHECKING:
-    from medft.data.layouts import Ask
+    from medft.data.drops import Ask
 
 FILES = {"train": ("train.json",), "val": ("val.json", "valid.json", "validation.json"), "test": ("test.json",)}
 IMAGE_DIRS = ("images", "imgs", "image", "img", ".")

@@ -14,13 +14,13 @@ from typing import Any, Sequence
 
 from medft.data.common import check_root
 from medft.data.demo import ensure_demo
-from medft.data.drops import Loaded, carry, find_duplicates, loaded
-from medft.data.layouts import LAYOUTS, Ask
+from medft.data.drops import Ask, Loaded, carry, find_duplicates, loaded
+from medft.data.layouts import LAYOUTS
 from medft.data.report_gen import NAMES
 from medft.data.slake import LANGS as SLAKE_LANGS
 from medft.data.tables import CACHE_FIX
-from medft.errors import ConfigError, DataError
-from medft.files import ensure_dir
+from medft.util.errors import ConfigError, DataError
+from medft.util.files import ensure_dir
 
 Splits = dict[str, list[dict[str, Any]]]
 
@@ -123,10 +123,9 @@ def load_splits(dataset_cfg: Any, **overrides: Any) -> Splits:
     """
     import hydra
     from hydra.errors import InstantiationException
-
     from omegaconf import OmegaConf
 
-    from medft.errors import MedftError
+    from medft.util.errors import MedftError
 
     hub_id = dataset_cfg.get("hub_id") if "hub_id" in dataset_cfg else None
     if hub_id:  # the root is the hub dataset's folder in the local cache (never fetched)

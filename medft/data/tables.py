@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any, Iterator
 from medft.data.answer_types import FROM_FILE, YES_NO
 from medft.data.common import finish
 from medft.data.drops import Drops, Loaded, loaded
-from medft.errors import DataError
-from medft.files import ensure_dir
+from medft.util.errors import DataError
+from medft.util.files import ensure_dir
 
 if TYPE_CHECKING:
-    from medft.data.layouts import Ask
+    from medft.data.drops import Ask
 
 SPLIT_NAMES = {"train": "train", "validation": "val", "validate": "val", "val": "val", "valid": "val", "test": "test"}
 SUFFIXES = (".parquet", ".arrow")

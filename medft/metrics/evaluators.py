@@ -1,6 +1,6 @@
 """One evaluator per task: it turns generated text into prediction rows and split metrics.
 
-``make_evaluator(task, split)`` is what :class:`medft.module.MedVLMModule` holds per split:
+``make_evaluator(task, split)`` is what :class:`medft.training.module.MedVLMModule` holds per split:
 
 * ``vqa``    -> :class:`VQAEvaluator`: exact-match accuracy (``acc``, ``acc_closed``, ``acc_open``);
 * ``report`` -> :class:`ReportEvaluator`: BLEU-4 (torchmetrics, cheap) during validation; on the
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torchmetrics.text import BLEUScore
 
-from medft.errors import ConfigError
+from medft.util.errors import ConfigError
 from medft.metrics.accuracy import VQAAccuracy
 from medft.metrics.report_gen import clean_report, coco_scores
 from medft.metrics.vqa import is_correct, normalize_answer

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from medft.errors import ConfigError
+from medft.util.errors import ConfigError
 from medft.metrics import llava_med
 from medft.runs.layout import RunDir
 
@@ -72,7 +72,7 @@ def configured_protocol(model_name: Any) -> str | None:
     """The ``eval_protocol:`` written in the model config ``model/<name>.yaml`` (a user's config dir first)."""
     import yaml
 
-    from medft.config import find_config
+    from medft.config.search import find_config
 
     path = find_config("model", f"{model_name}.yaml") if isinstance(model_name, str) and model_name else None
     try:
@@ -100,7 +100,7 @@ def dataset_candidates(splits: Mapping[str, Iterable[Mapping[str, Any]]]) -> lis
 
 
 def write_candidates(run_dir: Path, candidates: Sequence[str], source: str) -> Path:
-    from medft.files import write_json_atomic
+    from medft.util.files import write_json_atomic
 
     path = RunDir(run_dir).candidates
     write_json_atomic(path, {"source": source, "answers": list(candidates)})
@@ -112,11 +112,11 @@ def read_candidates(run_dir: Path) -> list[str] | None:
     if not path.is_file():
         return None
     try:
-        from medft.safe_load import load_json
+        from medft.util.safe_load import load_json
 
         data = load_json(path)
         answers = data["answers"] if isinstance(data, dict) else data
-    except (ValueError, KeyError, TypeError):  # medft.safe_load.UnsafeFile is a ValueError
+    except (ValueError, KeyError, TypeError):  # medft.util.safe_load.UnsafeFile is a ValueError
         raise ConfigError(f"{path} is not a candidates file ({{\"answers\": [...]}}): delete it to fall back") from None
     if not isinstance(answers, list):
         raise ConfigError(f"{path}: \"answers\" must be a list of strings")

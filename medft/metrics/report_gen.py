@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from medft.errors import MedftError
+from medft.util.errors import MedftError
 
 # R2Gen's sentence cleaner. The ``:-\[`` inside is a character *range* (':' .. '['), so hyphens
 # are kept and ';', '<', '=', '>', '?', '@' are removed; kept as is to match published numbers.

@@ -79,7 +79,7 @@ class RunScores:
 
 
 def read_rows(run_dir: Path, filename: str = str(RELATIVE.predictions)) -> list[dict[str, Any]]:
-    from medft.safe_load import load_jsonl
+    from medft.util.safe_load import load_jsonl
 
     return load_jsonl(Path(run_dir) / filename)
 
@@ -269,7 +269,7 @@ def _occurrences(ids: list[str]) -> list[tuple[str, int]]:
 
 
 def _metrics(row: Mapping[str, Any]) -> dict[str, Any]:
-    from medft.safe_load import load_json
+    from medft.util.safe_load import load_json
 
     path = RunDir(row["run"]).metrics
     metrics = load_json(path) if path.is_file() else {}
@@ -277,11 +277,11 @@ def _metrics(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _seed(run: Path) -> Any:
-    from medft.safe_load import load_yaml
+    from medft.util.safe_load import load_yaml
 
     try:
         cfg = load_yaml(RunDir(run).config)
-    except (OSError, ValueError):  # medft.safe_load.UnsafeFile is a ValueError
+    except (OSError, ValueError):  # medft.util.safe_load.UnsafeFile is a ValueError
         return None
     return cfg.get("seed") if isinstance(cfg, dict) else None
 

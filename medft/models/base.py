@@ -20,12 +20,13 @@ any weights load; ``MedVLM.check_dataset`` is the same check for a built model.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from medft.errors import ConfigError
+from medft.util.errors import ConfigError
 
 TASKS = ("vqa", "report")
 # builders renamed since runs were written: a run dir's model._target_ -> medft's own today
@@ -61,6 +62,7 @@ class MedVLM(nn.Module):
         self.name = name
         self.pretrained = pretrained
         self.pretrained_id: dict[str, Any] = {}  # which pretrained weights, where a builder knows (metrics.json pretrained/*)
+        self.pretrained_dir: Path | None = None  # pretrained: embedded: the cached checkpoint dir it was loaded from
         self.task = task
         self.truncated = 0  # texts cut to the maximum length so far
 
@@ -147,7 +149,7 @@ def model_config(name: str) -> dict[str, Any]:
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    from medft.config import CONFIG_DIR, use_search_path
+    from medft.config.search import CONFIG_DIR, use_search_path
 
     if GlobalHydra.instance().is_initialized():  # inside a medft command: its search path (the user's dirs, CONFIG_DIR)
         cfg = compose(config_name=f"model/{name}")
@@ -162,7 +164,7 @@ def configured_task(name: str) -> str | None:
     """The ``task:`` written in ``configs/model/<name>.yaml`` (None when it follows the dataset)."""
     import yaml
 
-    from medft.config import find_config
+    from medft.config.search import find_config
 
     try:
         task = (yaml.safe_load(find_config("model", f"{name}.yaml").read_text()) or {}).get("task")
@@ -189,7 +191,7 @@ def check_task(model_cfg: Any, dataset_cfg: Any, run: str | None = None) -> None
     said = f"model={name} does {model_task} but dataset={dataset_cfg.get('name', '?')} is a {data_task} dataset: "
     if run is not None:
         raise ConfigError(f"run {run}: {said}evaluate it on a {model_task} dataset")
-    from medft.config import available
+    from medft.config.search import available
 
     fits = [m for m in available("model") if configured_task(m) == data_task]
     raise ConfigError(said + f"use a {data_task} model ({', '.join(fits) or 'none installed'}) or leave model= out")

@@ -17,12 +17,17 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import BlipConfig, BlipForQuestionAnswering, BlipImageProcessorPil, BlipProcessor
+from transformers import (
+    BlipConfig,
+    BlipForQuestionAnswering,
+    BlipImageProcessorPil,
+    BlipProcessor,
+)
 
-from medft.errors import ConfigError
 from medft.models.base import MedVLM
 from medft.models.loading import load_or_build
 from medft.models.tokenizer import build_offline_tokenizer
+from medft.util.errors import ConfigError
 
 
 class BlipVQA(MedVLM):
@@ -211,30 +216,18 @@ def load_blip(model_cls: type, pretrained: str | None, config: dict[str, Any] | 
 def build_blip_vqa(
     arch: dict[str, Any], name: str = "blip", pretrained: str | None = None, config: dict[str, Any] | None = None,
     task: str = "vqa", image_size: int = 384, max_question_len: int = 32, max_answer_len: int = 8,
-    cache_image_features: str | bool = "auto", embedded_dir: str | None = None, pretrain_seed: int = 0,
-    trust_remote_code: bool = False, **load: Any,
+    cache_image_features: str | bool = "auto", trust_remote_code: bool = False, **load: Any,
 ) -> BlipVQA:
-    """A :class:`BlipVQA` over ``BlipForQuestionAnswering`` (see :func:`load_blip`).
-
-    ``pretrained: embedded`` is medft's own pretrained checkpoint (``medft pretrain``), built on first
-    use under ``embedded_dir`` (the cache dir) by :func:`medft.embedded.ensure_embedded`, one draw per
-    ``pretrain_seed``; the model's ``pretrained_id`` then says which (seed, sha256 of the weights)."""
+    """A :class:`BlipVQA` over ``BlipForQuestionAnswering`` (see :func:`load_blip`). ``pretrained: embedded``
+    (medft's own pretrained checkpoint) is resolved to its directory before this is called
+    (:func:`medft.training.pipeline.build_net`)."""
     BlipVQA.check_can_do(task, name)  # before any weights load
-    source, pretrained_id = pretrained, {}
-    if pretrained == "embedded":
-        from medft.embedded import ensure_embedded, identity
-
-        if not embedded_dir:
-            raise ConfigError("model.pretrained=embedded needs model.embedded_dir (the cache dir holding pretrained/)")
-        built = ensure_embedded(embedded_dir, pretrain_seed)
-        source, pretrained_id = str(built), identity(built)
     model, processor = load_blip(
-        BlipForQuestionAnswering, source, config, image_size, max_question_len, trust_remote_code=trust_remote_code, **load
+        BlipForQuestionAnswering, pretrained, config, image_size, max_question_len, trust_remote_code=trust_remote_code, **load
     )
     limits = {"max_question_len": max_question_len, "max_answer_len": max_answer_len}
     net = BlipVQA(
         model, processor, arch, cache_image_features=cache_image_features, name=name, pretrained=pretrained, task=task,
         **limits,
     )
-    net.pretrained_id = pretrained_id
     return net

@@ -10,9 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformers import BlipForConditionalGeneration, BlipProcessor
+from transformers import BlipForConditionalGeneration
 
-from medft.errors import ConfigError
 from medft.models.base import MedVLM
 from medft.models.blip import load_blip
 

@@ -24,9 +24,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from medft.errors import ConfigError
 from medft.models.base import MedVLM
 from medft.models.loading import load_or_build
+from medft.util.errors import ConfigError
 
 DEFAULT_REPORT_PROMPT = "Describe the findings of this medical image."
 TEXT_INPUTS = ("input_ids", "attention_mask")

@@ -13,18 +13,17 @@ checkpoint's ``config.json``, the copy medft ships for the default checkpoints
 from __future__ import annotations
 
 import pickle
-
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from medft.config import CONFIG_DIR, find_config
-from medft.errors import ConfigError
+from medft.config.search import CONFIG_DIR, find_config
+from medft.util.errors import ConfigError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# published config.json of the default checkpoints, by hub id (configs/ beside the package, as in medft.config)
+# published config.json of the default checkpoints, by hub id (package data, as medft.config.search finds configs)
 ARCH_DIR = CONFIG_DIR / "model" / "arch"
 
 

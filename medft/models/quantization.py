@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from medft.errors import ConfigError
+from medft.util.errors import ConfigError
 
 METHODS = ("nf4", "int8")
 # The builder of the image-text-to-text family (and its name before LLaVA joined the family), which loads

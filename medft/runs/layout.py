@@ -8,7 +8,7 @@
     PLACEHOLDER.last_ckpt  # RUN_DIR/checkpoints/last.ckpt, for hints
 
 What each file holds is described in docs/runs.md. :class:`Status` is the one vocabulary of a run's
-state: what ``status.json`` holds and what :func:`medft.rundir.run_state` and ``medft report`` say.
+state: what ``status.json`` holds and what :func:`medft.runs.trust.run_state` and ``medft report`` say.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import ClassVar, Iterator
 class Status(StrEnum):
     """A run's state. ``status.json`` holds one of the first four; ``incomplete`` is a run dir that
     says nothing (from before status.json, or cut short before writing it). These are the words of
-    :func:`medft.rundir.run_state` and of ``medft report``'s status column."""
+    :func:`medft.runs.trust.run_state` and of ``medft report``'s status column."""
 
     RUNNING = "running"  # started, not ended (or killed without a word)
     PREEMPTED = "preempted"  # a signal stopped it after saving last.ckpt
@@ -61,7 +61,7 @@ class RunDir:
     CHECKPOINTS: ClassVar[str] = "checkpoints"
     LAST: ClassVar[str] = "last.ckpt"
     BEST: ClassVar[str] = "best.ckpt"
-    HPC_CKPT: ClassVar[str] = "hpc_ckpt_*.ckpt"  # Lightning's SLURM requeue checkpoints (medft.preempt deletes them)
+    HPC_CKPT: ClassVar[str] = "hpc_ckpt_*.ckpt"  # Lightning's SLURM requeue checkpoints (medft.runs.preempt deletes them)
     ERROR: ClassVar[str] = "error.txt"
     ERRORS: ClassVar[str] = "errors"
     STATUS: ClassVar[str] = "status.json"

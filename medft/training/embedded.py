@@ -3,6 +3,10 @@
 ``$MEDFT_CACHE_DIR/pretrained/blip_med-v<recipe_version>`` (seed 0, the draw ``medft train`` uses) or
 ``blip_med-v<recipe_version>-seed<N>`` on first use (:func:`ensure_embedded`); a change of
 ``recipe_version`` builds new ones. The study gives each of its seeds its own draw (experiment=study).
+
+This module keeps the cache (where a draw lives, whether it is finished, which weights it holds, one
+build at a time); the recipe that builds a draw is handed in by the run pipeline
+(:func:`medft.training.pipeline.run_recipe`), which is what needs the model.
 """
 
 from __future__ import annotations
@@ -13,19 +17,20 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
-from medft.config import CONFIG_DIR
-from medft.errors import MedftError
-from medft.files import write_json_atomic
-from medft.runs.layout import RunDir
+from medft.config.search import CONFIG_DIR
+from medft.util.errors import MedftError
+from medft.util.files import write_json_atomic
 
 INFO_FILE = "pretrain.json"
 EMBEDDED_NAME = "blip_med"
+
+# recipe(out, run_dir, seed, cache_dir): pretrain the model of that seed into out (a checkpoint dir with INFO_FILE)
+Recipe = Callable[[Path, Path, int, "str | Path"], object]
 
 
 def recipe_version() -> int:
@@ -63,9 +68,9 @@ def identity(path: Path) -> dict[str, object]:
     return {"pretrained/seed": int(info.get("seed", 0)), "pretrained/sha256": sha[:12]}
 
 
-def ensure_embedded(cache_dir: str | Path, seed: int = 0) -> Path:
+def ensure_embedded(cache_dir: str | Path, seed: int, recipe: Recipe) -> Path:
     """The embedded pretrained checkpoint directory of pretraining ``seed``, built on first use by ``medft pretrain``'s
-    recipe (:func:`run_recipe`: a library call in this process, with a Hydra of its own).
+    recipe (``recipe``: :func:`medft.training.pipeline.run_recipe`, a library call in this process).
 
     Built into a temporary folder that is renamed into place when complete: an interrupted build leaves
     nothing half-written behind (a killed builder's folder is removed by the next). One build at a time:
@@ -86,7 +91,7 @@ def ensure_embedded(cache_dir: str | Path, seed: int = 0) -> Path:
         remove_dead_builds(target)  # this process holds the lock: any temp dir is a dead builder's
         if is_built(target, version, seed):
             return target
-        return build_embedded(target, version, cache_dir, seed)
+        return build_embedded(target, version, cache_dir, seed, recipe)
 
 
 def remove_dead_builds(target: Path) -> list[Path]:
@@ -99,7 +104,7 @@ def remove_dead_builds(target: Path) -> list[Path]:
     return dead
 
 
-def build_embedded(target: Path, version: int, cache_dir: str | Path, seed: int = 0) -> Path:
+def build_embedded(target: Path, version: int, cache_dir: str | Path, seed: int, recipe: Recipe) -> Path:
     """Run the embedded recipe (``medft pretrain``, on the CPU) in this process; move its result to ``target``."""
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -110,7 +115,7 @@ def build_embedded(target: Path, version: int, cache_dir: str | Path, seed: int 
     )
     started = time.perf_counter()
     try:
-        run_recipe(tmp / "model", tmp / "run", seed, cache_dir)
+        recipe(tmp / "model", tmp / "run", seed, cache_dir)
     except Exception as err:  # noqa: BLE001 - any failure of the build is one line for the run that needed it
         shutil.rmtree(tmp, ignore_errors=True)
         raise MedftError(
@@ -136,86 +141,3 @@ def build_embedded(target: Path, version: int, cache_dir: str | Path, seed: int 
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"medft: embedded pretrained model ready in {time.perf_counter() - started:.0f} s: {target}", flush=True)
     return target
-
-
-def run_recipe(out: Path, run_dir: Path, seed: int, cache_dir: str | Path, overrides: tuple[str, ...] = ()) -> dict[str, object]:
-    """``medft pretrain out=OUT seed=SEED [overrides]`` with its run in ``run_dir``, as a library call: medft's own
-    configs/pretrain.yaml composed by a Hydra of its own, run by :func:`medft.pipeline.pretrain` while
-    :func:`recipe_process` keeps the caller's process state (its Hydra, threads, RNGs, logging, environment)
-    out of the build and the build's out of the caller."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf, open_dict
-
-    from medft.config import register_resolvers
-    from medft.pipeline import pretrain, train_and_test
-
-    cache = Path(cache_dir).expanduser()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with recipe_process(cache, run_dir / "pretrain.log"):
-        register_resolvers()
-        args = [f"seed={int(seed)}", *overrides]
-        caller = GlobalHydra.instance().hydra  # a `medft train` job's: Hydra composes one app at a time
-        GlobalHydra.instance().clear()
-        try:
-            with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="pretrain"):
-                cfg = compose("pretrain", args)
-        finally:
-            GlobalHydra.instance().clear()
-            GlobalHydra.instance().hydra = caller
-        with open_dict(cfg):
-            cfg.out = str(out)
-            cfg.paths.output_dir = str(run_dir)  # not ${hydra:runtime.output_dir}: that is the caller's run
-            cfg.paths.cache_dir = str(cache)
-        record = RunDir(run_dir)
-        record.hydra_dir.mkdir(exist_ok=True)  # the run records its config as a `medft pretrain` run does
-        OmegaConf.save(cfg, record.config)
-        OmegaConf.save(OmegaConf.create(args), record.overrides)
-        return pretrain(cfg, lambda c: train_and_test(c, preemption=False))  # the caller's signal handlers stay
-
-
-@contextmanager
-def recipe_process(cache_dir: Path, log_file: Path) -> Iterator[None]:
-    """Run the recipe as if in a process of its own: medft's configs only (no user config dirs),
-    ``MEDFT_CACHE_DIR``; afterwards the caller's environment variables, Hydra config, torch threads and
-    flags, RNG states, warning filters and root log handlers are back as they were (the recipe's log
-    lines go to ``log_file``, not the caller's train.log)."""
-    import logging
-    import random
-    import warnings
-
-    import numpy as np
-    import torch
-    from hydra.core.hydra_config import HydraConfig
-
-    from medft.config import CONFIG_DIRS_ENV
-
-    environ = dict(os.environ)
-    hydra_cfg = HydraConfig.instance().cfg
-    threads = torch.get_num_threads()
-    flags = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
-    rng = (random.getstate(), np.random.get_state())
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    file_handler = logging.FileHandler(log_file)
-    file_handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
-    os.environ.pop(CONFIG_DIRS_ENV, None)
-    os.environ["MEDFT_CACHE_DIR"] = str(cache_dir)
-    root.handlers, root.level = [file_handler], logging.INFO
-    try:
-        with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_initialized() else []), \
-                warnings.catch_warnings():
-            yield
-    finally:
-        root.handlers, root.level = handlers, level
-        file_handler.close()
-        os.environ.clear()
-        os.environ.update(environ)
-        HydraConfig.instance().cfg = hydra_cfg
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
-        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = flags[2], flags[3]
-        random.setstate(rng[0])
-        np.random.set_state(rng[1])

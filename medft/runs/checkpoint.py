@@ -29,9 +29,9 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from medft.errors import CheckpointError
-from medft.files import write_atomic
 from medft.runs.layout import RELATIVE, RunDir
+from medft.util.errors import CheckpointError
+from medft.util.files import write_atomic
 
 _FIX = f"pass a checkpoint written by `medft train` (run dir/{RELATIVE.last_ckpt} or {RunDir.BEST})"
 
@@ -161,8 +161,8 @@ def check_compatible(
     saved: dict[str, torch.Tensor], expected: dict[str, torch.Size], saved_tune: str, run_tune: str
 ) -> None:
     """Raise CheckpointError unless ``saved`` has exactly the ``expected`` trained keys and shapes
-    (:func:`medft.trained.check_state`, the check ``trained.safetensors`` goes through too)."""
-    from medft.trained import check_state
+    (:func:`medft.runs.trained.check_state`, the check ``trained.safetensors`` goes through too)."""
+    from medft.runs.trained import check_state
 
     check_state(
         saved, expected, CheckpointError,

@@ -16,11 +16,11 @@ import lightning as L
 import torch
 from torch import nn
 
-from medft.checkpoint import check_compatible
-from medft.errors import ConfigError, TrainingDiverged
-from medft.runs.layout import RELATIVE
 from medft.metrics.evaluators import make_evaluator
+from medft.runs.checkpoint import check_compatible
+from medft.runs.layout import RELATIVE
 from medft.tuning import param_groups, trainable_parameters
+from medft.util.errors import ConfigError, TrainingDiverged
 
 
 class MedVLMModule(L.LightningModule):

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable
 
-from medft.errors import MedftError
+from medft.util.errors import MedftError
 from medft.runs.layout import RELATIVE
 
 

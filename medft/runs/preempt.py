@@ -7,10 +7,10 @@
   ``status.json`` says ``preempted`` and the process exits with :data:`EXIT_PREEMPTED`. A signal during
   an epoch's last step or its validation lets the epoch finish (its checkpoint is the resume point).
   Further signals while saving are only acknowledged: the save is never cut short by them (and a
-  kill leaves the previous last.ckpt whole: medft.checkpoint.AtomicCheckpointIO).
+  kill leaves the previous last.ckpt whole: medft.runs.checkpoint.AtomicCheckpointIO).
   Under SLURM with Lightning's auto-requeue (its SLURMEnvironment, on by default) the requeue signal
   also requeues the job, through Lightning's own handler, once last.ckpt is on disk.
-* ``status.json`` (:func:`medft.rundir.write_status`) says ``preempted``, with the step, the signal and the checkpoint.
+* ``status.json`` (:func:`medft.runs.trust.write_status`) says ``preempted``, with the step, the signal and the checkpoint.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from medft.rundir import EXIT_PREEMPTED, write_status
 from medft.runs.layout import RELATIVE, RunDir, Status
+from medft.runs.trust import EXIT_PREEMPTED, write_status
 
 SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")
-ACTIVE: "Preemption | None" = None  # the run whose handlers are installed (medft.runner restores them)
+ACTIVE: "Preemption | None" = None  # the run whose handlers are installed (medft.runs.runner restores them)
 
 
 def ignore_signals() -> None:
@@ -47,7 +47,7 @@ def restore_active() -> None:
 
 
 class Preempted(SIGTERMException):
-    """Raised at a step boundary after a signal; ``medft.runner.task_wrapper`` turns it into :data:`EXIT_PREEMPTED`."""
+    """Raised at a step boundary after a signal; ``medft.runs.runner.task_wrapper`` turns it into :data:`EXIT_PREEMPTED`."""
 
     def __init__(self, signame: str, step: int, saved: bool) -> None:
         super().__init__(EXIT_PREEMPTED)
@@ -78,7 +78,7 @@ class Preemption(L.Callback):
             _say(f"medft: {name} again: still saving or exiting; the run stops as soon as {RunDir.LAST} is written")
 
     def install(self) -> "Preemption":
-        """Catch the signals from now on (medft.pipeline.train_and_test: before the model loads). Lightning's own SIGTERM
+        """Catch the signals from now on (medft.training.pipeline.train_and_test: before the model loads). Lightning's own SIGTERM
         handler, set when fit or test starts, keeps ours as the one it restores on teardown."""
         global ACTIVE
         if threading.current_thread() is not threading.main_thread():

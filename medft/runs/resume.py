@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medft.errors import CheckpointError, ConfigError
+from medft.config.overrides import quote_value
 from medft.runs.layout import PLACEHOLDER, RELATIVE, RunDir
+from medft.util.errors import CheckpointError, ConfigError
 
 RESUME_KEY = "resume"
 _REPLACED = {RESUME_KEY, "ckpt_path", "hydra.run.dir"}
@@ -21,16 +22,11 @@ def _key(arg: str) -> str | None:
     return arg.split("=", 1)[0].lstrip("+~") if "=" in arg and not arg.startswith("-") else None
 
 
-def _quote(value: str) -> str:
-    """A path as a Hydra override value (quoted, so ':' ',' '=' and spaces stay literal)."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def _read_overrides(saved: Path, given: set[str | None]) -> list[str]:
-    """The run's own overrides, bounded (medft.safe_load) and parsed (medft.rundir.parse_run_overrides),
+    """The run's own overrides, bounded (medft.util.safe_load) and parsed (medft.runs.trust.parse_run_overrides),
     or one line. Those the command line gives again (``given`` keys) are the user's own and replace them."""
-    from medft.rundir import RunDirError, parse_run_overrides
-    from medft.safe_load import UnsafeFile, load_yaml
+    from medft.runs.trust import RunDirError, parse_run_overrides
+    from medft.util.safe_load import UnsafeFile, load_yaml
 
     try:
         original = load_yaml(saved)
@@ -45,7 +41,7 @@ def _read_overrides(saved: Path, given: set[str | None]) -> list[str]:
 
 
 AUTO = "auto"
-_OFF = ("auto", "false", "False", "null", "off")  # kept as config values: medft.runner.auto_resume reads them
+_OFF = ("auto", "false", "False", "null", "off")  # kept as config values: medft.runs.runner.auto_resume reads them
 
 
 def _configured_run_dir(args: list[str]) -> Path | None:
@@ -62,7 +58,7 @@ def _configured_run_dir(args: list[str]) -> Path | None:
 def check_auto_resume(args: list[str]) -> None:
     """``resume=auto`` (or a SLURM job without ``resume=``) on one run whose ``hydra.run.dir`` holds a
     finished run: refused in one line, before Hydra writes anything there. Unfinished or empty dirs
-    are the job's business (medft.runner.auto_resume: continue from last.ckpt, or start)."""
+    are the job's business (medft.runs.runner.auto_resume: continue from last.ckpt, or start)."""
     import os
 
     values = [a.split("=", 1)[1] for a in args if _key(a) == RESUME_KEY]
@@ -107,7 +103,7 @@ def resume_overrides(args: list[str]) -> list[str]:
     extra = [a for a in args if _key(a) not in _REPLACED]
     extra_keys = {_key(a) for a in extra}
     kept = [a for a in _read_overrides(saved, extra_keys) if _key(a) not in _REPLACED and _key(a) not in extra_keys]
-    return [*kept, *extra, f"ckpt_path={_quote(str(last))}", f"hydra.run.dir={_quote(str(run_dir))}"]
+    return [*kept, *extra, f"ckpt_path={quote_value(str(last))}", f"hydra.run.dir={quote_value(str(run_dir))}"]
 
 
 

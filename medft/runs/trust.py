@@ -13,7 +13,7 @@ given:
   eval, rescore, export, ask, report): each entry is ``key=value`` under medft's config tree or
   ``group=option`` naming a file of medft's config group; no flag, ``@package``, path, ``hydra.*``,
   interpolation, instantiation key or sweep.
-* :func:`read_run_config` — ``.hydra/config.yaml`` as data: bounded (medft.safe_load), its overrides
+* :func:`read_run_config` — ``.hydra/config.yaml`` as data: bounded (medft.util.safe_load), its overrides
   parsed, resolvers other than oc.select / medft_lr / medft_mul refused in ``model`` / ``tune`` and
   left as text elsewhere (``${oc.env:X}`` is never read, ``${medft_claim:DIR}`` never creates DIR).
 * :class:`RunLock` — one process at a time writes into a run dir (``.medft.lock`` with the
@@ -26,7 +26,7 @@ given:
   ``error.txt`` (and no ``metrics.json``), so ``medft train -m`` can exit non-zero.
 * ``status.json`` (:func:`write_status`, :func:`read_status`) — a run dir's one current state, kept
   by ``medft train`` and read by ``medft report``: ``running`` (written when the job starts),
-  ``preempted`` (a signal stopped it after saving checkpoints/last.ckpt: medft.preempt), ``failed``
+  ``preempted`` (a signal stopped it after saving checkpoints/last.ckpt: medft.runs.preempt), ``failed``
   (its last attempt raised: error.txt holds why) or ``ok`` (metrics.json is written; earlier
   versions wrote ``finished``, read as ``ok``). Each comes with the time, host and pid,
   and the step where known. :func:`run_state` reads a run's state from error.txt, metrics.json and
@@ -49,9 +49,9 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from medft.config import available, config_dirs, find_config, group_dirs
-from medft.errors import ConfigError, MedftError
+from medft.config.search import available, config_dirs, find_config, group_dirs
 from medft.runs.layout import PLACEHOLDER, WRITTEN, RunDir, Status
+from medft.util.errors import ConfigError, MedftError
 
 # Hydra's instantiation keys: a run dir may never bring one.
 RESERVED = ("_target_", "_args_", "_partial_", "_recursive_", "_convert_")
@@ -190,7 +190,7 @@ def parse_run_overrides(overrides: Any, path: Path | str) -> list[str]:
     Each entry is ``key=value`` for a key under one of medft's config roots (:func:`config_roots`),
     or ``group=option`` for an option that is a file of medft's config group; nothing else (a flag, an
     ``@package``, a path, an interpolation, a ``hydra.*`` setting, a Hydra instantiation key, a sweep)."""
-    from medft.config import _is_sweep
+    from medft.config.overrides import is_sweep
 
     if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
         kind = type(overrides).__name__
@@ -229,14 +229,14 @@ def parse_run_overrides(overrides: Any, path: Path | str) -> list[str]:
         if key in groups and match["sep"] and value not in ("null", ""):
             if not _CHOICE.fullmatch(value) or ".." in value or not find_config(*key.split("/"), f"{value}.yaml"):
                 raise refuse(override, f"does not name one of medft's own {key} configs ({', '.join(available(key))})")
-        elif _is_sweep(value):
+        elif is_sweep(value):
             raise refuse(override, "is a sweep, not one value")
     return overrides
 
 
 def read_run_overrides(run_dir: Path) -> list[str]:
-    """A run dir's ``.hydra/overrides.yaml``, bounded (medft.safe_load) and parsed (:func:`parse_run_overrides`)."""
-    from medft.safe_load import load_yaml
+    """A run dir's ``.hydra/overrides.yaml``, bounded (medft.util.safe_load) and parsed (:func:`parse_run_overrides`)."""
+    from medft.util.safe_load import load_yaml
 
     path = RunDir(run_dir).overrides
     try:
@@ -382,10 +382,10 @@ def check_resolvers(node: Any, key: str, source: str) -> None:
 
 
 def read_run_config(run_dir: Path) -> dict[str, Any]:
-    """A run's ``.hydra/config.yaml`` as plain data, or a one-line error: read within medft.safe_load's
+    """A run's ``.hydra/config.yaml`` as plain data, or a one-line error: read within medft.util.safe_load's
     limits, its ``.hydra/overrides.yaml`` parsed (:func:`parse_run_overrides`), its ``model`` and
     ``tune`` free of unsafe resolvers, every other unsafe interpolation defused. Never instantiated."""
-    from medft.safe_load import UnsafeFile, load_yaml
+    from medft.util.safe_load import UnsafeFile, load_yaml
 
     run = RunDir(run_dir)
     path = run.config
@@ -467,7 +467,7 @@ EXIT_PREEMPTED = 3  # medft train's exit status when a signal stopped the run af
 
 def write_status(run_dir: str | Path, state: Status, **fields: Any) -> None:
     """Write ``status.json`` (rank zero only): ``{"state", **fields, "time", "host", "pid"}``."""
-    from medft.files import write_json_atomic
+    from medft.util.files import write_json_atomic
 
     if state not in WRITTEN:
         raise ValueError(f"status {state!r}: one of {', '.join(WRITTEN)}")
@@ -481,11 +481,11 @@ def write_status(run_dir: str | Path, state: Status, **fields: Any) -> None:
 def read_status(run_dir: str | Path) -> dict[str, Any]:
     """``status.json`` as a dict ({} when missing or damaged: the run dir predates it, or was cut short);
     its ``state`` a :class:`~medft.runs.layout.Status` (an earlier version's ``finished`` reads as ``ok``)."""
-    from medft.safe_load import load_json
+    from medft.util.safe_load import load_json
 
     try:
         status = load_json(RunDir(run_dir).status, max_bytes=1 << 20)
-    except (OSError, ValueError):  # medft.safe_load.UnsafeFile is a ValueError
+    except (OSError, ValueError):  # medft.util.safe_load.UnsafeFile is a ValueError
         return {}
     state = Status.read(status.get("state")) if isinstance(status, dict) else None
     return {**status, "state": state} if state is not None else {}

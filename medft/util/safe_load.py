@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from medft.errors import MedftError
+from medft.util.errors import MedftError
 
 MAX_DEPTH = 64
 CONFIG_BYTES = 1 << 20  # a run's .hydra/*.yaml: medft writes a few KB

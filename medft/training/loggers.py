@@ -9,9 +9,8 @@ before it stopped are logged again by the resumed run: their rows appear twice, 
 
 from __future__ import annotations
 
-from typing import Any
-
 import csv
+from typing import Any
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger

@@ -13,10 +13,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medft.errors import ConfigError
-from medft.files import write_named_atomic
 from medft.runs.layout import RunDir
 from medft.tuning import trainable_parameters
+from medft.util.errors import ConfigError
+from medft.util.files import write_named_atomic
 
 if TYPE_CHECKING:  # torch only where tensors are handled: `medft eval` resolves paths first
     import torch
@@ -57,11 +57,11 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
             meta = fh.metadata() or {}
     except Exception as err:  # noqa: BLE001 - safetensors raises several types for a bad file
         raise ConfigError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
-    from medft.safe_load import loads_json
+    from medft.util.safe_load import loads_json
 
     try:
         out = loads_json(meta.get("medft", "{}"), f"{path}: its medft metadata")  # nesting bounded
-    except ValueError as err:  # medft.safe_load.UnsafeFile
+    except ValueError as err:  # medft.util.safe_load.UnsafeFile
         raise ConfigError(f"{err}: the file is damaged") from None
     if not isinstance(out, dict):
         raise ConfigError(f"{path}: its medft metadata is not a JSON object: the file is damaged")

@@ -2,8 +2,8 @@
 
 It takes the run dir's lock, writes ``error.txt`` (and ``errors/<time>.txt``, the history) and
 ``status.json`` on failure, turns a user's mistake into one line and exit status 2 (a crash: 1; a
-pre-empted run: :data:`medft.rundir.EXIT_PREEMPTED`), keeps a finished run finished when a later
-attempt fails, and lets a multirun survive its failed jobs (:class:`medft.rundir.SweepStatus`
+pre-empted run: :data:`medft.runs.trust.EXIT_PREEMPTED`), keeps a finished run finished when a later
+attempt fails, and lets a multirun survive its failed jobs (:class:`medft.runs.trust.SweepStatus`
 counts them afterwards).
 """
 
@@ -18,11 +18,17 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 
-from medft.errors import user_error
-from medft.files import RESTART_ADVICE, RESUME_ADVICE, write_bytes_atomic, write_error, write_text_atomic
-from medft.redact import redact
-from medft.rundir import run_state
 from medft.runs.layout import RELATIVE, RunDir, Status
+from medft.runs.trust import run_state
+from medft.util.errors import user_error
+from medft.util.files import (
+    RESTART_ADVICE,
+    RESUME_ADVICE,
+    write_bytes_atomic,
+    write_error,
+    write_text_atomic,
+)
+from medft.util.redact import redact
 
 
 def task_wrapper(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictConfig], dict[str, Any] | None]:
@@ -31,7 +37,7 @@ def task_wrapper(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictCo
 
     @functools.wraps(fn)
     def wrapped(cfg: DictConfig) -> dict[str, Any] | None:
-        from medft.rundir import RunDirError, RunLock
+        from medft.runs.trust import RunDirError, RunLock
 
         output_dir = OmegaConf.select(cfg, "paths.output_dir")
         lock = RunLock(output_dir) if output_dir else None
@@ -50,7 +56,7 @@ def task_wrapper(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictCo
                 lock.release()
 
     def run(cfg: DictConfig) -> dict[str, Any] | None:
-        from medft.rundir import EXIT_PREEMPTED, is_rank_zero
+        from medft.runs.trust import EXIT_PREEMPTED, is_rank_zero
 
         output_dir = OmegaConf.select(cfg, "paths.output_dir")
         run_dir = RunDir(output_dir) if output_dir else None
@@ -66,11 +72,11 @@ def task_wrapper(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictCo
         status_before = status_file.read_bytes() if finished and status_file.is_file() else None
         try:
             result = fn(cfg)
-        except SystemExit as stop:  # medft.preempt.Preempted: a signal, saved at a step boundary
+        except SystemExit as stop:  # medft.runs.preempt.Preempted: a signal, saved at a step boundary
             if not hasattr(stop, "signame"):
                 _restore_signals()
                 raise
-            sys.modules["medft.preempt"].ignore_signals()  # saved: later signals must not turn exit 3 into a kill
+            sys.modules["medft.runs.preempt"].ignore_signals()  # saved: later signals must not turn exit 3 into a kill
             saved = f"{run_dir.last_ckpt} saved" if stop.saved else "no checkpoint yet"
             print(f"medft: {stop.signame}: run stopped at step {stop.step}, {saved}; run the same command with "
                   f"resume=auto (or resume={output_dir}) to continue (exit status {EXIT_PREEMPTED})",
@@ -97,7 +103,7 @@ def task_wrapper(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictCo
                 if status_before is not None:  # the finished run stays finished
                     write_bytes_atomic(status_file, status_before)
                 elif not finished:
-                    from medft.rundir import write_status
+                    from medft.runs.trust import write_status
 
                     write_status(output_dir, Status.FAILED, error=redact(message.splitlines()[0])[:300])  # masked as error.txt is
             except OSError as write_err:  # the disk is full or the run dir read-only: say it, don't hide the error
@@ -125,11 +131,11 @@ def auto_resume(cfg: DictConfig) -> bool:
 
 
 def _finished_metrics(run_dir: Path) -> dict[str, Any]:
-    from medft.safe_load import load_json
+    from medft.util.safe_load import load_json
 
     try:
         metrics = load_json(RunDir(run_dir).metrics)
-    except (OSError, ValueError):  # medft.safe_load.UnsafeFile is a ValueError
+    except (OSError, ValueError):  # medft.util.safe_load.UnsafeFile is a ValueError
         return {}
     return metrics if isinstance(metrics, dict) else {}
 
@@ -153,9 +159,9 @@ def clear_error(run_dir: Path) -> None:
 
 
 def _restore_signals() -> None:
-    """The signal handlers of before the run (medft.preempt's stay while a pre-empted process exits)."""
-    if "medft.preempt" in sys.modules:  # imported by train(): never imported just for this
-        sys.modules["medft.preempt"].restore_active()
+    """The signal handlers of before the run (medft.runs.preempt's stay while a pre-empted process exits)."""
+    if "medft.runs.preempt" in sys.modules:  # imported by train(): never imported just for this
+        sys.modules["medft.runs.preempt"].restore_active()
 
 
 def _is_multirun() -> bool:

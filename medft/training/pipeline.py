@@ -5,7 +5,8 @@ One function per step (the shape of torchtune's ``_setup_*``): :func:`setup_data
 The flows built from them:
 
 * :func:`train_and_test` — ``medft train`` (and the run inside ``medft pretrain``): fit, test, also_test;
-* :func:`pretrain` — ``medft pretrain`` and the embedded model's build (:mod:`medft.embedded`, in-process);
+* :func:`pretrain` — ``medft pretrain``, and (:func:`run_recipe`) the embedded model's build in-process, which
+  :func:`build_net` asks :mod:`medft.training.embedded` for when a model config says ``pretrained: embedded``;
 * :func:`load_run_model` — a trained run rebuilt (``resolve_run`` -> ``run_model_config`` -> model ->
   tuning -> ``load_trained``) for ``medft eval``, ``medft export`` and ``medft ask``.
 
@@ -19,16 +20,19 @@ import os
 import stat
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from medft.config import find_config, record_config_dirs, validate
-from medft.errors import ConfigError
-from medft.files import write_json_atomic, write_jsonl_atomic
+from medft.config.search import find_config, record_config_dirs
+from medft.config.validate import validate
 from medft.runs.layout import RELATIVE, RunDir, Status
+from medft.util.errors import ConfigError
+from medft.util.files import write_json_atomic, write_jsonl_atomic
 
 
 # -- the steps ----------------------------------------------------------------------------------------
@@ -37,8 +41,8 @@ def start_run(output_dir: Path, seed: int) -> int:
     library chatter silenced, every RNG seeded. Returns the threads."""
     import lightning as L
 
-    from medft.quiet import install as quiet_libraries
-    from medft.threads import configure as configure_threads
+    from medft.util.quiet import install as quiet_libraries
+    from medft.util.threads import configure as configure_threads
 
     output_dir.mkdir(parents=True, exist_ok=True)
     record_config_dirs(output_dir)
@@ -65,15 +69,36 @@ def setup_data(dataset: DictConfig, split: str | None = None) -> tuple[dict[str,
     return all_splits, splits, data_stats
 
 
+def build_net(model_cfg: DictConfig) -> Any:
+    """The model of ``model_cfg`` (:func:`medft.models.build_model`); ``pretrained: embedded`` is medft's own
+    pretrained checkpoint of pretraining seed ``pretrain_seed``, built under ``embedded_dir`` on first use
+    (:func:`medft.training.embedded.ensure_embedded` running :func:`run_recipe`); the model then says which
+    draw it holds (``pretrained_id``: seed, sha256 of the weights) and where it was loaded from (``pretrained_dir``)."""
+    from medft.models import build_model
+
+    if model_cfg.get("pretrained") != "embedded":
+        return build_model(model_cfg)
+    from medft.training.embedded import ensure_embedded, identity
+
+    if not model_cfg.get("embedded_dir"):
+        raise ConfigError("model.pretrained=embedded needs model.embedded_dir (the cache dir holding pretrained/)")
+    built = ensure_embedded(model_cfg.embedded_dir, int(model_cfg.get("pretrain_seed") or 0), run_recipe)
+    resolved = model_cfg.copy()
+    with open_dict(resolved):
+        resolved.pretrained = str(built)
+    net = build_model(resolved)
+    net.pretrained, net.pretrained_dir, net.pretrained_id = "embedded", built, identity(built)
+    return net
+
+
 def setup_model(model_cfg: DictConfig, tune: dict[str, Any], dataset: DictConfig, splits: dict[str, Any],
                 data_stats: dict[str, Any]) -> tuple[Any, Any]:
     """``(net, tuning report)``: the model built, checked against the data (``data_stats`` gets what the
     check found) and its tune mode applied (which decides what trains)."""
     from medft.data.checks import check_model_fits
-    from medft.models import build_model
     from medft.tuning import apply_tuning
 
-    net = build_model(model_cfg)
+    net = build_net(model_cfg)
     data_stats.update(check_model_fits(net, dataset, splits))
     return net, apply_tuning(net, tune)
 
@@ -90,7 +115,7 @@ def make_datamodule(cfg: DictConfig, splits: dict[str, Any], net: Any, batch_siz
 
 def make_module(cfg: DictConfig, net: Any, tune_name: str, train: bool = True) -> Any:
     """The LightningModule: ``optim`` / ``scheduler`` when it trains, ``eval.*`` for how it answers."""
-    from medft.module import MedVLMModule
+    from medft.training.module import MedVLMModule
 
     return MedVLMModule(
         net,
@@ -158,12 +183,12 @@ def train_and_test(cfg: DictConfig, preemption: bool = True) -> dict[str, Any]:
     for name, dataset_name in (cfg.get("also_test") or {}).items():
         also_test_config(str(name), str(dataset_name))
     from medft.data.checks import finish_data_stats
-    from medft.loggers import finish as finish_loggers
     from medft.metrics.evaluators import scores_line
-    from medft.preempt import Preemption
-    from medft.redact import redact
-    from medft.rundir import write_status
+    from medft.runs.preempt import Preemption
+    from medft.runs.trust import write_status
+    from medft.training.loggers import finish as finish_loggers
     from medft.tuning import count_parameters, param_metrics, summary_line
+    from medft.util.redact import redact
 
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -211,7 +236,7 @@ def train_and_test(cfg: DictConfig, preemption: bool = True) -> dict[str, Any]:
     metrics.update(tested_val_metrics(trainer, best))
 
     if counts["trainable"] and trainer.is_global_zero:  # only what was trained (the best checkpoint's weights when tested)
-        from medft.trained import save_trained
+        from medft.runs.trained import save_trained
 
         weights = "best" if cfg.get("test") and best else "last"
         metrics["checkpoint/trained_bytes"] = save_trained(RunDir(output_dir).trained, net, tune, weights=weights).stat().st_size
@@ -229,7 +254,7 @@ def train_and_test(cfg: DictConfig, preemption: bool = True) -> dict[str, Any]:
 
 def run_measures(trainer: Any, output_dir: Path, summary: Any, train_seconds: float, threads: int) -> dict[str, Any]:
     """What a training run measured of itself: time, steps, threads, step times, checkpoint size, tuned modules."""
-    from medft.callbacks import StepTimer
+    from medft.training.callbacks import StepTimer
 
     out: dict[str, Any] = {"time/train_s": train_seconds, "train/steps": trainer.global_step, "system/threads": threads}
     for callback in trainer.callbacks:
@@ -245,7 +270,7 @@ def run_measures(trainer: Any, output_dir: Path, summary: Any, train_seconds: fl
 
 def check_epochs_left(cfg: DictConfig) -> None:
     """Refuse to continue a checkpoint with ``trainer.max_epochs`` below the epochs it has done."""
-    from medft.checkpoint import load_checkpoint
+    from medft.runs.checkpoint import load_checkpoint
 
     max_epochs = OmegaConf.select(cfg, "trainer.max_epochs", default=None)
     if not cfg.get("ckpt_path") or max_epochs in (None, -1):
@@ -262,7 +287,7 @@ def check_epochs_left(cfg: DictConfig) -> None:
 def tested_val_metrics(trainer: Any, best: str) -> dict[str, Any]:
     """``val/*`` of the checkpoint that was tested (best.ckpt's epoch) and ``last/val/*`` of the last
     epoch, plus ``val/epoch`` and ``val/step`` saying which validation ``val/*`` comes from."""
-    from medft.callbacks import ValHistory
+    from medft.training.callbacks import ValHistory
 
     history = next((c for c in trainer.callbacks if isinstance(c, ValHistory)), None)
     if history is None or not history.history:
@@ -280,7 +305,7 @@ def tested_val_metrics(trainer: Any, best: str) -> dict[str, Any]:
 
 def also_test_config(name: str, dataset_name: str) -> Path:
     """The dataset config file that ``also_test.NAME=DATASET`` names (checked before any training)."""
-    from medft.config import available
+    from medft.config.search import available
 
     path = find_config("dataset", f"{dataset_name}.yaml")
     if path is None:
@@ -313,11 +338,10 @@ def pretrain(cfg: DictConfig, train: Callable[[DictConfig], dict[str, Any]] = tr
     """Train ``cfg.model`` from random weights with ``tune=full`` (by ``train``) and save it to ``cfg.out``;
     returns what ``pretrain.json`` says."""
     from medft.data.sources import load_splits
-    from medft.embedded import is_built
-    from medft.models import build_model
-    from medft.threads import THREADS_ENV
-    from medft.trained import load_trained_file
+    from medft.runs.trained import load_trained_file
+    from medft.training.embedded import is_built
     from medft.tuning import apply_tuning, count_parameters
+    from medft.util.threads import THREADS_ENV
 
     if not cfg.get("out"):
         raise ConfigError("out= is not set: give the checkpoint directory to write, e.g. out=/ckpt/my_blip")
@@ -326,14 +350,14 @@ def pretrain(cfg: DictConfig, train: Callable[[DictConfig], dict[str, Any]] = tr
         raise ConfigError(f"out={out} already holds a pretrained checkpoint: choose a new directory or remove it")
     with open_dict(cfg):
         cfg.model.pretrained = None  # pretraining starts from random weights, whatever the model config says
-    if cfg.get("threads"):  # the recipe's float path: the same weights at any core count (medft.threads reads it)
+    if cfg.get("threads"):  # the recipe's float path: the same weights at any core count (medft.util.threads reads it)
         os.environ[THREADS_ENV] = str(int(cfg.threads))
     started = time.perf_counter()
     train_samples = len(load_splits(cfg.dataset)["train"])  # records only (generates the set on first use)
     metrics = train(cfg)
     seconds = time.perf_counter() - started
     # the run saved every parameter (tune=full; the best validation checkpoint's): put them into a fresh model
-    net = build_model(cfg.model)
+    net = build_net(cfg.model)
     apply_tuning(net, OmegaConf.to_container(cfg.tune, resolve=True))
     load_trained_file(net, RunDir(cfg.paths.output_dir).trained)
     net.model.requires_grad_(True)
@@ -365,8 +389,8 @@ def pretrain(cfg: DictConfig, train: Callable[[DictConfig], dict[str, Any]] = tr
 
 def save_checkpoint(net: Any, out: Path, info: dict[str, Any]) -> Path:
     """``save_pretrained`` of model and processor, then README.md and pretrain.json (last, with the weights' sha256)."""
-    from medft.embedded import INFO_FILE, weights_sha256
-    from medft.files import write_text_atomic
+    from medft.training.embedded import INFO_FILE, weights_sha256
+    from medft.util.files import write_text_atomic
 
     out.mkdir(parents=True, exist_ok=True)
     net.model.save_pretrained(out)
@@ -414,7 +438,7 @@ def model_card(info: dict[str, Any]) -> str:
 def parse_run_args(args: list[str], command: str, keys: tuple[str, ...]) -> tuple[str, dict[str, str]]:
     """``RUN_DIR key=value ...`` -> (run dir, options); unknown keys are a one-line error. A run dir's
     path may hold '=' (a sweep job's ``..._optim.lr=0.01``); ``--config-dir DIR`` may come anywhere."""
-    from medft.config import take_config_dirs
+    from medft.config.search import take_config_dirs
 
     run, opts = None, {}
     for arg in take_config_dirs(args, command):
@@ -483,8 +507,8 @@ def use_run_config_dirs(run_dir: Path) -> None:
     """Search the config dirs that composed the run (its ``config_dirs.json``) after the ones given now,
     so a run of a user's own model config is rebuilt from that config. A dir inside the run dir is
     refused (it would come with the run: data, not code); one that no longer exists is skipped."""
-    from medft.config import add_config_dirs
-    from medft.rundir import RunDirError
+    from medft.config.search import add_config_dirs
+    from medft.runs.trust import RunDirError
 
     path = RunDir(run_dir).config_dirs
     try:
@@ -515,11 +539,11 @@ def use_run_config_dirs(run_dir: Path) -> None:
 
 def run_model_config(run_dir: Path, cfg: DictConfig) -> tuple[DictConfig, dict[str, Any]]:
     """The run's model node (resolved against the run's config) and tune mode, as data: the model is
-    medft's own config of that name with the run's plain values (medft.rundir); nothing from the run
+    medft's own config of that name with the run's plain values (medft.runs.trust); nothing from the run
     dir is instantiated as given."""
     from omegaconf.errors import OmegaConfBaseException
 
-    from medft.rundir import (
+    from medft.runs.trust import (
         RunDirError,
         read_run_config,
         trusted_model_config,
@@ -540,10 +564,10 @@ def run_model_config(run_dir: Path, cfg: DictConfig) -> tuple[DictConfig, dict[s
 
 def load_trained(module: Any, ckpt_file: Path) -> None:
     """Put the checkpoint's trained parameters into ``module`` (its keys must be exactly the trainable ones)."""
-    from medft.checkpoint import load_checkpoint
+    from medft.runs.checkpoint import load_checkpoint
 
     if ckpt_file.suffix == ".safetensors":
-        from medft.trained import load_trained_file
+        from medft.runs.trained import load_trained_file
 
         load_trained_file(module.net, ckpt_file)  # the same exact-keys check
         return
@@ -554,15 +578,15 @@ def load_trained(module: Any, ckpt_file: Path) -> None:
 
 def load_run_model(ckpt: str | Path, paths: Any = None, keep_original: bool = False) -> dict[str, Any]:
     """A trained run's model, rebuilt the way ``medft eval`` rebuilds it (``resolve_run`` ->
-    ``run_model_config`` -> ``build_model`` -> ``apply_tuning`` -> ``load_trained``), for ``medft export``,
+    ``run_model_config`` -> ``build_net`` -> ``apply_tuning`` -> ``load_trained``), for ``medft export``,
     ``medft ask`` and the like. Returns ``{"net", "report", "run_dir", "ckpt_file", "model_cfg", "tune"}``,
     plus ``"original"`` (the trainable parameters' values before loading) with ``keep_original``."""
     import lightning as L
 
-    from medft.models import build_model, check_task
-    from medft.module import MedVLMModule
-    from medft.rundir import read_run_config
-    from medft.trained import trained_state
+    from medft.models import check_task
+    from medft.runs.trained import trained_state
+    from medft.runs.trust import read_run_config
+    from medft.training.module import MedVLMModule
     from medft.tuning import apply_tuning
 
     run_dir, ckpt_file = resolve_run(ckpt)
@@ -574,7 +598,7 @@ def load_run_model(ckpt: str | Path, paths: Any = None, keep_original: bool = Fa
     dataset = read_run_config(run_dir).get("dataset")
     check_task(model_cfg, dataset if isinstance(dataset, dict) else {}, run=run_dir.name)  # before any weights load
     L.seed_everything(int(model_cfg.get("seed", 0) or 0), workers=True, verbose=False)
-    net = build_model(model_cfg)
+    net = build_net(model_cfg)
     report = apply_tuning(net, tune)
     original = {k: v.clone() for k, v in trained_state(net.model).items()} if keep_original else None
     module = MedVLMModule(net, optim=None, tune_name=report.mode)
@@ -582,3 +606,87 @@ def load_run_model(ckpt: str | Path, paths: Any = None, keep_original: bool = Fa
     net.eval()
     return {"net": net, "report": report, "run_dir": run_dir, "ckpt_file": ckpt_file, "model_cfg": model_cfg,
             "tune": tune, "original": original}
+
+
+# -- the embedded model's recipe: medft pretrain as a library call ----------------------------------------
+def run_recipe(out: Path, run_dir: Path, seed: int, cache_dir: str | Path, overrides: tuple[str, ...] = ()) -> dict[str, object]:
+    """``medft pretrain out=OUT seed=SEED [overrides]`` with its run in ``run_dir``, as a library call: medft's own
+    configs/pretrain.yaml composed by a Hydra of its own, run by :func:`pretrain` while
+    :func:`recipe_process` keeps the caller's process state (its Hydra, threads, RNGs, logging, environment)
+    out of the build and the build's out of the caller."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf, open_dict
+
+    from medft.config.resolvers import register_resolvers
+    from medft.config.search import CONFIG_DIR
+
+    cache = Path(cache_dir).expanduser()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with recipe_process(cache, run_dir / "pretrain.log"):
+        register_resolvers()
+        args = [f"seed={int(seed)}", *overrides]
+        caller = GlobalHydra.instance().hydra  # a `medft train` job's: Hydra composes one app at a time
+        GlobalHydra.instance().clear()
+        try:
+            with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="pretrain"):
+                cfg = compose("pretrain", args)
+        finally:
+            GlobalHydra.instance().clear()
+            GlobalHydra.instance().hydra = caller
+        with open_dict(cfg):
+            cfg.out = str(out)
+            cfg.paths.output_dir = str(run_dir)  # not ${hydra:runtime.output_dir}: that is the caller's run
+            cfg.paths.cache_dir = str(cache)
+        record = RunDir(run_dir)
+        record.hydra_dir.mkdir(exist_ok=True)  # the run records its config as a `medft pretrain` run does
+        OmegaConf.save(cfg, record.config)
+        OmegaConf.save(OmegaConf.create(args), record.overrides)
+        return pretrain(cfg, lambda c: train_and_test(c, preemption=False))  # the caller's signal handlers stay
+
+
+@contextmanager
+def recipe_process(cache_dir: Path, log_file: Path) -> Iterator[None]:
+    """Run the recipe as if in a process of its own: medft's configs only (no user config dirs),
+    ``MEDFT_CACHE_DIR``; afterwards the caller's environment variables, Hydra config, torch threads and
+    flags, RNG states, warning filters and root log handlers are back as they were (the recipe's log
+    lines go to ``log_file``, not the caller's train.log)."""
+    import logging
+    import random
+    import warnings
+
+    import numpy as np
+    import torch
+    from hydra.core.hydra_config import HydraConfig
+
+    from medft.config.search import CONFIG_DIRS_ENV
+
+    environ = dict(os.environ)
+    hydra_cfg = HydraConfig.instance().cfg
+    threads = torch.get_num_threads()
+    flags = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    rng = (random.getstate(), np.random.get_state())
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    file_handler = logging.FileHandler(log_file)
+    file_handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    os.environ.pop(CONFIG_DIRS_ENV, None)
+    os.environ["MEDFT_CACHE_DIR"] = str(cache_dir)
+    root.handlers, root.level = [file_handler], logging.INFO
+    try:
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_initialized() else []), \
+                warnings.catch_warnings():
+            yield
+    finally:
+        root.handlers, root.level = handlers, level
+        file_handler.close()
+        os.environ.clear()
+        os.environ.update(environ)
+        HydraConfig.instance().cfg = hydra_cfg
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = flags[2], flags[3]
+        random.setstate(rng[0])
+        np.random.set_state(rng[1])
