@@ -69,7 +69,6 @@ def build(args: argparse.Namespace):
     from omegaconf import OmegaConf
 
     from medft.config.resolvers import register_resolvers
-
     from medft.config.search import CONFIG_DIR
     from medft.training.pipeline import build_net
 
@@ -157,8 +156,8 @@ def child(args: argparse.Namespace) -> dict:
     import torch
     from torch.utils.data import DataLoader
 
-    from medft.training.callbacks import StepTimer
     from medft.runs.trained import save_trained
+    from medft.training.callbacks import StepTimer
     from medft.training.module import MedVLMModule
     from medft.tuning import apply_tuning, count_parameters, param_groups
 

@@ -20,7 +20,6 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
 from medft.config.resolvers import register_resolvers
-
 from medft.config.search import CONFIG_DIR  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

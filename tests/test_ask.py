@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from medft_testing import TINY, cache, cli  # noqa: F401 - fixtures
 
 from medft.commands.ask import ask, read_questions
 from medft.util.errors import ConfigError
-from medft_testing import TINY, cache, cli  # noqa: F401 - fixtures
 
 
 def test_ask_answers_as_the_run_did_in_its_test(cli, cache, tmp_path, capsys):

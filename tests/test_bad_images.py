@@ -2,9 +2,9 @@
 
 import pytest
 
-from medft.testing.fixtures import write_image
 from medft.data.checks import finish_data_stats
 from medft.data.datamodule import MedDataModule
+from medft.testing.fixtures import write_image
 from medft.util.errors import DataError
 
 

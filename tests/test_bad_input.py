@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from medft_testing import TINY, cache, cli, train_in_process  # noqa: F401 - fixtures
 from PIL import Image
 
-from medft.runs.checkpoint import check_compatible
 from medft.config.search import available
+from medft.runs.checkpoint import check_compatible
 from medft.util.errors import CheckpointError
-from medft_testing import TINY, cache, cli, train_in_process  # noqa: F401 - fixtures
 
 
 def one_error_line(err: str) -> str:
@@ -261,7 +261,7 @@ def test_failed_job_leaves_error_txt_and_the_sweep_goes_on(cli, tmp_path):
     failed, succeeded = sweep / "0", sweep / "1"
     error_txt = (failed / "error.txt").read_text()
     assert error_txt.startswith("medft: error: optim.lr=-1 is out of range")
-    assert "where:\nTraceback" in error_txt and "medft/config.py" in error_txt
+    assert "where:\nTraceback" in error_txt and "medft/config/validate.py" in error_txt
     assert not (failed / "metrics.json").exists()
     metrics = json.loads((succeeded / "metrics.json").read_text())
     assert metrics["params/trainable"] > 0 and not (succeeded / "error.txt").exists()

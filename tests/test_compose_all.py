@@ -23,14 +23,11 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from medft.config.overrides import normalize_overrides
-
 from medft.config.resolvers import register_resolvers
-
 from medft.config.search import CONFIG_DIR, available
-
 from medft.config.validate import validate
-from medft.util.errors import ConfigError
 from medft.metrics.protocols import resolve_protocol
+from medft.util.errors import ConfigError
 from tests.test_shipped_configs import shipped
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,12 +8,10 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from medft.testing.fixtures import (
-    make_iu_xray, make_mimic_cxr, make_path_vqa_parquet, make_path_vqa_pickles, make_slake, write_image,
-)
 from medft.data import sources
 from medft.data.checks import count_truncated, drop_missing_images
 from medft.data.images import load_rgb
+from medft.testing.fixtures import make_iu_xray, make_mimic_cxr, make_path_vqa_parquet, make_path_vqa_pickles, make_slake, write_image
 from medft.util.errors import ConfigError, DataError
 
 VQA_FIELDS = {"id", "image", "image_name", "question", "answer", "answer_type", "question_type", "organ"}

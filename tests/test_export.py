@@ -6,12 +6,12 @@ import json
 
 import pytest
 import torch
+from medft_testing import TINY, cache, cli  # noqa: F401 - fixtures
 from PIL import Image
 
-from medft.util.errors import ConfigError
-from medft.training.pipeline import load_run_model
 from medft.commands.export import export
-from medft_testing import TINY, cache, cli  # noqa: F401 - fixtures
+from medft.training.pipeline import load_run_model
+from medft.util.errors import ConfigError
 
 # enough steps that the trained parameters move away from their initial values (LoRA B starts at 0)
 TRAIN = ["trainer.max_epochs=1", *TINY]

@@ -8,16 +8,16 @@ import json
 
 import pytest
 import torch
-
-from medft.training.pipeline import load_run_model
-from medft.commands.export import export
-from medft.commands.params import tune_config
-from medft.util.errors import ConfigError
-from medft.models.image_text import check_arch
-from medft.models.tiny_families import FAMILIES
-from medft.tuning import apply_tuning, component_of, norm_kind
 from medft_testing import TINY, cache, cli  # noqa: F401 - fixtures
 from test_models import build, image, save_checkpoint
+
+from medft.commands.export import export
+from medft.commands.params import tune_config
+from medft.models.image_text import check_arch
+from medft.models.tiny_families import FAMILIES
+from medft.training.pipeline import load_run_model
+from medft.tuning import apply_tuning, component_of, norm_kind
+from medft.util.errors import ConfigError
 
 TINY_MODELS = {"llava": "llava_tiny", "gemma3": "medgemma_tiny", "paligemma": "paligemma_tiny",
                "qwen2_vl": "qwen2_vl_tiny", "qwen2_5_vl": "qwen2_5_vl_tiny", "idefics3": "smolvlm_tiny"}
@@ -216,10 +216,11 @@ def test_prefix_is_refused_where_peft_cannot_prefix_the_family(name):
 
 
 def test_a_run_dir_from_before_llava_joined_the_family_still_builds():
+    from omegaconf import OmegaConf
+
     from medft.models import build_model
     from medft.models.base import model_config
     from medft.runs.trust import trusted_model_config
-    from omegaconf import OmegaConf
 
     own = model_config("llava_tiny")
     old_arch = {k: v for k, v in own["arch"].items() if k not in ("family", "forward_inputs")}  # the arch of then

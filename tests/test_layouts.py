@@ -7,16 +7,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from medft_testing import cache, cli  # noqa: F401 - fixtures
+from test_datasets import REPORT_FIELDS, VQA_FIELDS, check
 
 from medft.data import sources
 from medft.data.answer_types import YES_NO
-from medft.testing.fixtures import (
-    LLAVA_QA, make_hub_cache, make_iu_csv, make_llava, make_mimic_official, make_slake_hub, make_vqa_rad_annotations,
-    make_vqa_rad_hub,
-)
+from medft.testing.fixtures import LLAVA_QA, make_hub_cache, make_iu_csv, make_llava, make_mimic_official, make_slake_hub, make_vqa_rad_annotations, make_vqa_rad_hub
 from medft.util.errors import DataError
-from medft_testing import cache, cli  # noqa: F401 - fixtures
-from test_datasets import REPORT_FIELDS, VQA_FIELDS, check
 
 
 def medft_data(capsys, *args):
@@ -244,8 +241,8 @@ REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "vqa_rad" / "os
 
 def osf_to_hub(osf: Path, out: Path) -> Path:
     """What the hub's makers did: the OSF release's train / test (phrase_type) as Parquet with the image bytes."""
-    from medft.testing.fixtures import _hub_parquet
     from medft.data.vqa_rad import OSF_IMAGES, OSF_JSON, TEST_PHRASE_TYPES
+    from medft.testing.fixtures import _hub_parquet
 
     raw = json.loads((osf / OSF_JSON).read_text())
     blobs: dict[str, bytes] = {}

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from medft_testing import quantize_here
+from test_params_cmd import REPO, counts
 from torch import nn
 
 from medft.commands.params import GIB, memory_bytes
-from medft.util.errors import ConfigError
 from medft.models.quantization import bitsandbytes_config, check_quantization, quantizable_weights, quantized_bytes
-from medft_testing import quantize_here
-from test_params_cmd import REPO, counts
+from medft.util.errors import ConfigError
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
@@ -151,8 +151,9 @@ def test_one_quantized_layernorm_step_changes_only_norm_weights(tmp_path, monkey
     """llava_tiny saved to a directory, loaded back quantized (on the GPU, or through bitsandbytes' CPU
     backend), one layernorm AdamW step: the norms move, every quantized Linear stays byte for byte."""
     device = quantize_here(monkeypatch)
-    from medft.tuning import apply_tuning, trainable_parameters
     from test_models import build, image, save_checkpoint
+
+    from medft.tuning import apply_tuning, trainable_parameters
 
     ckpt = save_checkpoint(build("llava_tiny"), tmp_path / "ckpt")
     net = build("llava_tiny", f"model.pretrained={ckpt}", f"model.quantization={method}", "model.dtype=bfloat16")

@@ -10,12 +10,10 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 from medft.config.overrides import normalize_overrides
-
 from medft.config.resolvers import register_resolvers
-
 from medft.config.search import CONFIG_DIR, available
-from medft.util.errors import ConfigError
 from medft.models import MedVLM, build_model, check_task, configured_task
+from medft.util.errors import ConfigError
 
 MODELS = available("model")
 DATASETS = {"vqa_rad": "vqa", "iu_xray": "report"}

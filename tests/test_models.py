@@ -16,12 +16,11 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from medft.config.resolvers import register_resolvers
-
 from medft.config.search import CONFIG_DIR, available
-from medft.util.errors import ConfigError, user_error
 from medft.models import build_model
 from medft.models.base import model_config
 from medft.models.image_text import ImageTextVLM
+from medft.util.errors import ConfigError, user_error
 from tests.conftest import model_cfg
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from medft_testing import TINY, cache, cli, env_for, medft_train  # noqa: F401 - fixtures
+
 from tests.conftest import FAST
 
 REPO = Path(__file__).resolve().parents[1]

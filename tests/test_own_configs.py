@@ -14,15 +14,13 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from medft_testing import TINY
 
 from medft.config.overrides import normalize_overrides
-
 from medft.config.resolvers import register_resolvers
-
 from medft.config.search import CONFIG_DIR, CONFIG_DIRS_ENV, CONFIG_DIRS_FILE, available, find_config, take_config_dirs
-from medft.util.errors import ConfigError, DataError
 from medft.runs.trust import RunDirError
-from medft_testing import TINY
+from medft.util.errors import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,15 +11,13 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from test_models import ONE_THREAD, build, save_checkpoint
 
+from medft.commands.params import count_modes, format_table, mode_names
 from medft.config.overrides import normalize_overrides
-
 from medft.config.resolvers import register_resolvers
-
 from medft.config.search import CONFIG_DIR
 from medft.util.errors import ConfigError
-from medft.commands.params import count_modes, format_table, mode_names
-from test_models import ONE_THREAD, build, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 

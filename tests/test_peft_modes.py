@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from medft.config.validate import validate
-from medft.util.errors import ConfigError
-from medft.runs.trained import load_trained_file, read_metadata
 from medft.commands.train import train
+from medft.config.validate import validate
+from medft.runs.trained import load_trained_file, read_metadata
 from medft.tuning import UnsupportedMode, apply_tuning, count_parameters
+from medft.util.errors import ConfigError
 from tests.conftest import FAST, tune_cfg
 from tests.test_models import ONE_THREAD, build, image
 

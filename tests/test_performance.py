@@ -12,12 +12,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from medft.runs.trained import load_trained_file, read_metadata, save_trained, trained_bytes
-from medft.util.errors import ConfigError
 from medft.models.base import Skeleton, model_config
 from medft.models.loading import arch_config, build_on_meta
+from medft.runs.trained import load_trained_file, read_metadata, save_trained, trained_bytes
 from medft.training.module import answer_by_rank
 from medft.tuning import apply_tuning
+from medft.util.errors import ConfigError
 from tests.conftest import tune_cfg
 from tests.test_models import build, image
 

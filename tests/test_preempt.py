@@ -125,8 +125,8 @@ def finished_run(path: Path) -> Path:
 
 
 def test_resume_auto_refuses_a_finished_run_dir_in_one_line(tmp_path, monkeypatch):
-    from medft.util.errors import ConfigError
     from medft.runs.resume import check_auto_resume
+    from medft.util.errors import ConfigError
 
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     run = finished_run(tmp_path / "done")

@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from medft_testing import TINY, cache, cli  # noqa: F401 - fixtures
 
-from medft.util.errors import ConfigError
 from medft.metrics.llava_med import CandidateMatcher, closed_hit, f1_precision_recall, llava_med_scores, normalize_word
 from medft.metrics.protocols import dataset_candidates, protocol_metrics, resolve_protocol
-from medft_testing import TINY, cache, cli  # noqa: F401 - fixtures
+from medft.util.errors import ConfigError
 
 
 def closed(prediction: str, answer: str) -> bool:

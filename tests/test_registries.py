@@ -15,12 +15,12 @@ from medft.data import layouts, sources
 from medft.data.answer_types import YES_NO
 from medft.data.common import finish, vqa_record
 from medft.data.drops import Drops, Loaded, loaded
-from medft.util.errors import ConfigError, DataError
 from medft.metrics import protocols
 from medft.metrics.evaluators import scores_line
 from medft.metrics.protocols import Protocol, protocol_line, protocol_metrics, resolve_protocol
 from medft.metrics.stats import vqa_scores
 from medft.testing.fixtures import make_llava, make_vqa_rad_hub, write_image
+from medft.util.errors import ConfigError, DataError
 
 # --- layouts -------------------------------------------------------------------------------------
 

@@ -106,9 +106,8 @@ def test_every_tune_mode_trains_the_report_model(mode):
 
 
 def test_report_model_refuses_the_vqa_task():
-    from medft.util.errors import ConfigError
-
     from medft.models.blip_report_gen import build_blip_report_gen
+    from medft.util.errors import ConfigError
 
     with pytest.raises(ConfigError, match="writes reports"):
         build_blip_report_gen(**model_cfg("blip_report_tiny", task="vqa"))
@@ -129,9 +128,9 @@ def test_pretrained_round_trip(tmp_path):
 def test_eval_loads_exactly_the_trained_parameters(tmp_path):
     from functools import partial
 
-    from medft.util.errors import MedftError
-    from medft.training.pipeline import load_trained
     from medft.training.module import MedVLMModule
+    from medft.training.pipeline import load_trained
+    from medft.util.errors import MedftError
 
     def module(mode):
         net = build()

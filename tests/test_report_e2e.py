@@ -70,8 +70,8 @@ def test_eval_reproduces_the_runs_own_test_predictions(tmp_path):
     assert "test/recall_open" in evaluated and evaluated["test/exact_acc_closed"] == pytest.approx(trained["test/acc_closed"])
     assert "test llava_med: closed" in proc.stdout and (out / "candidates.json").is_file()
     # the same run on a report dataset: refused before any model is built
-    from medft.training.pipeline import resolve_run, run_model_config
     from medft.models import check_task
+    from medft.training.pipeline import resolve_run, run_model_config
 
     assert resolve_run(run / "checkpoints" / "last.ckpt") == (run, run / "checkpoints" / "last.ckpt")
     assert resolve_run(run) == (run, run / "trained.safetensors")  # preferred over the Lightning checkpoints

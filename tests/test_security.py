@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from medft_testing import REPO, TINY, cache, cli, env_for, medft_train  # noqa: F401 - fixtures
 
 from medft.runs.checkpoint import AtomicCheckpointIO, load_checkpoint
 from medft.util.errors import CheckpointError
 from medft.util.files import write_json_atomic, write_jsonl_atomic
-from medft_testing import REPO, TINY, cache, cli, env_for, medft_train  # noqa: F401 - fixtures
 
 
 # -- atomic writes ---------------------------------------------------------------------------

@@ -17,9 +17,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from medft.config.resolvers import register_resolvers
-
 from medft.config.search import CONFIG_DIR, available
-
 from medft.config.validate import validate
 from medft.models import configured_task
 from medft.util.errors import ConfigError
@@ -89,8 +87,8 @@ def test_every_shipped_config_composes_and_validates(group, option):
 
 
 def tiny_module(scheduler: DictConfig) -> tuple:
-    from medft.training.module import MedVLMModule
     from medft.models import build_model
+    from medft.training.module import MedVLMModule
 
     cfg = compose_train("tune=layernorm", "seed=0")
     net = build_model(cfg.model)

@@ -443,7 +443,6 @@ def study_sweep(experiment: str, *extra: str) -> dict[str, list[str]]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from medft.config.resolvers import register_resolvers
-
     from medft.config.search import CONFIG_DIR
 
     register_resolvers()

@@ -4,11 +4,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from medft.config.overrides import normalize_overrides
-
 from medft.config.resolvers import register_resolvers
-
 from medft.config.search import CONFIG_DIR
-
 from medft.config.validate import validate
 from medft.util.errors import ConfigError
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from medft_testing import TINY, cache, cli, medft  # noqa: F401 - fixtures
+
 from medft.runs.trust import RunDirError, RunLock, check_replayed_overrides, trusted_model_config, trusted_tune_config
 
 LAYERNORM = {"name": "layernorm", "select": "norm", "lr": 0.1, "components": None}
@@ -195,8 +195,8 @@ def test_a_refused_resume_leaves_a_finished_run_finished(cli, finished_run, tmp_
 
 def test_a_successful_resume_clears_the_failed_state_and_keeps_the_history(cli, finished_run, tmp_path):
     run = copy_run(finished_run, tmp_path / "run")
-    from medft.runs.trust import run_state
     from medft.runs.runner import record_error
+    from medft.runs.trust import run_state
 
     record_error(run, "medft: error: an earlier attempt failed\n")
     assert run_state(run) == "failed"
@@ -229,8 +229,8 @@ def test_written_files_follow_the_umask(tmp_path, umask):
     from torch import nn
 
     from medft.runs.checkpoint import AtomicCheckpointIO
-    from medft.util.files import write_json_atomic, write_jsonl_atomic, write_text_atomic
     from medft.runs.trained import save_trained
+    from medft.util.files import write_json_atomic, write_jsonl_atomic, write_text_atomic
 
     class Net(nn.Module):
         def __init__(self):
@@ -289,8 +289,8 @@ class TinyNet(torch.nn.Module):
 def test_trained_file_with_unusable_tensors_is_refused_in_one_line(tmp_path, case, tensor, message):
     from safetensors.torch import save_file
 
-    from medft.util.errors import ConfigError
     from medft.runs.trained import load_trained_file
+    from medft.util.errors import ConfigError
 
     net = TinyNet()
     path = tmp_path / "trained.safetensors"
@@ -304,8 +304,8 @@ def test_trained_file_with_unusable_tensors_is_refused_in_one_line(tmp_path, cas
 def test_trained_file_with_bad_metadata_json_is_one_line(tmp_path):
     from safetensors.torch import save_file
 
-    from medft.util.errors import ConfigError
     from medft.runs.trained import load_trained_file
+    from medft.util.errors import ConfigError
 
     path = tmp_path / "trained.safetensors"
     save_file({"weight": torch.ones(64), "bias": torch.zeros(64)}, str(path), metadata={"medft": '{"tune": '})
@@ -318,8 +318,8 @@ def test_checkpoints_and_trained_files_go_through_one_key_check(tmp_path):
     from safetensors.torch import save_file
 
     from medft.runs.checkpoint import check_compatible
-    from medft.util.errors import CheckpointError, ConfigError
     from medft.runs.trained import load_trained_file
+    from medft.util.errors import CheckpointError, ConfigError
 
     state = {"weight": torch.ones(64), "gain": torch.ones(64)}
     parts = "1 trained key(s) missing, e.g. ['bias']; 1 unexpected key(s), e.g. ['gain']"
@@ -404,8 +404,8 @@ def test_a_failed_trained_file_save_is_one_line_and_keeps_the_old_file(tmp_path,
     become the one-line WriteError, the earlier file stays whole and no temp file is left."""
     import safetensors.torch
 
-    from medft.util.files import WriteError
     from medft.runs.trained import read_metadata, save_trained
+    from medft.util.files import WriteError
 
     net = TinyNet()
     path = save_trained(tmp_path / "trained.safetensors", net, {"name": "first"})
@@ -485,9 +485,9 @@ def test_export_and_ask_never_run_what_a_run_config_names(command, payload, tmp_
     run = fake_run(tmp_path / "run", model)
     monkeypatch.setenv("MEDFT_CACHE_DIR", str(cache))
     monkeypatch.setattr(sys, "argv", list(sys.argv))
-    from medft.cli import main
-
     from PIL import Image
+
+    from medft.cli import main
 
     Image.new("RGB", (8, 8)).save(tmp_path / "x.png")  # a real image: the run dir is what must be refused
     extra = [f"out={tmp_path / 'out'}"] if command == "export" else [f"image={tmp_path / 'x.png'}", "question=is it?"]

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
+from test_bad_input import IMAGE_MODES, record, small_set, write_dataset  # noqa: F401
 
 from medft.data.checks import prepare_splits
 from medft.data.sources import load_splits
-from test_bad_input import IMAGE_MODES, record, small_set, write_dataset  # noqa: F401
 
 
 def vqa_rad_cfg(root: Path, **extra) -> OmegaConf:
@@ -148,8 +148,8 @@ def test_medft_data_exits_1_when_the_train_split_ends_up_empty(tmp_path, capsys)
 
 
 def test_slake_questions_that_are_not_text_are_dropped_and_counted(tmp_path, caplog):
-    from medft.testing.fixtures import make_slake
     from medft.data.slake import load_slake
+    from medft.testing.fixtures import make_slake
 
     root = make_slake(tmp_path / "slake")
     rows = json.loads((root / "train.json").read_text(encoding="utf-8"))

@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 from PIL import Image
+from test_bad_input import small_set
+from test_trust_data import vqa_rad_cfg
 
 from medft.data import sources
 from medft.data.checks import prepare_splits
 from medft.testing.fixtures import make_iu_csv, make_mimic_official
 from medft.util.errors import DataError
-from test_bad_input import small_set
-from test_trust_data import vqa_rad_cfg
 
 
 def test_a_report_text_symlinked_out_of_the_root_is_dropped_and_counted(tmp_path):
@@ -177,8 +177,9 @@ def test_a_dead_builders_temp_dir_is_removed(tmp_path, monkeypatch):
 def test_a_path_vqa_pickle_that_names_code_is_refused_not_run(tmp_path):
     import pickle
 
-    from medft.testing.fixtures import make_path_vqa_pickles
     from test_trust import Payload
+
+    from medft.testing.fixtures import make_path_vqa_pickles
 
     root = make_path_vqa_pickles(tmp_path / "pvqa")
     from medft.data.path_vqa import load_path_vqa

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from medft_testing import TINY, cache, cli, medft  # noqa: F401 - fixtures
-from medft.util.safe_load import UnsafeFile, load_json, load_yaml
 from test_trust import Payload, fake_run
+
+from medft.util.safe_load import UnsafeFile, load_json, load_yaml
 
 
 def one_line(err: str) -> str:
@@ -264,8 +264,8 @@ def test_a_pickled_pytorch_model_bin_is_refused_in_one_line_and_not_run(tmp_path
     import torch
     from transformers import BlipConfig, BlipForQuestionAnswering, BlipProcessor
 
-    from medft.util.errors import ConfigError
     from medft.models.loading import load_pretrained
+    from medft.util.errors import ConfigError
 
     small = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 37}
     BlipConfig(text_config={**small, "vocab_size": 100},

@@ -8,15 +8,15 @@ from functools import partial
 import lightning as L
 import pytest
 import torch
+from test_models import build, vqa_records
 
+from medft.commands.params import mode_names, tune_config
 from medft.data.datamodule import MedDataModule
 from medft.data.sources import demo
-from medft.util.errors import ConfigError
 from medft.models.base import model_config
 from medft.training.module import MedVLMModule
-from medft.commands.params import mode_names, tune_config
 from medft.tuning import apply_tuning, count_parameters, unused_modules
-from test_models import build, vqa_records
+from medft.util.errors import ConfigError
 
 MODELS = ("blip_tiny", "llava_tiny", "medgemma_tiny", "paligemma_tiny", "qwen2_vl_tiny", "qwen2_5_vl_tiny", "smolvlm_tiny")
 MODES = mode_names(None)  # every mode in configs/tune/

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from medft.util.errors import ConfigError
 from medft.models.blip import build_blip_vqa
 from medft.tuning import MODE_ORDER, apply_tuning, count_parameters, norm_kind, param_groups, summary_line
+from medft.util.errors import ConfigError
 from tests.conftest import model_cfg, tune_cfg
 
 MODES = [m for m in MODE_ORDER if m != "prefix"]  # prefix (LLaVA only): tests/test_peft_modes.py

@@ -46,8 +46,8 @@ def run_generate_kwargs(run_dir: Path, task: str) -> dict[str, Any]:
 
 def run_task(run: str | Path) -> str:
     """``vqa`` or ``report``: the run's dataset task, read from its config as plain YAML."""
-    from medft.training.pipeline import resolve_run
     from medft.runs.trust import read_run_config
+    from medft.training.pipeline import resolve_run
 
     run_dir, _ = resolve_run(run)
     cfg = read_run_config(run_dir)

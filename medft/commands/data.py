@@ -21,9 +21,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 
 from medft.config.overrides import normalize_overrides
-
 from medft.config.resolvers import register_resolvers
-
 from medft.config.search import CONFIG_DIR, available, take_config_dirs
 from medft.data.drops import REASONS
 from medft.util.errors import ConfigError, MedftError

@@ -21,13 +21,11 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from medft.config.overrides import normalize_overrides, quote_paths
-
 from medft.config.resolvers import register_resolvers
-
 from medft.config.search import CONFIG_DIR, take_config_dirs
-
 from medft.config.validate import check_keys, check_trainer, check_values, run_hydra
-from medft.util.errors import ConfigError
+from medft.runs.runner import task_wrapper
+from medft.runs.trust import CLAIMS_ENV
 from medft.training.pipeline import (
     load_trained,
     make_datamodule,
@@ -44,8 +42,7 @@ from medft.training.pipeline import (
     write_metrics,
     write_predictions,
 )
-from medft.runs.trust import CLAIMS_ENV
-from medft.runs.runner import task_wrapper
+from medft.util.errors import ConfigError
 
 
 @task_wrapper

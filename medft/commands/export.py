@@ -30,10 +30,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from medft.util.errors import ConfigError
-from medft.training.pipeline import load_run_model, parse_run_args, resolve_run
-from medft.runs.trust import read_run_config
 from medft.runs.layout import RunDir
+from medft.runs.trust import read_run_config
+from medft.training.pipeline import load_run_model, parse_run_args, resolve_run
+from medft.util.errors import ConfigError
 from medft.util.safe_load import load_json
 
 FORMATS = ("hf", "peft")

@@ -29,12 +29,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from medft.config.overrides import normalize_overrides
-
 from medft.config.resolvers import register_resolvers
-
 from medft.config.search import CONFIG_DIR, available, find_config, take_config_dirs
-from medft.util.errors import ConfigError, MedftError, user_error
 from medft.tuning import MODE_ORDER
+from medft.util.errors import ConfigError, MedftError, user_error
 
 
 def mode_names(requested: list[str] | None) -> list[str]:
@@ -123,19 +121,8 @@ def count_modes(
     the model cannot have (``prefix`` on BLIP) gets ``{"trainable": None, "unsupported": why}``; one
     that would train quantized weights (``full`` with ``model.quantization``) ``memory_gib: None``
     and ``refused``."""
-    from medft.models.quantization import (
-        TRAINS_LINEAR_WEIGHTS,
-        check_quantization_config,
-        quantizable_weights,
-        refused_mode,
-    )
-    from medft.tuning import (
-        UnsupportedMode,
-        apply_tuning,
-        count_parameters,
-        param_metrics,
-        unused_modules,
-    )
+    from medft.models.quantization import TRAINS_LINEAR_WEIGHTS, check_quantization_config, quantizable_weights, refused_mode
+    from medft.tuning import UnsupportedMode, apply_tuning, count_parameters, param_metrics, unused_modules
 
     quantization = check_quantization_config(model_cfg)  # a known method on a model that can take it
     make = skeleton_factory(model_cfg)

@@ -18,8 +18,9 @@ a function of the seed and the float path: the recipe fixes torch's threads (``t
 same command gives the same weights whatever the machine's core count.
 
 The *embedded* model (``model=blip_med``, ``pretrained: embedded``) is this recipe run once per
-pretraining seed (``model.pretrain_seed``) into ``$MEDFT_CACHE_DIR/pretrained/blip_med-v<recipe_version>[-seed<N>]`` on first use (see :func:`medft.training.embedded.ensure_embedded`, which runs :func:`medft.training.pipeline.pretrain` in-process);
-a change of ``recipe_version`` in ``configs/pretrain.yaml`` builds a new one.
+pretraining seed (``model.pretrain_seed``) into ``$MEDFT_CACHE_DIR/pretrained/blip_med-v<recipe_version>[-seed<N>]``
+on first use (:func:`medft.training.pipeline.build_net` asks :func:`medft.training.embedded.ensure_embedded`
+for it and hands it :func:`medft.training.pipeline.run_recipe`, this recipe in-process); a change of ``recipe_version`` in ``configs/pretrain.yaml`` builds a new one.
 """
 
 from __future__ import annotations
@@ -31,12 +32,12 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from medft.training import pipeline
 from medft.config.overrides import normalize_overrides
 from medft.config.resolvers import register_resolvers
 from medft.config.search import CONFIG_DIR, take_config_dirs
-from medft.util.errors import MedftError
 from medft.runs.runner import task_wrapper
+from medft.training import pipeline
+from medft.util.errors import MedftError
 
 
 def pretrain(cfg: DictConfig) -> dict[str, Any]:

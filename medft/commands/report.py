@@ -22,10 +22,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from medft.util.errors import MedftError
-from medft.util.files import write_text_atomic
 from medft.runs.layout import RELATIVE, RunDir, Status
 from medft.tuning import MODE_ORDER
+from medft.util.errors import MedftError
+from medft.util.files import write_text_atomic
 
 # The metric a dataset is judged by in the pivot and the plot: the first one present.
 MAIN_METRICS = ["test/acc", "test/bleu_4", "test/cider"]

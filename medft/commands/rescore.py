@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from medft.runs.layout import RELATIVE, RunDir
 from medft.util.errors import ConfigError
 from medft.util.files import write_json_atomic
-from medft.runs.layout import RELATIVE, RunDir
 
 
 def read_predictions(run_dir: Path) -> list[dict[str, Any]]:
@@ -33,13 +33,7 @@ def read_predictions(run_dir: Path) -> list[dict[str, Any]]:
 
 def rescore(run_dir: str | Path, protocol: str | None = None) -> dict[str, Any]:
     """The metrics of ``run_dir``'s predictions under ``protocol`` (None: the run's model default)."""
-    from medft.metrics.protocols import (
-        PROTOCOLS,
-        answers_of,
-        protocol_metrics,
-        read_candidates,
-        resolve_protocol,
-    )
+    from medft.metrics.protocols import PROTOCOLS, answers_of, protocol_metrics, read_candidates, resolve_protocol
 
     run_dir = Path(run_dir).expanduser().resolve()
     if not run_dir.is_dir():

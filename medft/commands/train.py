@@ -25,23 +25,15 @@ import hydra
 from omegaconf import DictConfig
 
 from medft.config.overrides import SWEEP_ENV, normalize_overrides, quote_paths, require_tune, sweep_env
-
 from medft.config.resolvers import register_resolvers
-
 from medft.config.search import CONFIG_DIR, take_config_dirs
-
 from medft.config.validate import run_hydra
-from medft.util.files import write_bytes_atomic
-from medft.training.pipeline import train_and_test
-from medft.runs.resume import (
-    check_auto_resume,
-    locked_run_dir,
-    resume_overrides,
-    resumed_run_dir,
-)
-from medft.runs.trust import CLAIMS_ENV, SweepStatus, run_state, sweep_failures
-from medft.runs.runner import task_wrapper
 from medft.runs.layout import RunDir, Status
+from medft.runs.resume import check_auto_resume, locked_run_dir, resume_overrides, resumed_run_dir
+from medft.runs.runner import task_wrapper
+from medft.runs.trust import CLAIMS_ENV, SweepStatus, run_state, sweep_failures
+from medft.training.pipeline import train_and_test
+from medft.util.files import write_bytes_atomic
 
 
 @task_wrapper

@@ -11,14 +11,7 @@ from typing import Any, Callable
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from medft.config.search import (
-    CONFIG_DIR,
-    available,
-    config_dirs,
-    find_config,
-    generation_config,
-    root_config,
-)
+from medft.config.search import CONFIG_DIR, available, config_dirs, find_config, generation_config, root_config
 from medft.runs.layout import PLACEHOLDER
 from medft.util.errors import CheckpointError, ConfigError
 

@@ -12,15 +12,12 @@ without the ``<image>`` token, the answer the first gpt turn. ``answer_type`` CL
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from medft.data.answer_types import FROM_FILE
 from medft.data.common import drop_reason, finish, read_json, text, vqa_record
-from medft.data.drops import Drops, Loaded, loaded
+from medft.data.drops import Ask, Drops, Loaded, loaded
 from medft.util.errors import DataError
-
-if TYPE_CHECKING:
-    from medft.data.drops import Ask
 
 FILES = {"train": ("train.json",), "val": ("val.json", "valid.json", "validation.json"), "test": ("test.json",)}
 IMAGE_DIRS = ("images", "imgs", "image", "img", ".")

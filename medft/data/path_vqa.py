@@ -19,23 +19,12 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from medft.data.answer_types import YES_NO
-from medft.data.common import (
-    Splits,
-    check_root,
-    closed_if_yes_no,
-    drop_reason,
-    finish,
-    text,
-    vqa_record,
-)
-from medft.data.drops import Drops, Loaded, loaded
+from medft.data.common import Splits, check_root, closed_if_yes_no, drop_reason, finish, text, vqa_record
+from medft.data.drops import Ask, Drops, Loaded, loaded
 from medft.util.errors import DataError
-
-if TYPE_CHECKING:
-    from medft.data.drops import Ask
 
 PKL_SPLITS = {"train": "train", "val": "val", "test": "test"}
 PARQUET_SPLITS = {"train": "train", "validation": "val", "val": "val", "test": "test"}

@@ -13,24 +13,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
-from medft.data.common import (
-    Splits,
-    check_inside,
-    check_root,
-    data_roots,
-    finish,
-    is_inside,
-    read_json,
-    report_record,
-    text,
-)
-from medft.data.drops import Drops, Loaded, loaded
+from medft.data.common import Splits, check_inside, check_root, data_roots, finish, is_inside, read_json, report_record, text
+from medft.data.drops import Ask, Drops, Loaded, loaded
 from medft.util.errors import ConfigError, DataError
-
-if TYPE_CHECKING:
-    from medft.data.drops import Ask
 
 ANNOTATION = "annotation.json"
 IMAGE_DIR = "images"

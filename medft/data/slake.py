@@ -16,23 +16,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from medft.data.answer_types import FROM_FILE
-from medft.data.common import (
-    Splits,
-    check_root,
-    drop_reason,
-    finish,
-    read_json_list,
-    text,
-    vqa_record,
-)
-from medft.data.drops import Drops, Loaded, loaded
+from medft.data.common import Splits, check_root, drop_reason, finish, read_json_list, text, vqa_record
+from medft.data.drops import Ask, Drops, Loaded, loaded
 from medft.util.errors import ConfigError, DataError
-
-if TYPE_CHECKING:
-    from medft.data.drops import Ask
 
 SPLIT_FILES = {"train": ("train.json",), "val": ("validate.json", "validation.json"), "test": ("test.json",)}
 IMAGE_DIR = "imgs"

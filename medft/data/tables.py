@@ -20,16 +20,13 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
 from medft.data.answer_types import FROM_FILE, YES_NO
 from medft.data.common import finish
-from medft.data.drops import Drops, Loaded, loaded
+from medft.data.drops import Ask, Drops, Loaded, loaded
 from medft.util.errors import DataError
 from medft.util.files import ensure_dir
-
-if TYPE_CHECKING:
-    from medft.data.drops import Ask
 
 SPLIT_NAMES = {"train": "train", "validation": "val", "validate": "val", "val": "val", "valid": "val", "test": "test"}
 SUFFIXES = (".parquet", ".arrow")

@@ -16,10 +16,10 @@ import torch
 from torch import nn
 from torchmetrics.text import BLEUScore
 
-from medft.util.errors import ConfigError
 from medft.metrics.accuracy import VQAAccuracy
 from medft.metrics.report_gen import clean_report, coco_scores
 from medft.metrics.vqa import is_correct, normalize_answer
+from medft.util.errors import ConfigError
 
 
 class VQAEvaluator(nn.Module):

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from medft.util.errors import ConfigError
 from medft.metrics import llava_med
 from medft.runs.layout import RunDir
+from medft.util.errors import ConfigError
 
 Rows = Sequence[Mapping[str, Any]]
 

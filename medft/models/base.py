@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from medft.config.search import CONFIG_DIR, available, find_config, use_search_path
 from medft.util.errors import ConfigError
 
 TASKS = ("vqa", "report")
@@ -149,8 +150,6 @@ def model_config(name: str) -> dict[str, Any]:
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    from medft.config.search import CONFIG_DIR, use_search_path
-
     if GlobalHydra.instance().is_initialized():  # inside a medft command: its search path (the user's dirs, CONFIG_DIR)
         cfg = compose(config_name=f"model/{name}")
     else:
@@ -163,8 +162,6 @@ def model_config(name: str) -> dict[str, Any]:
 def configured_task(name: str) -> str | None:
     """The ``task:`` written in ``configs/model/<name>.yaml`` (None when it follows the dataset)."""
     import yaml
-
-    from medft.config.search import find_config
 
     try:
         task = (yaml.safe_load(find_config("model", f"{name}.yaml").read_text()) or {}).get("task")
@@ -191,7 +188,5 @@ def check_task(model_cfg: Any, dataset_cfg: Any, run: str | None = None) -> None
     said = f"model={name} does {model_task} but dataset={dataset_cfg.get('name', '?')} is a {data_task} dataset: "
     if run is not None:
         raise ConfigError(f"run {run}: {said}evaluate it on a {model_task} dataset")
-    from medft.config.search import available
-
     fits = [m for m in available("model") if configured_task(m) == data_task]
     raise ConfigError(said + f"use a {data_task} model ({', '.join(fits) or 'none installed'}) or leave model= out")

@@ -17,12 +17,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import (
-    BlipConfig,
-    BlipForQuestionAnswering,
-    BlipImageProcessorPil,
-    BlipProcessor,
-)
+from transformers import BlipConfig, BlipForQuestionAnswering, BlipImageProcessorPil, BlipProcessor
 
 from medft.models.base import MedVLM
 from medft.models.loading import load_or_build

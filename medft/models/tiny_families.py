@@ -20,11 +20,7 @@ from typing import Any, Callable
 
 import torch
 
-from medft.models.tokenizer import (
-    MISTRAL_CHAT_TEMPLATE,
-    build_offline_chat_tokenizer,
-    build_offline_llama_tokenizer,
-)
+from medft.models.tokenizer import MISTRAL_CHAT_TEMPLATE, build_offline_chat_tokenizer, build_offline_llama_tokenizer
 
 # Chat templates in each family's format (one user turn with an image; an assistant answer).
 GEMMA_CHAT_TEMPLATE = (

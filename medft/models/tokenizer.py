@@ -97,15 +97,7 @@ def build_offline_chat_tokenizer(
     special tokens take ids 0, 1, ..., the ``last`` ones follow the words. ``bos`` (if any) starts every
     text; ``named`` are the family's named special tokens (``image_token``, ``boi_token``, ...), which
     its processor reads from the tokenizer."""
-    from tokenizers import (
-        AddedToken,
-        Tokenizer,
-        decoders,
-        models,
-        normalizers,
-        pre_tokenizers,
-        processors,
-    )
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     words = [t for t in build_vocab() if t not in SPECIAL_TOKENS] + ["[", "]"]

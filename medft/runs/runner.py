@@ -21,13 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from medft.runs.layout import RELATIVE, RunDir, Status
 from medft.runs.trust import run_state
 from medft.util.errors import user_error
-from medft.util.files import (
-    RESTART_ADVICE,
-    RESUME_ADVICE,
-    write_bytes_atomic,
-    write_error,
-    write_text_atomic,
-)
+from medft.util.files import RESTART_ADVICE, RESUME_ADVICE, write_bytes_atomic, write_error, write_text_atomic
 from medft.util.redact import redact
 
 

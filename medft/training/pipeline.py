@@ -150,11 +150,7 @@ def score(metrics: dict[str, Any], predictions: list[dict[str, Any]], protocol: 
           dataset_name: str, output_dir: Path, split: str = "test", write: bool = True) -> dict[str, Any]:
     """``eval.protocol`` applied to ``metrics`` (exact match, or LLaVA-Med's scoring, whose candidates are
     every answer of the dataset's splits, written to the run dir when ``write``)."""
-    from medft.metrics.protocols import (
-        apply_protocol,
-        dataset_candidates,
-        write_candidates,
-    )
+    from medft.metrics.protocols import apply_protocol, dataset_candidates, write_candidates
 
     if not protocol:
         return metrics
@@ -543,12 +539,7 @@ def run_model_config(run_dir: Path, cfg: DictConfig) -> tuple[DictConfig, dict[s
     dir is instantiated as given."""
     from omegaconf.errors import OmegaConfBaseException
 
-    from medft.runs.trust import (
-        RunDirError,
-        read_run_config,
-        trusted_model_config,
-        trusted_tune_config,
-    )
+    from medft.runs.trust import RunDirError, read_run_config, trusted_model_config, trusted_tune_config
 
     source = str(RunDir(run_dir).config)
     run_cfg = OmegaConf.create(read_run_config(run_dir))

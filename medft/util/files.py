@@ -12,9 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable
 
-from medft.util.errors import MedftError
 from medft.runs.layout import RELATIVE
-
+from medft.util.errors import MedftError
 
 NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
