@@ -53,6 +53,13 @@ study: install ## The study in miniature (docs/study.md): every tune mode but pr
 	$(BIN)/medft report $(LOGS)/study/$(NOW) || status=$$?; \
 	echo "study: $(LOGS)/study/$(NOW)"; exit $$status
 
+study-report: install ## The study in miniature, report half (docs/study_report.md): every tune mode but prefix x 3 seeds (each its own pretrained report writer, built on first use) x 2 data fractions on demo_report_ct (+ random-init control), then the report and findings.csv
+	@# the report is written even when jobs failed; then the target fails with the sweeps' status
+	status=0; OMP_NUM_THREADS=1 $(BIN)/medft train -m experiment=study_report $(STUDY_LAUNCH) hydra.sweep.dir=$(LOGS)/study-report/$(NOW) $(ARGS) || status=$$?; \
+	OMP_NUM_THREADS=1 $(BIN)/medft train -m experiment=study_report_random $(STUDY_LAUNCH) hydra.sweep.dir=$(LOGS)/study-report/$(NOW) $(ARGS) || status=$$?; \
+	$(BIN)/medft report $(LOGS)/study-report/$(NOW) || status=$$?; \
+	echo "study-report: $(LOGS)/study-report/$(NOW)"; exit $$status
+
 paper: install ## The study's grid (medft/configs/experiment/paper/): GPUs, data roots and checkpoints in medft/configs/local/default.yaml
 	@# the report is written even when jobs failed; then the target fails with the sweep's status
 	status=0; $(BIN)/medft train -m experiment=$(call cells,paper,$(PAPER_CELLS) $(IMAGE_TEXT_CELLS)) tune=$(MODES) hydra.sweep.dir=$(LOGS)/paper/$(NOW) $(ARGS) || status=$$?; \

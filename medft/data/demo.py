@@ -60,7 +60,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from medft.data.demo_report import write_report
+from medft.data.demo_report import REPORT_VERSION, write_report
 from medft.util.errors import ConfigError, DataError
 
 DEMO_VERSION = 2  # 2: domains (source, ct, findings)
@@ -437,7 +437,8 @@ def _check_params(n_train_images, n_test_images, image_size, seed, domain="sourc
 
 
 def _meta(params: dict) -> dict:
-    return {"generator": "medft.data.demo", "version": DEMO_VERSION, **params}
+    report = {"report_version": REPORT_VERSION} if params.get("task") == "report" else {}  # the reports' wording
+    return {"generator": "medft.data.demo", "version": DEMO_VERSION, **params, **report}
 
 
 def _is_complete(root: Path, meta: dict) -> bool:

@@ -13,8 +13,9 @@ Styles differ in vocabulary and structure, as reports of different departments d
 
 * ``source`` (radiograph reports): "the heart is normal in size . the lungs are normal . there is
   a large bright lesion in the left chest ."
-* ``ct`` (another modality's reports): "ct chest . small hypodense mass on the left . impression :
-  abnormal chest ."
+* ``ct`` (another modality's reports: the source's anatomy sentences, its own header, findings words and
+  impression): "ct of the chest . the heart is normal in size . the lungs are normal . a large hypodense
+  mass is present in the left chest . impression : abnormal chest ."
 * ``findings`` (other anatomy, nodules): "study of the pelvis . one small dense nodule is visible
   on the right side . impression : abnormal ."
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+REPORT_VERSION = 2  # in a report set's demo_meta.json: a change of wording here regenerates cached sets
 # style -> sentence kind -> (wording, paraphrase); {organ}, {side}, {size}, {bright} are filled in
 STYLES: dict[str, dict[str, tuple[str, str]]] = {
     "source": {
@@ -39,11 +41,12 @@ STYLES: dict[str, dict[str, tuple[str, str]]] = {
         "closing_abnormal": ("", ""),
     },
     "ct": {
-        "header": ("ct {organ} .", "axial ct of the {organ} ."),
-        "none": ("no mass .", "no mass is present ."),
-        "one": ("{size} {bright} mass on the {side} .", "a {size} {bright} mass is present on the {side} ."),
-        "two_one_side": ("two {size} {bright} masses on the {side} .", "two {size} {bright} masses are present on the {side} ."),
-        "two_both_sides": ("bilateral {size} {bright} masses .", "{size} {bright} masses on both sides ."),
+        "header": ("ct of the {organ} .", "axial ct of the {organ} ."),
+        "none": ("no mass is present .", "there is no mass ."),
+        "one": ("a {size} {bright} mass is present in the {side} {organ} .", "there is a {size} {bright} mass on the {side} side ."),
+        "two_one_side": ("two {size} {bright} masses are present in the {side} {organ} .",
+                         "there are two {size} {bright} masses on the {side} side ."),
+        "two_both_sides": ("bilateral {size} {bright} masses are present .", "there are {size} {bright} masses on both sides ."),
         "closing_normal": ("impression : normal {organ} .", "impression : no abnormality ."),
         "closing_abnormal": ("impression : abnormal {organ} .", "impression : abnormal {organ} study ."),
     },
@@ -68,9 +71,10 @@ STOCK: dict[str, dict[str, tuple[tuple[str, str], ...]]] = {
         "head": (("the skull is normal .", "normal skull ."), ("the brain is normal in size .", "brain size is normal .")),
         "abdomen": (("the kidneys are normal in size .", "kidney size is normal ."), ("the spine is normal .", "normal spine .")),
     },
-    "ct": {organ: () for organ in ("chest", "head", "abdomen")},
+    "ct": {},  # the source's (below)
     "findings": {organ: () for organ in ("chest", "pelvis", "neck")},
 }
+STOCK["ct"] = STOCK["source"]
 PARAPHRASE_RATE = 0.25
 
 
