@@ -242,7 +242,7 @@ def test_embedded_is_built_once_and_rebuilt_for_a_new_recipe(tmp_path, monkeypat
     first = embedded.ensure_embedded(tmp_path, 0, fake_recipe)
     assert first == tmp_path / "pretrained" / f"blip_med-v{embedded.recipe_version()}" and len(calls) == 1
     assert embedded.ensure_embedded(tmp_path, 0, fake_recipe) == first and len(calls) == 1  # reused
-    monkeypatch.setattr(embedded, "recipe_version", lambda: 99)
+    monkeypatch.setattr(embedded, "recipe_version", lambda config="pretrain": 99)
     assert embedded.ensure_embedded(tmp_path, 0, fake_recipe).name == "blip_med-v99" and len(calls) == 2  # new recipe: rebuilt
     assert not list((tmp_path / "pretrained").glob("*.tmp-*"))
 

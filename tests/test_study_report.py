@@ -159,8 +159,8 @@ def test_build_net_hands_over_the_model_configs_recipe(make_cfg, monkeypatch, re
     assert net.task == "report" and net.pretrained_id["pretrained/seed"] == 2
 
 
-def pretrain_report(tmp: Path, cache_dir: Path, out: Path, *extra: str, **env_extra: str) -> subprocess.CompletedProcess:
-    """`medft pretrain --config-name pretrain_report` of the shrunken writer for two steps, in a subprocess."""
+def pretrain_report(tmp: Path, cache_dir: Path, out: Path, *extra: str, **env_extra: str) -> Path:
+    """`medft pretrain --config-name pretrain_report` of the shrunken writer for two steps, in a subprocess: ``out``."""
     from tests.medft_testing import env_for
 
     proc = subprocess.run(
@@ -169,24 +169,22 @@ def pretrain_report(tmp: Path, cache_dir: Path, out: Path, *extra: str, **env_ex
         cwd=REPO, env=env_for(tmp, MEDFT_CACHE_DIR=str(cache_dir), **env_extra), capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+    assert f"checkpoint: {out}" in proc.stdout and "source test BLEU-4" in proc.stdout
+    return out
 
 
 @pytest.fixture(scope="module")
 def report_draws(tmp_path_factory, cache_dir) -> dict[int, Path]:
     """Two draws of the shrunken report writer (seeds 1 and 2), as the study's seeds 1 and 2 fine-tune them."""
     tmp = tmp_path_factory.mktemp("report_draws")
-    for seed in (1, 2):
-        pretrain_report(tmp, cache_dir, tmp / f"seed{seed}", f"seed={seed}")
-    return {seed: tmp / f"seed{seed}" for seed in (1, 2)}
+    return {seed: pretrain_report(tmp, cache_dir, tmp / f"seed{seed}", f"seed={seed}") for seed in (1, 2)}
 
 
 def test_report_draws_are_deterministic_and_differ_by_seed(report_draws, tmp_path, cache_dir):
     weights = {seed: (path / "model.safetensors").read_bytes() for seed, path in report_draws.items()}
     assert weights[1] != weights[2]
-    out = pretrain_report(tmp_path, cache_dir, tmp_path / "again", "seed=1", MEDFT_THREADS="2", OMP_NUM_THREADS="2")
-    assert (tmp_path / "again" / "model.safetensors").read_bytes() == weights[1]  # threads: 1 fixes the float path
-    assert "source test BLEU-4" in out.stdout
+    again = pretrain_report(tmp_path, cache_dir, tmp_path / "again", "seed=1", MEDFT_THREADS="2", OMP_NUM_THREADS="2")
+    assert (again / "model.safetensors").read_bytes() == weights[1]  # threads: 1 fixes the float path
     info = json.loads((report_draws[1] / "pretrain.json").read_text())
     assert (info["model"], info["model_class"], info["seed"], info["threads"]) == ("blip_med_report", "BlipForConditionalGeneration", 1, 1)
     assert info["recipe_version"] == yaml.safe_load((REPO / "medft/configs/pretrain_report.yaml").read_text())["recipe_version"]
@@ -249,10 +247,10 @@ def test_shrunken_make_study_report_runs_end_to_end(report_draws, tmp_path):
     sweep = tmp_path / "logs" / "study-report" / "t"
     assert f"study-report: {sweep}" in out.stdout
     rows = list(csv.DictReader((sweep / "results.csv").open()))
-    assert sorted((r["tune"], r["init"], r["seed"]) for r in rows) == [
-        ("full", "pretrained", "1"), ("full", "random", "1"), ("layernorm", "pretrained", "1"), ("layernorm", "random", "1")]
     missing = [c for c in REQUIRED if c not in rows[0]]
-    assert missing == [], missing
+    assert missing == [], f"results.csv lacks {missing}"  # seed, train_fraction: `medft report` must see a report study
+    assert sorted((r["tune"], r["init"], r["seed"], r["train_fraction"]) for r in rows) == [
+        (t, init, "1", "0.5") for t in ("full", "layernorm") for init in ("pretrained", "random")]
     for r in rows:
         assert r["status"] == "ok", r
         assert all(r[c] != "" for c in REQUIRED if c != "pretrain_seed"), r
