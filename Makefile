@@ -20,7 +20,7 @@ comma  := ,
 cells   = $(subst $(eval) ,$(comma),$(addprefix $(1)/,$(or $(2),$(PAPER_CELLS))))
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test sweep study paper paper-tiny bench clean
+.PHONY: help install train test sweep study study-report paper paper-tiny bench clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
