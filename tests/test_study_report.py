@@ -259,3 +259,25 @@ def test_shrunken_make_study_report_runs_end_to_end(report_draws, tmp_path):
             assert float(r[key]) == pytest.approx(metrics[key])
         assert r["pretrain_seed"] == (r["seed"] if r["init"] == "pretrained" else "")
         assert (Path(r["run"]) / "predictions_shift.jsonl").is_file()
+
+
+def test_one_meteor_per_process_serves_every_scoring(monkeypatch):
+    """METEOR's Java start (10-20 s) once per process, not once per test set: a run scores three."""
+    import pycocoevalcap.meteor.meteor
+
+    from medft.metrics import report_gen
+
+    made = []
+
+    class CountingMeteor:
+        def __init__(self):
+            made.append(self)
+
+        def compute_score(self, gts, res):
+            return 0.5, [0.5] * len(gts)
+
+    monkeypatch.setattr(pycocoevalcap.meteor.meteor, "Meteor", CountingMeteor)
+    monkeypatch.setattr(report_gen, "_METEOR", {})
+    for _ in range(3):
+        assert report_gen.coco_scores(["no mass is present ."], ["no mass ."])["meteor"] == 0.5
+    assert len(made) == 1
