@@ -20,7 +20,7 @@ comma  := ,
 cells   = $(subst $(eval) ,$(comma),$(addprefix $(1)/,$(or $(2),$(PAPER_CELLS))))
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test sweep study paper paper-tiny bench clean
+.PHONY: help install train test sweep study study-report paper paper-tiny bench clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -52,6 +52,13 @@ study: install ## The study in miniature (docs/study.md): every tune mode but pr
 	OMP_NUM_THREADS=1 $(BIN)/medft train -m experiment=study_random $(STUDY_LAUNCH) hydra.sweep.dir=$(LOGS)/study/$(NOW) $(ARGS) || status=$$?; \
 	$(BIN)/medft report $(LOGS)/study/$(NOW) || status=$$?; \
 	echo "study: $(LOGS)/study/$(NOW)"; exit $$status
+
+study-report: install ## The study in miniature, report half (docs/study_report.md): every tune mode but prefix x 3 seeds (each its own pretrained report writer, built on first use) x 2 data fractions on demo_report_ct (+ random-init control), then the report and findings.csv
+	@# the report is written even when jobs failed; then the target fails with the sweeps' status
+	status=0; OMP_NUM_THREADS=1 $(BIN)/medft train -m experiment=study_report $(STUDY_LAUNCH) hydra.sweep.dir=$(LOGS)/study-report/$(NOW) $(ARGS) || status=$$?; \
+	OMP_NUM_THREADS=1 $(BIN)/medft train -m experiment=study_report_random $(STUDY_LAUNCH) hydra.sweep.dir=$(LOGS)/study-report/$(NOW) $(ARGS) || status=$$?; \
+	$(BIN)/medft report $(LOGS)/study-report/$(NOW) || status=$$?; \
+	echo "study-report: $(LOGS)/study-report/$(NOW)"; exit $$status
 
 paper: install ## The study's grid (medft/configs/experiment/paper/): GPUs, data roots and checkpoints in medft/configs/local/default.yaml
 	@# the report is written even when jobs failed; then the target fails with the sweep's status

@@ -72,7 +72,7 @@ def test_full_size_vqa_model_on_a_report_dataset_exits_2_through_the_cli(tmp_pat
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("medft: error:")]
     assert lines == ["medft: error: model=blip_vqa does vqa but dataset=iu_xray is a report dataset: "
-                     "use a report model (blip_report, blip_report_tiny) or leave model= out"]
+                     "use a report model (blip_med_report, blip_report, blip_report_tiny) or leave model= out"]
 
 
 def test_a_model_without_a_task_is_refused_in_one_line():

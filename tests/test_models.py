@@ -211,7 +211,7 @@ def test_llava_truncates_long_answers_and_counts_them():
 
 
 FAMILIES = {"blip_tiny": "blip_vqa", "blip_bench": "blip_vqa", "blip_med": "blip_vqa", "blip_vqa": "blip_vqa",
-            "blip_report_tiny": "blip_report_gen", "blip_report": "blip_report_gen",
+            "blip_report_tiny": "blip_report_gen", "blip_report": "blip_report_gen", "blip_med_report": "blip_report_gen",
             "llava_tiny": "llava", "llava_med": "llava", "medgemma_tiny": "gemma3", "paligemma_tiny": "paligemma",
             "qwen2_vl_tiny": "qwen2_vl", "qwen2_5_vl_tiny": "qwen2_5_vl", "smolvlm_tiny": "idefics3",
             "medgemma_4b": "gemma3", "lingshu_7b": "qwen2_5_vl", "medvlm_r1": "qwen2_vl"}

@@ -233,7 +233,7 @@ def test_embedded_is_built_once_and_rebuilt_for_a_new_recipe(tmp_path, monkeypat
 
     calls = []
 
-    def fake_recipe(out, run_dir, seed, cache_dir):
+    def fake_recipe(out, run_dir, seed, cache_dir, config="pretrain"):
         out.mkdir(parents=True)
         (out / "pretrain.json").write_text(json.dumps({"recipe_version": embedded.recipe_version()}))
         run_dir.mkdir(parents=True)
@@ -242,7 +242,7 @@ def test_embedded_is_built_once_and_rebuilt_for_a_new_recipe(tmp_path, monkeypat
     first = embedded.ensure_embedded(tmp_path, 0, fake_recipe)
     assert first == tmp_path / "pretrained" / f"blip_med-v{embedded.recipe_version()}" and len(calls) == 1
     assert embedded.ensure_embedded(tmp_path, 0, fake_recipe) == first and len(calls) == 1  # reused
-    monkeypatch.setattr(embedded, "recipe_version", lambda: 99)
+    monkeypatch.setattr(embedded, "recipe_version", lambda config="pretrain": 99)
     assert embedded.ensure_embedded(tmp_path, 0, fake_recipe).name == "blip_med-v99" and len(calls) == 2  # new recipe: rebuilt
     assert not list((tmp_path / "pretrained").glob("*.tmp-*"))
 
@@ -256,7 +256,7 @@ def test_parallel_first_uses_build_the_embedded_model_once(tmp_path, monkeypatch
 
     calls, started = [], threading.Event()
 
-    def slow_recipe(out, run_dir, seed, cache_dir):
+    def slow_recipe(out, run_dir, seed, cache_dir, config="pretrain"):
         calls.append(seed)
         started.set()
         time.sleep(0.5)  # the others arrive while this build is under way
@@ -285,7 +285,7 @@ def test_each_pretraining_seed_is_its_own_embedded_draw(tmp_path, monkeypatch):
 
     calls = []
 
-    def fake_recipe(out, run_dir, seed, cache_dir):
+    def fake_recipe(out, run_dir, seed, cache_dir, config="pretrain"):
         out.mkdir(parents=True)
         (out / "model.safetensors").write_bytes(bytes([seed]) * 8)
         info = {"recipe_version": embedded.recipe_version(), "seed": seed,
@@ -314,14 +314,14 @@ def test_build_net_loads_the_draw_of_the_pretraining_seed_and_says_which(tiny_dr
 
     asked = []
 
-    def cached(cache_dir, seed, recipe):
-        asked.append((str(cache_dir), seed, recipe))
+    def cached(cache_dir, seed, config="pretrain", recipe=None):
+        asked.append((str(cache_dir), seed, recipe, config))
         return tiny_draws[seed]
 
     monkeypatch.setattr(embedded, "ensure_embedded", cached)
     cfg = make_cfg("model=blip_tiny", "tune=frozen", "model.pretrained=embedded", "++model.embedded_dir=/cache", "++model.pretrain_seed=2")
     net = pipeline.build_net(cfg.model)
-    assert asked == [("/cache", 2, pipeline.run_recipe)]
+    assert asked == [("/cache", 2, pipeline.run_recipe, "pretrain")]
     assert (net.pretrained, net.pretrained_dir) == ("embedded", tiny_draws[2])
     assert net.pretrained_id == embedded.identity(tiny_draws[2]) and net.pretrained_id["pretrained/seed"] == 2
     weights = {k: v for k, v in net.model.state_dict().items()}

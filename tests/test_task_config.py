@@ -36,7 +36,7 @@ def test_vqa_model_on_report_dataset_is_one_line():
         validate(train_cfg("model=blip_tiny", "dataset=iu_xray"))
     assert str(err.value) == (
         "model=blip_tiny does vqa but dataset=iu_xray is a report dataset: "
-        "use a report model (blip_report, blip_report_tiny) or leave model= out"
+        "use a report model (blip_med_report, blip_report, blip_report_tiny) or leave model= out"
     )
     with pytest.raises(ConfigError, match="model=blip_report_tiny does report but dataset=slake is a vqa dataset"):
         validate(train_cfg("dataset=slake", "model=blip_report_tiny"))

@@ -143,7 +143,7 @@ def test_a_failed_or_interrupted_build_leaves_nothing_behind(tmp_path, monkeypat
     from medft.training import embedded
     from medft.util.errors import MedftError
 
-    def recipe(out, run_dir, seed, cache_dir):
+    def recipe(out, run_dir, seed, cache_dir, config="pretrain"):
         (out / "model.safetensors").parent.mkdir(parents=True)
         (out / "model.safetensors").write_bytes(b"half")
         raise raised
@@ -164,7 +164,7 @@ def test_a_dead_builders_temp_dir_is_removed(tmp_path, monkeypatch):
     (left / "model").mkdir(parents=True)
     (left / "model" / "weights.bin").write_bytes(b"x" * 1000)
 
-    def build(target, version, cache_dir, seed, recipe):
+    def build(target, version, cache_dir, seed, recipe, config="pretrain"):
         (target).mkdir()
         (target / embedded.INFO_FILE).write_text(json.dumps({"recipe_version": version}))
         return target

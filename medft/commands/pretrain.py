@@ -1,6 +1,7 @@
 """``medft pretrain``: make a pretrained Med-VLM offline, as a Hugging Face checkpoint directory.
 
     medft pretrain                                   # the embedded recipe: blip_med on demo_source
+    medft pretrain --config-name pretrain_report     # the embedded report writer: blip_med_report on demo_report_source
     medft pretrain out=/ckpt/my_blip trainer.max_epochs=5 model=blip_tiny
     medft train +tune=layernorm model.pretrained=/ckpt/my_blip dataset=demo_ct
 
@@ -20,7 +21,10 @@ same command gives the same weights whatever the machine's core count.
 The *embedded* model (``model=blip_med``, ``pretrained: embedded``) is this recipe run once per
 pretraining seed (``model.pretrain_seed``) into ``$MEDFT_CACHE_DIR/pretrained/blip_med-v<recipe_version>[-seed<N>]``
 on first use (:func:`medft.training.pipeline.build_net` asks :func:`medft.training.embedded.ensure_embedded`
-for it and hands it :func:`medft.training.pipeline.run_recipe`, this recipe in-process); a change of ``recipe_version`` in ``configs/pretrain.yaml`` builds a new one.
+for it and hands it :func:`medft.training.pipeline.run_recipe`, this recipe in-process); a change of
+``recipe_version`` in ``configs/pretrain.yaml`` builds a new one. The embedded report writer
+(``model=blip_med_report``, ``recipe: pretrain_report``) is ``configs/pretrain_report.yaml`` run the same way,
+into ``blip_med_report-v<its recipe_version>[-seed<N>]``.
 """
 
 from __future__ import annotations

@@ -40,6 +40,14 @@ Domains (``domain=``), for the study in miniature (pretrain on one, fine-tune on
 * ``findings``: same modality, other anatomy and findings, other wording and answer vocabulary:
   chest, pelvis and neck; smaller "nodules"; "Which body region is imaged?", "How many nodules
   are visible?", sides answered "left side" / "right side".
+
+Report domains (``task="report"``; ``REPORT_DOMAINS``, the study's report half): the same three
+scenes and looks, each image with a findings-style report in its domain's reporting style instead
+of questions (:mod:`medft.data.demo_report`: organ, lesion presence, count, side, size, brightness,
+stock sentences, paraphrases), written in IU X-ray's R2Gen layout (``annotation.json`` with train
+and test lists + ``images/*.png``) so :func:`medft.data.report_gen.load_r2gen` reads it. Lesions
+come in two sizes and two brightnesses there (faint ones drawn darker), so that a report has more
+to say than which organ it is.
 """
 
 from __future__ import annotations
@@ -52,13 +60,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from medft.data.demo_report import REPORT_VERSION, write_report
 from medft.util.errors import ConfigError, DataError
 
 DEMO_VERSION = 2  # 2: domains (source, ct, findings)
 META_FILE = "demo_meta.json"
 IMAGE_DIR = "images"
 SPLIT_FILES = {"train": "trainset.json", "test": "testset.json"}
-_DEMO_ENTRIES = {META_FILE, IMAGE_DIR, *SPLIT_FILES.values()}
+ANNOTATION_FILE = "annotation.json"  # task=report: R2Gen's {"train": [...], "val": [], "test": [...]}
+TASKS = ("vqa", "report")
+_DEMO_ENTRIES = {META_FILE, IMAGE_DIR, ANNOTATION_FILE, *SPLIT_FILES.values()}
 
 ORGANS = ("chest", "head", "abdomen")
 _ORGAN_CODES = {"chest": "CHEST", "head": "HEAD", "abdomen": "ABD"}  # VQA-RAD's image_organ
@@ -95,6 +106,14 @@ DOMAINS: dict[str, dict] = {
     "findings": {"organs": ("chest", "pelvis", "neck"), "templates": _FINDINGS_TEMPLATES,
                  "side_answer": "{side} side", "radius": (0.04, 0.055), "profile": "radiograph", "stream": (2,)},
 }
+# task=report: domain -> reporting style (medft.data.demo_report.STYLES), lesion radius per size class,
+# lesion intensity per brightness class (a faint lesion stands out less from the organ under it)
+REPORT_DOMAINS: dict[str, dict] = {
+    "source": {"style": "source", "sizes": {"small": (0.04, 0.05), "large": (0.075, 0.09)}},
+    "ct": {"style": "ct", "sizes": {"small": (0.04, 0.05), "large": (0.075, 0.09)}},
+    "findings": {"style": "findings", "sizes": {"small": (0.035, 0.045), "large": (0.06, 0.075)}},
+}
+BRIGHTNESS = {"bright": (230.0, 250.0), "faint": (165.0, 180.0)}
 
 
 def ensure_demo(
@@ -104,6 +123,7 @@ def ensure_demo(
     image_size: int = 64,
     seed: int = 0,
     domain: str = "source",
+    task: str = "vqa",
 ) -> Path:
     """Return ``root`` holding the demo dataset for these parameters, generating it if needed.
 
@@ -111,7 +131,7 @@ def ensure_demo(
     parameters and all files are there. Otherwise it is generated into a sibling temporary
     folder and renamed into place, so an interrupted run never leaves a half-written ``root``.
     """
-    params = _check_params(n_train_images, n_test_images, image_size, seed, domain)
+    params = _check_params(n_train_images, n_test_images, image_size, seed, domain, task)
     root = Path(root).expanduser().resolve()
     meta = _meta(params)
     if _is_complete(root, meta):
@@ -129,13 +149,18 @@ def ensure_demo(
 
 
 def generate_demo(
-    out_dir: str | Path, n_train_images: int, n_test_images: int, image_size: int, seed: int, domain: str = "source"
+    out_dir: str | Path, n_train_images: int, n_test_images: int, image_size: int, seed: int, domain: str = "source",
+    task: str = "vqa",
 ) -> None:
     """Write the demo dataset into ``out_dir`` (created; must not hold another dataset)."""
-    params = _check_params(n_train_images, n_test_images, image_size, seed, domain)
+    params = _check_params(n_train_images, n_test_images, image_size, seed, domain, task)
     spec = DOMAINS[domain]
     out_dir = Path(out_dir)
     (out_dir / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
+    if task == "report":
+        _write_report_splits(out_dir, n_train_images, n_test_images, image_size, seed, domain)
+        _write_json(out_dir / META_FILE, _meta(params))
+        return
     next_qid = 1
     for split_index, (split, n_images) in enumerate((("train", n_train_images), ("test", n_test_images))):
         rng = np.random.default_rng([seed, split_index, *spec["stream"]])
@@ -150,6 +175,36 @@ def generate_demo(
         _write_json(out_dir / SPLIT_FILES[split], records)
     # Written last: its presence marks the folder as complete.
     _write_json(out_dir / META_FILE, _meta(params))
+
+
+def _write_report_splits(out_dir: Path, n_train_images: int, n_test_images: int, image_size: int, seed: int,
+                         domain: str) -> None:
+    """task=report: one image and its report per record, in R2Gen's annotation.json (val is left to the
+    loader, which carves it from train as for the VQA demo)."""
+    spec, report_spec = DOMAINS[domain], REPORT_DOMAINS[domain]
+    annotation: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
+    for split_index, (split, n_images) in enumerate((("train", n_train_images), ("test", n_test_images))):
+        rng = np.random.default_rng([seed, split_index, *spec["stream"], 7])  # 7: not a VQA set's stream
+        for i, scene in enumerate(_report_scenes(rng, n_images, spec, report_spec)):
+            image_name = f"{split}_{i:04d}.png"
+            Image.fromarray(render_scene(scene, image_size, rng, spec["profile"])).save(out_dir / IMAGE_DIR / image_name)
+            report = write_report(scene, report_spec["style"], rng)
+            annotation[split].append({"id": f"{split}_{i:04d}", "report": report, "image_path": [image_name], "split": split})
+    _write_json(out_dir / ANNOTATION_FILE, annotation)
+
+
+def _report_scenes(rng: np.random.Generator, n_images: int, spec: dict, report_spec: dict) -> list[dict]:
+    """The VQA demo's scenes, each with a size class and a brightness class (balanced, shuffled) that
+    its lesions are drawn with and its report names."""
+    scenes = _make_scenes(rng, n_images, spec)
+    sizes = rng.permutation(np.resize(np.array(sorted(report_spec["sizes"])), n_images))
+    brights = rng.permutation(np.resize(np.array(sorted(BRIGHTNESS)), n_images))
+    for scene, size, bright in zip(scenes, sizes, brights):
+        scene["size"], scene["bright"] = str(size), str(bright)
+        for lesion in scene["lesions"]:
+            lesion["r"] = float(rng.uniform(*report_spec["sizes"][str(size)]))
+            lesion["value"] = float(rng.uniform(*BRIGHTNESS[str(bright)]))
+    return scenes
 
 
 # --- scenes --------------------------------------------------------------------------------
@@ -199,7 +254,8 @@ def render_scene(scene: dict, size: int, rng: np.random.Generator, profile: str 
     canvas = _Canvas(size, scale=rng.uniform(0.92, 1.05), shift_y=rng.uniform(-0.03, 0.03))
     _ORGAN_PAINTERS[scene["organ"]](canvas)
     for lesion in scene["lesions"]:
-        canvas.lesion(lesion["x"], lesion["y"], lesion["r"], value=rng.uniform(225, 250))
+        value = rng.uniform(225, 250)  # drawn even when the lesion brings its own: the VQA sets keep their bytes
+        canvas.lesion(lesion["x"], lesion["y"], lesion["r"], value=lesion.get("value", value))
     gain = rng.uniform(0.85, 1.15)  # scanner/window variation, applied to the whole image
     if profile == "ct":
         return _ct_look(canvas.pixels * gain, rng)
@@ -361,9 +417,11 @@ def _annotation(qid: int, image_name: str, scene: dict, qa: dict, split: str) ->
 # --- files ---------------------------------------------------------------------------------
 
 
-def _check_params(n_train_images, n_test_images, image_size, seed, domain="source") -> dict:
+def _check_params(n_train_images, n_test_images, image_size, seed, domain="source", task="vqa") -> dict:
     if domain not in DOMAINS:
         raise ConfigError(f"demo domain {domain!r} is not one of {', '.join(DOMAINS)}: set dataset.domain to one of them")
+    if task not in TASKS:
+        raise ConfigError(f"demo task {task!r} is not one of {', '.join(TASKS)}")
     params = {"n_train_images": n_train_images, "n_test_images": n_test_images, "image_size": image_size, "seed": seed}
     for name, value in params.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -374,11 +432,13 @@ def _check_params(n_train_images, n_test_images, image_size, seed, domain="sourc
         raise ConfigError(f"demo image_size must be between 32 and 1024 pixels, got {image_size}")
     if seed < 0:
         raise ConfigError(f"demo seed must be >= 0, got {seed}")
-    return {**{k: int(v) for k, v in params.items()}, "domain": domain}
+    # a VQA set's meta says no task: the sets generated before report domains existed stay complete
+    return {**{k: int(v) for k, v in params.items()}, "domain": domain, **({"task": task} if task != "vqa" else {})}
 
 
 def _meta(params: dict) -> dict:
-    return {"generator": "medft.data.demo", "version": DEMO_VERSION, **params}
+    report = {"report_version": REPORT_VERSION} if params.get("task") == "report" else {}  # the reports' wording
+    return {"generator": "medft.data.demo", "version": DEMO_VERSION, **params, **report}
 
 
 def _is_complete(root: Path, meta: dict) -> bool:
@@ -391,7 +451,8 @@ def _is_complete(root: Path, meta: dict) -> bool:
     except (OSError, ValueError):
         return False
     expected = meta["n_train_images"] + meta["n_test_images"]
-    return n_images == expected and all((root / name).is_file() for name in SPLIT_FILES.values())
+    files = [ANNOTATION_FILE] if meta.get("task") == "report" else SPLIT_FILES.values()
+    return n_images == expected and all((root / name).is_file() for name in files)
 
 
 def _check_replaceable(root: Path) -> None:

@@ -63,6 +63,21 @@ def demo(root: str, val_fraction: float = 0.1, split_seed: int = 0, train_fracti
          cache_dir: str | None = None, **generator: Any) -> Splits:
     """The built-in synthetic VQA set: generated into ``root`` on first use, read as VQA-RAD. A ``root``
     outside ``cache_dir`` (paths.cache_dir) is never generated: it must exist (a mistyped path is an error)."""
+    ensure_demo_root(root, cache_dir, generator)
+    return vqa_rad(root, val_fraction, split_seed, train_fraction)
+
+
+def demo_report(root: str, name: str, val_fraction: float = 0.1, split_seed: int = 0, train_fraction: float = 1.0,
+                cache_dir: str | None = None, **generator: Any) -> Splits:
+    """The built-in synthetic report set (``task="report"`` of :mod:`medft.data.demo`): generated as the VQA
+    demo is (same guard on ``root``), read as IU X-ray (R2Gen's annotation.json)."""
+    ensure_demo_root(root, cache_dir, {**generator, "task": "report"})
+    return r2gen(root, name, val_fraction, split_seed, train_fraction, layouts=("r2gen",))
+
+
+def ensure_demo_root(root: str, cache_dir: str | None, generator: dict[str, Any]) -> None:
+    """Generate the demo set of ``generator``'s parameters into ``root`` unless it is there; a ``root`` outside
+    ``cache_dir`` (paths.cache_dir) is never generated: it must exist (a mistyped path is an error)."""
     path = Path(root).expanduser().resolve()
     if cache_dir and not path.exists() and not path.is_relative_to(Path(cache_dir).expanduser().resolve()):
         raise DataError(
@@ -71,7 +86,6 @@ def demo(root: str, val_fraction: float = 0.1, split_seed: int = 0, train_fracti
         )
     ensure_dir(root, "the demo dataset's folder", CACHE_FIX)
     ensure_demo(Path(root).expanduser(), **generator)
-    return vqa_rad(root, val_fraction, split_seed, train_fraction)
 
 
 def vqa_rad(

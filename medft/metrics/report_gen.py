@@ -8,8 +8,9 @@ PTB tokenization (as in R2Gen). SPICE is left out (it needs Stanford CoreNLP mod
 
 from __future__ import annotations
 
+import atexit
 import re
-from typing import Sequence
+from typing import Any, Sequence
 
 from medft.util.errors import MedftError
 
@@ -59,17 +60,37 @@ def coco_scores(references: Sequence[str], generated: Sequence[str]) -> dict[str
     out: dict[str, float] = {}
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     out.update({f"bleu_{n}": float(b) for n, b in enumerate(bleu, start=1)})
-    try:
-        meteor = Meteor()
-    except FileNotFoundError:
-        raise MedftError("METEOR needs Java and `java` is not on PATH: install a Java runtime (e.g. openjdk-17-jre)") from None
-    try:
-        out["meteor"], _ = meteor.compute_score(gts, res)
-    finally:
-        _close_meteor(meteor)
+    out["meteor"], _ = meteor_scorer(Meteor).compute_score(gts, res)
     out["rouge_l"], _ = Rouge().compute_score(gts, res)
     out["cider"], _ = Cider().compute_score(gts, res)
     return {k: float(v) for k, v in out.items()}
+
+
+_METEOR: dict[str, Any] = {}  # "scorer": this process's METEOR
+
+
+def meteor_scorer(meteor_class: type) -> Any:
+    """This process's METEOR scorer, started on first use and reused: its Java subprocess takes 10-20 s to start
+    (loading its paraphrase tables), then scores a test set in a fraction of a second, so a run tested on three
+    sets, or a sweep worker's runs one after another, start it once. Stopped when the process exits."""
+    scorer = _METEOR.get("scorer")
+    proc = getattr(scorer, "meteor_p", None)
+    if type(scorer) is meteor_class and (proc is None or proc.poll() is None):
+        return scorer
+    if scorer is not None:
+        _close_meteor(scorer)
+    try:
+        scorer = meteor_class()
+    except FileNotFoundError:
+        raise MedftError("METEOR needs Java and `java` is not on PATH: install a Java runtime (e.g. openjdk-17-jre)") from None
+    _METEOR["scorer"] = scorer
+    return scorer
+
+
+@atexit.register
+def _close_scorer() -> None:
+    if _METEOR.get("scorer") is not None:
+        _close_meteor(_METEOR.pop("scorer"))
 
 
 def _close_meteor(meteor) -> None:

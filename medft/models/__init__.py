@@ -13,9 +13,9 @@ __all__ = ["MedVLM", "NOT_BUILDER_ARGS", "build_model", "check_task", "configure
 
 # Model-config keys that other configs read (optim.lr = tune.lr * model.lr_scale, or the tune's
 # lr_key entry for the embedded pretrained model; eval.protocol's default), not the builder.
-# embedded_dir / pretrain_seed: where and which draw of medft's own pretrained model (``pretrained: embedded``,
+# embedded_dir / pretrain_seed / recipe: where, which draw and which recipe of medft's own pretrained model (``pretrained: embedded``,
 # resolved by medft.training.pipeline.build_net before the builder runs).
-NOT_BUILDER_ARGS = ("lr_scale", "eval_protocol", "lr_key", "embedded_dir", "pretrain_seed")
+NOT_BUILDER_ARGS = ("lr_scale", "eval_protocol", "lr_key", "embedded_dir", "pretrain_seed", "recipe")
 
 
 def build_model(cfg: DictConfig) -> MedVLM:

@@ -71,18 +71,20 @@ def setup_data(dataset: DictConfig, split: str | None = None) -> tuple[dict[str,
 
 def build_net(model_cfg: DictConfig) -> Any:
     """The model of ``model_cfg`` (:func:`medft.models.build_model`); ``pretrained: embedded`` is medft's own
-    pretrained checkpoint of pretraining seed ``pretrain_seed``, built under ``embedded_dir`` on first use
+    pretrained checkpoint of pretraining seed ``pretrain_seed`` made by the recipe ``recipe`` (configs/<recipe>.yaml,
+    default ``pretrain``), built under ``embedded_dir`` on first use
     (:func:`medft.training.embedded.ensure_embedded` running :func:`run_recipe`); the model then says which
     draw it holds (``pretrained_id``: seed, sha256 of the weights) and where it was loaded from (``pretrained_dir``)."""
     from medft.models import build_model
 
     if model_cfg.get("pretrained") != "embedded":
         return build_model(model_cfg)
-    from medft.training.embedded import ensure_embedded, identity
+    from medft.training.embedded import DEFAULT_RECIPE, ensure_embedded, identity
 
     if not model_cfg.get("embedded_dir"):
         raise ConfigError("model.pretrained=embedded needs model.embedded_dir (the cache dir holding pretrained/)")
-    built = ensure_embedded(model_cfg.embedded_dir, int(model_cfg.get("pretrain_seed") or 0), run_recipe)
+    config = str(model_cfg.get("recipe") or DEFAULT_RECIPE)
+    built = ensure_embedded(model_cfg.embedded_dir, int(model_cfg.get("pretrain_seed") or 0), config=config, recipe=run_recipe)
     resolved = model_cfg.copy()
     with open_dict(resolved):
         resolved.pretrained = str(built)
@@ -360,6 +362,7 @@ def pretrain(cfg: DictConfig, train: Callable[[DictConfig], dict[str, Any]] = tr
     info = {
         "recipe_version": int(cfg.recipe_version),
         "model": str(cfg.model.name),
+        "model_class": type(net.model).__name__,
         "params": count_parameters(net.model, net.arch["components"])["total"],
         "dataset": str(cfg.dataset.name),
         "domain": str(OmegaConf.select(cfg, "dataset.load.domain", default="source")),
@@ -377,8 +380,7 @@ def pretrain(cfg: DictConfig, train: Callable[[DictConfig], dict[str, Any]] = tr
         "run_dir": str(cfg.paths.output_dir),
     }
     save_checkpoint(net, out, info)
-    acc = info["source_test"].get("test/acc")
-    print(f"pretrained {info['model']} in {seconds:.0f} s" + (f", source test accuracy {acc:.3f}" if acc is not None else ""))
+    print(f"pretrained {info['model']} in {seconds:.0f} s" + (f", {score_phrase(info['source_test'])}" if info["source_test"] else ""))
     print(f"checkpoint: {out}")
     return info
 
@@ -397,15 +399,26 @@ def save_checkpoint(net: Any, out: Path, info: dict[str, Any]) -> Path:
     return out
 
 
+def score_phrase(scores: dict[str, Any]) -> str:
+    """``source test accuracy 0.712 (closed .., open ..)`` (VQA) or ``source test BLEU-4 0.512 (ROUGE-L ..)`` (reports)."""
+    if scores.get("test/acc") is not None:
+        return f"source test accuracy {scores['test/acc']:.3f}" + (
+            f" (closed {scores.get('test/acc_closed', float('nan')):.3f}, open {scores.get('test/acc_open', float('nan')):.3f})")
+    if scores.get("test/bleu_4") is not None:
+        return f"source test BLEU-4 {scores['test/bleu_4']:.3f} (ROUGE-L {scores.get('test/rouge_l', float('nan')):.3f})"
+    return "no source test scores"
+
+
 def model_card(info: dict[str, Any]) -> str:
-    scores = info.get("source_test", {})
-    acc = scores.get("test/acc")
+    model_class = info.get("model_class", "BlipForQuestionAnswering")
+    what = "report writer" if model_class == "BlipForConditionalGeneration" else "VQA model"
+    items = "reports" if what == "report writer" else "questions"
     lines = [
         f"# {info['model']} pretrained by medft (recipe v{info['recipe_version']})",
         "",
-        f"A BLIP-style VQA model (`BlipForQuestionAnswering`, {info['params']:,} parameters) trained from random",
+        f"A BLIP-style {what} (`{model_class}`, {info['params']:,} parameters) trained from random",
         f"weights on the synthetic `{info['dataset']}` set (domain `{info['domain']}`: {info['train_samples']:,} "
-        f"training questions on {info['image_size']} px images) by `medft pretrain`.",
+        f"training {items} on {info['image_size']} px images) by `medft pretrain`.",
         "",
         "| recipe | value |",
         "| --- | --- |",
@@ -417,13 +430,10 @@ def model_card(info: dict[str, Any]) -> str:
         f"| batch size | {info['batch_size']} |",
         f"| training time | {info['seconds']:.0f} s |",
         "",
-        f"Source test accuracy: **{acc:.3f}**" + (
-            f" (closed {scores.get('test/acc_closed', float('nan')):.3f}, open {scores.get('test/acc_open', float('nan')):.3f})"
-            if acc is not None else ""
-        ),
+        score_phrase(info.get("source_test", {})).capitalize(),
         "",
         "Use it as any checkpoint directory: `medft train +tune=layernorm model.pretrained=THIS_DIR` (with the",
-        "model config it was made from), or `BlipForQuestionAnswering.from_pretrained(THIS_DIR)`. Synthetic",
+        f"model config it was made from), or `{model_class}.from_pretrained(THIS_DIR)`. Synthetic",
         "images only: it knows nothing about real medical images.",
         "",
     ]
@@ -600,9 +610,10 @@ def load_run_model(ckpt: str | Path, paths: Any = None, keep_original: bool = Fa
 
 
 # -- the embedded model's recipe: medft pretrain as a library call ----------------------------------------
-def run_recipe(out: Path, run_dir: Path, seed: int, cache_dir: str | Path, overrides: tuple[str, ...] = ()) -> dict[str, object]:
-    """``medft pretrain out=OUT seed=SEED [overrides]`` with its run in ``run_dir``, as a library call: medft's own
-    configs/pretrain.yaml composed by a Hydra of its own, run by :func:`pretrain` while
+def run_recipe(out: Path, run_dir: Path, seed: int, cache_dir: str | Path, overrides: tuple[str, ...] = (),
+               config: str = "pretrain") -> dict[str, object]:
+    """``medft pretrain --config-name CONFIG out=OUT seed=SEED [overrides]`` with its run in ``run_dir``, as a library
+    call: medft's own configs/CONFIG.yaml composed by a Hydra of its own, run by :func:`pretrain` while
     :func:`recipe_process` keeps the caller's process state (its Hydra, threads, RNGs, logging, environment)
     out of the build and the build's out of the caller."""
     from hydra import compose, initialize_config_dir
@@ -621,7 +632,7 @@ def run_recipe(out: Path, run_dir: Path, seed: int, cache_dir: str | Path, overr
         GlobalHydra.instance().clear()
         try:
             with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="pretrain"):
-                cfg = compose("pretrain", args)
+                cfg = compose(config, args)
         finally:
             GlobalHydra.instance().clear()
             GlobalHydra.instance().hydra = caller
