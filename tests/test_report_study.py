@@ -243,3 +243,45 @@ def test_a_vqa_study_gets_no_report_sections(tmp_path):
     md = out["markdown"]
     assert "Sample reports" not in md and "BLEU" not in md and "\n## The study: tune mode x init" in md
     assert "same test questions), in points (x100), with a 95% hierarchical bootstrap interval (seeds, then questions)" in md
+
+
+@pytest.mark.slow
+def test_a_real_report_study_in_small(run_cli, tmp_path):
+    """Two real `task: report` runs (frozen and layernorm from one saved captioning model, also tested on a source
+    and a shift set) through `medft train -m` and `medft report`: every column, findings, samples."""
+    from medft.models.blip_report_gen import build_blip_report_gen
+    from medft.testing.fixtures import make_iu_xray
+    from tests.conftest import model_cfg
+
+    root = make_iu_xray(tmp_path / "iu", sizes=(8, 2, 4))
+    net = build_blip_report_gen(**model_cfg("blip_report_tiny"))
+    net.model.save_pretrained(tmp_path / "blip")
+    net.processor.save_pretrained(tmp_path / "blip")
+    sweep = tmp_path / "sweep"
+    train = run_cli("train", "-m", "model=blip_report_tiny", "dataset=iu_xray", f"+local.data.iu_xray={root}",
+                    f"model.pretrained={tmp_path / 'blip'}", "+tune=frozen,layernorm", "seed=1",
+                    "+also_test.source=iu_xray", "+also_test.shift=iu_xray", "dataset.max_new_tokens=8",
+                    "trainer.max_epochs=1", "data.batch_size=4", "callbacks.progress_bar.refresh_rate=0",
+                    f"hydra.sweep.dir={sweep}")
+    assert train.returncode == 0, train.stderr[-3000:]
+    rep = run_cli("report", str(sweep))
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    rows = list(csv.DictReader((sweep / "results.csv").open()))
+    assert sorted(r["tune"] for r in rows) == ["frozen", "layernorm"] and {r["status"] for r in rows} == {"ok"}
+    for r in rows:
+        assert all(r[f"{where}/{m}"] != "" for where in SETS for m in COCO), r
+        assert (r["init"], r["seed"], r["train_fraction"]) == ("pretrained", "1", "1.0") and r["trainable"] != ""
+    found = list(csv.DictReader((sweep / "findings.csv").open()))
+    assert [(f["metric"], f["tune"], f["versus"]) for f in found] == [
+        (f"{where}/{m}", "layernorm", "frozen") for where in SETS for m in ("bleu_4", "rouge_l")]
+    md = (sweep / "results.md").read_text()
+    samples = md.split("## Sample reports (iu_xray, train fraction 1.0, seed 1)")[1]
+    for tune in ("frozen", "layernorm"):
+        run = next(r["run"] for r in rows if r["tune"] == tune)
+        predictions = [json.loads(line) for line in (Path(run) / "predictions.jsonl").read_text().splitlines()]
+        shown = [p for p in predictions if f"**{_md_text(p['id'])}**" in samples]
+        assert len(shown) == 3
+        for p in shown:
+            assert f"- *reference*: {_md_text(p['reference'])}" in samples and f"- {tune}: {_md_text(p['generated'])}" in samples
+    for name in ("study_bleu_4_vs_params.png", "study_bleu_4_gain_vs_kept.png"):
+        assert (sweep / name).stat().st_size > 1000

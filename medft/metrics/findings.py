@@ -89,10 +89,15 @@ NUMBERS = ("delta", "ci_low", "ci_high")
 WHAT = {m: words for task in STUDY_TASKS.values() for m, words in task.what.items()}
 
 
+# An interval end this close to 0 is 0: where neither run matches a 4-gram, BLEU-4's smoothing constants
+# (pycocoevalcap's 1e-15 / 1e-9) leave differences of ~1e-13 that would otherwise read as "ahead".
+TIE = 1e-9
+
+
 def verdict(low: float, high: float) -> str:
-    if low > 0:
+    if low > TIE:
         return "ahead"
-    if high < 0:
+    if high < -TIE:
         return "behind"
     return "unresolved"
 
