@@ -7,7 +7,10 @@ log x-axis, one marker per mode, one panel per dataset) into the first DIR or ``
 the markdown to the terminal. Failed runs are listed with their error, never dropped. Tables and
 plots never average different configurations: every key that varies among the runs (seeds apart)
 is a column (:func:`swept_keys`). On a study dir (runs also tested on the source domain) it also
-writes ``findings.csv`` and opens ``results.md`` with them in words (:mod:`medft.metrics.findings`).
+writes the study table, its two plots and ``findings.csv``, and opens ``results.md`` with the findings
+in words (:mod:`medft.metrics.findings`); which metrics follow the runs' task (``STUDY_TASKS``: accuracy
+for VQA, BLEU-4 / ROUGE-L for report writing). Report-writing runs also get *Sample reports*: a few
+fixed test examples' references beside what each configuration wrote.
 """
 
 from __future__ import annotations
