@@ -673,8 +673,7 @@ def report(dirs: list[Path], out: Path | None = None, reference: str = "full") -
     for task in tasks:
         study, scols = study_table(rows, keys, task)
         studies[task.name] = study
-        what = "" if task.name == "vqa" else f" — {task.name} writing"
-        md += f"\n## The study{what}: tune mode x init x train fraction (mean ± std over seeds)\n\n" + markdown(study, scols)
+        md += f"\n## The study{task.title}: tune mode x init x train fraction (mean ± std over seeds)\n\n" + markdown(study, scols)
     md += samples_markdown(rows, keys)
     findings, findings_path = found.findings(rows, keys), None
     if findings:  # first in results.md: what the numbers say, with their intervals

@@ -43,8 +43,9 @@ class StudyTask:
     shown: tuple[str, ...]    # the study table's metrics (mean ± std over seeds)
     judged: tuple[str, ...]   # findings.csv's metrics, in this order
     what: Mapping[str, str]   # a judged metric in words
-    items: str                # what a test set holds: paired and resampled
+    how: str                  # how a finding's difference and interval are made, in words (results.md)
     plots: tuple[str, str]    # file names: main metric vs trainable %, gain over frozen vs kept on the source
+    title: str = ""           # the study table's heading says it after "The study"
     samples: bool = False     # results.md shows what the runs write
 
     def is_study(self, row: Mapping[str, Any]) -> bool:
@@ -54,7 +55,9 @@ class StudyTask:
 STUDY_TASKS = {
     "vqa": StudyTask("vqa", "acc", "accuracy", ("test/acc", "source/acc", "shift/acc"), ("test/acc", "source/acc"),
                      {"test/acc": "target accuracy", "source/acc": "source accuracy (what each keeps)"},
-                     "questions", ("study_acc_vs_params.png", "study_gain_vs_kept.png")),
+                     "the mean over seeds of the paired difference (same seed = same pretrained draw, same test "
+                     "questions), in points (x100), with a 95% hierarchical bootstrap interval (seeds, then questions).",
+                     ("study_acc_vs_params.png", "study_gain_vs_kept.png")),
     "report": StudyTask(
         "report", "bleu_4", "BLEU-4",
         ("test/bleu_4", "test/meteor", "test/rouge_l", "test/cider", "source/bleu_4", "source/rouge_l", "shift/bleu_4",
@@ -64,7 +67,10 @@ STUDY_TASKS = {
          "source/bleu_4": "source BLEU-4 (what each keeps)", "source/rouge_l": "source ROUGE-L (what each keeps)",
          "shift/bleu_4": "shift-set BLEU-4 (what each keeps of the other target)",
          "shift/rouge_l": "shift-set ROUGE-L (what each keeps of the other target)"},
-        "reports", ("study_bleu_4_vs_params.png", "study_bleu_4_gain_vs_kept.png"), samples=True),
+        "the mean over seeds of the paired difference (same seed = same pretrained draw, same test reports), in "
+        "points (x100; BLEU-4 is the difference of the two corpus scores, ROUGE-L the mean per-report difference), "
+        "with a 95% hierarchical bootstrap interval (seeds, then reports; BLEU-4 rescored on each resample).",
+        ("study_bleu_4_vs_params.png", "study_bleu_4_gain_vs_kept.png"), " — report writing", samples=True),
 }
 
 
@@ -183,14 +189,7 @@ def findings_markdown(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return ""
     judged = {r["metric"] for r in rows}
-    if judged <= set(STUDY_TASKS["vqa"].judged):
-        how = ("the mean over seeds of the paired difference (same seed = same pretrained draw, same test questions), "
-               "in points (x100), with a 95% hierarchical bootstrap interval (seeds, then questions).")
-    else:  # a report-writing study (or one of each)
-        how = ("the mean over seeds of the paired difference (same seed = same pretrained draw, same test items: "
-               "questions or reports), in points (x100; BLEU-4 is the difference of the two corpus scores, ROUGE-L "
-               "the mean per-report difference), with a 95% hierarchical bootstrap interval (seeds, then items; "
-               "BLEU-4 rescored on each resample).")
+    how = " Or: ".join(t.how for t in STUDY_TASKS.values() if judged & set(t.judged))
     lines = ["## Findings (computed: findings.csv)", "",
              f"Each pretrained tune mode against `frozen` and against `full`: {how} *Ahead* / *behind*: the interval "
              "excludes 0; *unresolved*: it does not, and the data cannot order the two.", ""]
