@@ -112,9 +112,10 @@ Cache = dict[tuple[str, str], RunScores | None]
 
 
 def scores_of(run: str, filename: str, cache: Cache) -> RunScores | None:
-    """Per-item scores of one run's predictions file (exact match, or a report's), or None when it has none."""
+    """Per-item scores of one run's predictions file (exact match, or a report's: no CIDEr, which no finding
+    is on), or None when it has none."""
     if (run, filename) not in cache:
-        cache[(run, filename)] = file_scores(Path(run), filename)
+        cache[(run, filename)] = file_scores(Path(run), filename, cider=False)
     return cache[(run, filename)]
 
 

@@ -104,8 +104,9 @@ def vqa_scores(rows: Sequence[Mapping[str, Any]], protocol: str = "exact", candi
     return RunScores([str(r.get("id", i)) for i, r in enumerate(rows)], means)
 
 
-def report_scores(rows: Sequence[Mapping[str, Any]]) -> RunScores:
-    """Per-report BLEU counts, ROUGE-L and CIDEr, cleaned as :func:`medft.metrics.report_gen.coco_scores` cleans."""
+def report_scores(rows: Sequence[Mapping[str, Any]], cider: bool = True) -> RunScores:
+    """Per-report BLEU counts, ROUGE-L and CIDEr (unless ``cider`` is false: most of the time goes there), cleaned
+    as :func:`medft.metrics.report_gen.coco_scores` cleans."""
     from pycocoevalcap.bleu.bleu_scorer import BleuScorer
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
@@ -125,12 +126,13 @@ def report_scores(rows: Sequence[Mapping[str, Any]]) -> RunScores:
         "correct": np.array([c["correct"] for c in comps], dtype=float),
     }
     _, rouge = Rouge().compute_score(gts, res)
-    _, cider = Cider().compute_score(gts, res)
-    means = {"test/rouge_l": np.asarray(rouge, dtype=float), "test/cider": np.asarray(cider, dtype=float)}
+    means = {"test/rouge_l": np.asarray(rouge, dtype=float)}
+    if cider:
+        means["test/cider"] = np.asarray(Cider().compute_score(gts, res)[1], dtype=float)
     return RunScores([str(r.get("id", i)) for i, r in enumerate(rows)], means, bleu)
 
 
-def file_scores(run_dir: Path, filename: str) -> RunScores | None:
+def file_scores(run_dir: Path, filename: str, cider: bool = True) -> RunScores | None:
     """The per-item scores of one predictions file of a run (VQA: exact match; reports: as
     :func:`report_scores`), or None when the run has no such file or it is empty."""
     if not (Path(run_dir) / filename).is_file():
@@ -138,7 +140,7 @@ def file_scores(run_dir: Path, filename: str) -> RunScores | None:
     rows = read_rows(Path(run_dir), filename)
     if not rows:
         return None
-    return report_scores(rows) if "generated" in rows[0] else vqa_scores(rows)
+    return report_scores(rows, cider) if "generated" in rows[0] else vqa_scores(rows)
 
 
 def run_scores(run_dir: Path, metrics: Mapping[str, Any]) -> RunScores | None:
