@@ -70,6 +70,8 @@ def fake_report_run(root: Path, tune: str, init: str, fraction: float, seed: int
     return run
 
 
+SAMPLED = sample_ids({f"test{i:03d}" for i in range(N_ITEMS["test"])})
+MARKUP = "left_lung **big** | <b>x</b>"  # what lora writes for the first sampled example: shown escaped
 MODES = {"frozen": (0.0, 0.2), "layernorm": (0.7, 0.6), "lora": (2.0, 0.6), "full": (100.0, 0.95)}  # pct, quality
 
 
@@ -81,7 +83,7 @@ def report_study(tmp_path_factory) -> Path:
         for fraction in (0.2, 1.0):
             for tune, (pct, quality) in MODES.items():
                 fake_report_run(root, tune, "pretrained", fraction, seed, quality, pct,
-                                generated={"test000": "left_lung **big** | <b>x</b>"} if tune == "lora" else None)
+                                generated={SAMPLED[0]: MARKUP} if tune == "lora" else None)
             for tune in ("layernorm", "full"):
                 fake_report_run(root, tune, "random", fraction, seed, 0.05, MODES[tune][0])
     report([root])
@@ -216,6 +218,7 @@ def test_sample_reports_show_the_reference_and_each_modes_report(report_study):
         assert lines[0] == f"- *reference*: {_md_text(rows['frozen']['reference'])}"
         for line, label in zip(lines[1:], labels):
             assert line == f"- {label}: {_md_text(rows[label]['generated'])}", (item, label)
+    assert rf"- lora: left\_lung \*\*big\*\* \| \<b\>x\</b\>" in section  # no table broken, no markup rendered
 
 
 def test_sample_text_is_escaped_and_kept_short():
