@@ -7,12 +7,16 @@ log x-axis, one marker per mode, one panel per dataset) into the first DIR or ``
 the markdown to the terminal. Failed runs are listed with their error, never dropped. Tables and
 plots never average different configurations: every key that varies among the runs (seeds apart)
 is a column (:func:`swept_keys`). On a study dir (runs also tested on the source domain) it also
-writes ``findings.csv`` and opens ``results.md`` with them in words (:mod:`medft.metrics.findings`).
+writes the study table, its two plots and ``findings.csv``, and opens ``results.md`` with the findings
+in words (:mod:`medft.metrics.findings`); which metrics follow the runs' task (``STUDY_TASKS``: accuracy
+for VQA, BLEU-4 / ROUGE-L for report writing). Report-writing runs also get *Sample reports*: a few
+fixed test examples' references beside what each configuration wrote.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -22,6 +26,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from medft.metrics.findings import STUDY_TASKS, StudyTask, task_of
 from medft.runs.layout import RELATIVE, RunDir, Status
 from medft.tuning import MODE_ORDER
 from medft.util.errors import MedftError
@@ -32,10 +37,11 @@ MAIN_METRICS = ["test/acc", "test/bleu_4", "test/cider"]
 PIVOT_METRICS = ["test/acc_closed", "test/acc_open", "test/acc", "test/bleu_4", "test/rouge_l", "test/cider"]
 BASE_COLUMNS = ["model", "dataset", "tune", "components", "trainable", "trainable_pct", "step_s", "peak_mb",
                 "ckpt_bytes", "status", "error", "run"]
-# The study in miniature (make study): each run also tested on the source domain and another target
-# (``also_test``: ``source/*``, ``shift/*``); ``init`` says whether it started from pretrained weights.
+# The study in miniature (make study, make study-report): each run also tested on the source domain and another
+# target (``also_test``: ``source/*``, ``shift/*``); ``init`` says whether it started from pretrained weights. The
+# metrics a study shows and is judged by follow its runs' task: medft.metrics.findings.STUDY_TASKS.
 STUDY_COLUMNS = ["init", "seed", "pretrain_seed", "pretrained_sha256", "train_fraction"]
-STUDY_METRICS = ["test/acc", "source/acc", "shift/acc", "trainable", "trainable_pct", "step_s", "peak_mb"]
+COST_COLUMNS = ["trainable", "trainable_pct", "step_s", "peak_mb"]
 
 
 def find_runs(dirs: list[Path]) -> list[Path]:
@@ -183,6 +189,7 @@ def _read_run(run: Path) -> dict[str, Any]:
     row: dict[str, Any] = {
         "model": (cfg.get("model") or {}).get("name", ""),
         "dataset": (cfg.get("dataset") or {}).get("name", ""),
+        "task": str((cfg.get("dataset") or {}).get("task") or ""),
         "tune": tune_label(tune),
         "components": ",".join(tune.get("components") or []) or "all",
         "trainable": metrics.get("params/trainable"),
@@ -260,7 +267,7 @@ def columns(rows: list[dict[str, Any]], swept: list[str] | None = None) -> list[
     pretrained_sha256 / train_fraction (for study runs, or where they differ), then the test and other metrics."""
     metric_cols = sorted({k for r in rows for k in r if k.startswith("test/")})
     other_cols = sorted({k for r in rows for k in r if "/" in k and not k.startswith("test/")})
-    study = any(r.get("source/acc") is not None for r in rows)  # a study run (also tested on the source)
+    study = any(task_of(r).is_study(r) for r in rows)  # a study run (also tested on the source)
     shown = [SHOWN_AS.get(k, k) for k in swept or []]
     extra = [c for c in STUDY_COLUMNS if c in shown or study or len({str(r.get(c)) for r in rows}) > 1]
     base = BASE_COLUMNS[:-3]
@@ -425,11 +432,23 @@ def _mean_std(values: list[float]) -> str:
 STUDY_KEYS = ("train_fraction", "init")  # the study table's own columns (with model, dataset, tune)
 
 
-def study_table(rows: list[dict[str, Any]], keys: list[str] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+def study_runs(rows: list[dict[str, Any]], task: StudyTask) -> list[dict[str, Any]]:
+    """The ok study runs of one task (tested on the source too)."""
+    return [r for r in rows if r["status"] == Status.OK and task_of(r) is task and task.is_study(r)]
+
+
+def study_tasks(rows: list[dict[str, Any]]) -> list[StudyTask]:
+    """The tasks of the studies among ``rows`` (VQA first)."""
+    return [t for t in STUDY_TASKS.values() if study_runs(rows, t)]
+
+
+def study_table(rows: list[dict[str, Any]], keys: list[str] | None = None,
+                task: StudyTask = STUDY_TASKS["vqa"]) -> tuple[list[dict[str, Any]], list[str]]:
     """The study's pivot: one row per (tune, init, train_fraction, any other configuration key that varies),
-    mean ± std over seeds of the target (``test/acc``), source and shift accuracies; trainable, %, step s
-    and peak MB as means; ``seeds`` counts the seeds (each its own pretrained draw in experiment=study)."""
-    ok = [r for r in rows if r["status"] == Status.OK and r.get("source/acc") is not None]
+    mean ± std over seeds of the task's metrics (VQA: target ``test/acc``, source and shift accuracies; report
+    writing: BLEU-4 and ROUGE-L on each, METEOR and CIDEr on the target); trainable, %, step s and peak MB as
+    means; ``seeds`` counts the seeds (each its own pretrained draw in experiment=study)."""
+    ok = study_runs(rows, task)
     other = [k for k in keys or [] if k not in STUDY_KEYS]
     cells: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in ok:
@@ -440,16 +459,15 @@ def study_table(rows: list[dict[str, Any]], keys: list[str] | None = None) -> tu
         runs = cells[key]
         row: dict[str, Any] = dict(zip(["model", "dataset", "train_fraction", "tune", "init", *other], key))
         row["seeds"] = len({str(r.get(SEED)) for r in runs})
-        for m in ("test/acc", "source/acc", "shift/acc"):
+        for m in task.shown:
             row[m] = _mean_std([float(r[m]) for r in runs if r.get(m) is not None])
-        for m in ("trainable", "trainable_pct", "step_s", "peak_mb"):
+        for m in COST_COLUMNS:
             vals = [float(r[m]) for r in runs if r.get(m) is not None]
             row[m] = statistics.mean(vals) if vals else None
         if row["trainable"] is not None:
             row["trainable"] = int(round(row["trainable"]))
         table.append(row)
-    cols = ["dataset", "train_fraction", "tune", "init", *other, "seeds", "test/acc", "source/acc", "shift/acc",
-            "trainable", "trainable_pct", "step_s", "peak_mb"]
+    cols = ["dataset", "train_fraction", "tune", "init", *other, "seeds", *task.shown, *COST_COLUMNS]
     return table, cols
 
 
@@ -467,9 +485,11 @@ def _colors(n: int) -> list[Any]:
     return [order[i % len(order)] for i in range(n)]
 
 
-def study_plots(rows: list[dict[str, Any]], out: Path, keys: list[str] | None = None) -> list[Path]:
-    """``study_acc_vs_params.png`` (target accuracy vs trainable %, one panel per data fraction) and
-    ``study_gain_vs_kept.png`` (target gain over frozen vs source accuracy kept), means ± std over seeds.
+def study_plots(rows: list[dict[str, Any]], out: Path, keys: list[str] | None = None,
+                task: StudyTask = STUDY_TASKS["vqa"]) -> list[Path]:
+    """The task's main metric (VQA: accuracy; report writing: BLEU-4) in two figures, named by ``task.plots``:
+    ``study_acc_vs_params.png`` (target metric vs trainable %, one panel per data fraction) and
+    ``study_gain_vs_kept.png`` (target gain over frozen vs the source's metric kept), means ± std over seeds.
     One colour and legend entry per configuration (tune, init and every other key that varies), the same in
     every panel; the legend sits beside the panels, never over a point."""
     import matplotlib
@@ -477,7 +497,8 @@ def study_plots(rows: list[dict[str, Any]], out: Path, keys: list[str] | None = 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ok = [r for r in rows if r["status"] == Status.OK and r.get("source/acc") is not None and r.get("test/acc") is not None]
+    target, source, words = f"test/{task.main}", f"source/{task.main}", task.main_words
+    ok = [r for r in study_runs(rows, task) if r.get(target) is not None]
     fractions = sorted({r["train_fraction"] for r in ok}, key=lambda f: f or 0)
     if not ok:
         return []
@@ -525,29 +546,95 @@ def study_plots(rows: list[dict[str, Any]], out: Path, keys: list[str] | None = 
     for ax, frac in zip(axes[0], fractions):
         for g, runs in groups(frac):
             x = max(statistics.mean(float(r["trainable_pct"] or 0) for r in runs), 1e-4)  # frozen: 0 % on a log axis
-            y, err = stats(runs, "test/acc")
+            y, err = stats(runs, target)
             draw(ax, g, x, y, None, [err])
         ax.set_xscale("log")
         ax.set_xlabel("trainable parameters (%; frozen drawn at 1e-4)")
-        ax.set_ylabel("target test accuracy")
+        ax.set_ylabel(f"target test {words}")
         ax.set_title(f"{ok[0]['dataset']}, train fraction {frac}")
         ax.grid(True, which="both", alpha=0.3)
-    paths.append(finish(fig, axes[0], out / "study_acc_vs_params.png"))
+    paths.append(finish(fig, axes[0], out / task.plots[0]))
 
     fig, axes = plt.subplots(1, len(fractions), figsize=size, squeeze=False, layout="constrained")
     for ax, frac in zip(axes[0], fractions):
         frozen = [r for r in ok if r["train_fraction"] == frac and r["tune"] == "frozen" and r["init"] == "pretrained"]
-        base = statistics.mean(float(r["test/acc"]) for r in frozen) if frozen else 0.0
+        base = statistics.mean(float(r[target]) for r in frozen) if frozen else 0.0
         for g, runs in groups(frac):
-            x, xerr = stats(runs, "source/acc")
-            y, yerr = stats(runs, "test/acc")
+            x, xerr = stats(runs, source)
+            y, yerr = stats(runs, target)
             draw(ax, g, x, y - base, [xerr], [yerr])
-        ax.set_xlabel("source test accuracy after fine-tuning (kept)")
-        ax.set_ylabel("target accuracy gain over frozen pretrained")
+        ax.set_xlabel(f"source test {words} after fine-tuning (kept)")
+        ax.set_ylabel(f"target {words} gain over frozen pretrained")
         ax.set_title(f"train fraction {frac}")
         ax.grid(True, alpha=0.3)
-    paths.append(finish(fig, axes[0], out / "study_gain_vs_kept.png"))
+    paths.append(finish(fig, axes[0], out / task.plots[1]))
     return paths
+
+
+SAMPLES = 3          # test examples whose reports results.md shows, per model and dataset
+SAMPLE_CHARS = 400   # a longer report is cut there (…)
+
+
+def sample_ids(ids: set[str], n: int = SAMPLES) -> list[str]:
+    """``n`` of the ``ids``, chosen by a hash of each id: the same examples for every mode, seed and machine, and
+    spread over the test set rather than its first few."""
+    return sorted(ids, key=lambda item: hashlib.sha256(item.encode()).hexdigest())[:n]
+
+
+def _md_text(text: Any) -> str:
+    """One line of plain text safe in Markdown: whitespace collapsed, cut at SAMPLE_CHARS, markup escaped."""
+    line = " ".join(str(text).split())
+    if not line:
+        return "*(nothing)*"
+    if len(line) > SAMPLE_CHARS:
+        line = line[:SAMPLE_CHARS].rstrip() + "…"
+    return "".join("\\" + ch if ch in "\\`*_[]<>#|~" else ch for ch in line)
+
+
+def _written(run: str) -> dict[str, tuple[str, str]]:
+    """``{id: (reference, generated)}`` of a report run's test predictions (the first row of a repeated id)."""
+    from medft.metrics.stats import read_rows
+
+    out: dict[str, tuple[str, str]] = {}
+    for row in read_rows(Path(run)):
+        if isinstance(row, dict) and "generated" in row:
+            out.setdefault(str(row.get("id")), (str(row.get("reference", "")), str(row.get("generated", ""))))
+    return out
+
+
+def samples_markdown(rows: list[dict[str, Any]], keys: list[str] | None = None) -> str:
+    """``## Sample reports``: what the report-writing runs write for a few fixed test examples (:func:`sample_ids`),
+    beside the reference: per model and dataset, one run per configuration (tune, init and every other key that
+    varies): the larger train fraction, one seed (the smallest that every configuration has)."""
+    ok = [r for r in rows if r["status"] == Status.OK and task_of(r).samples and RunDir(r["run"]).predictions.is_file()]
+    other = [k for k in keys or [] if k not in STUDY_KEYS]
+    md = ""
+    for model, dataset in sorted({(r["model"], r["dataset"]) for r in ok}):
+        runs = [r for r in ok if (r["model"], r["dataset"]) == (model, dataset)]
+        fraction = max((r["train_fraction"] for r in runs), key=lambda f: (f is not None, f or 0))
+        groups: dict[tuple, dict[str, dict[str, Any]]] = defaultdict(dict)
+        for r in runs:
+            if r["train_fraction"] == fraction:
+                groups[(r["tune"], r["init"], *(str(r.get(k, "")) for k in other))].setdefault(str(r.get(SEED)), r)
+        common = set.intersection(*(set(by_seed) for by_seed in groups.values()))
+        order = sorted(groups, key=lambda g: (_mode_key(g[0]), g[1] != "pretrained", *map(_num_key, g[2:])))
+        chosen = {g: groups[g][min(common or groups[g], key=_num_key)] for g in order}
+        written = {g: _written(r["run"]) for g, r in chosen.items()}
+        ids = sample_ids(set.intersection(*(set(w) for w in written.values())))
+        if not ids:
+            continue
+        seeds = sorted({str(r.get(SEED)) for r in chosen.values()}, key=_num_key)
+        where = f"{dataset}" + (f", {model}" if len({r['model'] for r in ok}) > 1 else "") \
+            + (f", train fraction {fraction}" if fraction is not None else "") + f", seed {'/'.join(seeds)}"
+        md += (f"\n## Sample reports ({where})\n\nWhat each configuration writes for {len(ids)} test examples (picked "
+               "by a hash of their ids: the same for every mode), beside the reference; from each run's "
+               f"`{RELATIVE.predictions}`, as written (before the scorers' cleaning).\n")
+        for item in ids:
+            reference = written[order[0]][item][0]
+            md += f"\n**{_md_text(item)}**\n\n- *reference*: {_md_text(reference)}\n"
+            md += "".join(f"- {_md_text(_label(g[0], g[1], dict(zip(other, g[2:]))))}: {_md_text(written[g][item][1])}\n"
+                          for g in order)
+    return md
 
 
 def report(dirs: list[Path], out: Path | None = None, reference: str = "full") -> dict[str, Any]:
@@ -581,10 +668,14 @@ def report(dirs: list[Path], out: Path | None = None, reference: str = "full") -
     md += ("\n" + stats_md) if stats_md else ""
     md += ("\n## Tune modes x datasets (one row per configuration: every key that varies among the runs is a column; "
            "mean over its n seeds)\n\n") + markdown(table, pcols)
-    study, scols = study_table(rows, keys)
+    tasks = study_tasks(rows)
+    studies = {}
+    for task in tasks:
+        study, scols = study_table(rows, keys, task)
+        studies[task.name] = study
+        md += f"\n## The study{task.title}: tune mode x init x train fraction (mean ± std over seeds)\n\n" + markdown(study, scols)
+    md += samples_markdown(rows, keys)
     findings, findings_path = found.findings(rows, keys), None
-    if study:
-        md += "\n## The study: tune mode x init x train fraction (mean ± std over seeds)\n\n" + markdown(study, scols)
     if findings:  # first in results.md: what the numbers say, with their intervals
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=found.columns(findings, keys), extrasaction="ignore", lineterminator="\n")
@@ -594,8 +685,8 @@ def report(dirs: list[Path], out: Path | None = None, reference: str = "full") -
         md = found.findings_markdown(findings) + "\n" + md
     md_path = write_text_atomic(out / "results.md", md)
     png = plot(rows, out / "accuracy_vs_params.png", keys)
-    study_pngs = study_plots(rows, out, keys) if study else []
-    return {"rows": rows, "csv": csv_path, "markdown": md, "md": md_path, "png": png, "study": study,
+    study_pngs = [path for task in tasks for path in study_plots(rows, out, keys, task)]
+    return {"rows": rows, "csv": csv_path, "markdown": md, "md": md_path, "png": png, "study": studies,
             "study_pngs": study_pngs, "findings": findings, "findings_csv": findings_path}
 
 

@@ -104,8 +104,9 @@ def vqa_scores(rows: Sequence[Mapping[str, Any]], protocol: str = "exact", candi
     return RunScores([str(r.get("id", i)) for i, r in enumerate(rows)], means)
 
 
-def report_scores(rows: Sequence[Mapping[str, Any]]) -> RunScores:
-    """Per-report BLEU counts, ROUGE-L and CIDEr, cleaned as :func:`medft.metrics.report_gen.coco_scores` cleans."""
+def report_scores(rows: Sequence[Mapping[str, Any]], cider: bool = True) -> RunScores:
+    """Per-report BLEU counts, ROUGE-L and CIDEr (unless ``cider`` is false: most of the time goes there), cleaned
+    as :func:`medft.metrics.report_gen.coco_scores` cleans."""
     from pycocoevalcap.bleu.bleu_scorer import BleuScorer
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
@@ -125,9 +126,21 @@ def report_scores(rows: Sequence[Mapping[str, Any]]) -> RunScores:
         "correct": np.array([c["correct"] for c in comps], dtype=float),
     }
     _, rouge = Rouge().compute_score(gts, res)
-    _, cider = Cider().compute_score(gts, res)
-    means = {"test/rouge_l": np.asarray(rouge, dtype=float), "test/cider": np.asarray(cider, dtype=float)}
+    means = {"test/rouge_l": np.asarray(rouge, dtype=float)}
+    if cider:
+        means["test/cider"] = np.asarray(Cider().compute_score(gts, res)[1], dtype=float)
     return RunScores([str(r.get("id", i)) for i, r in enumerate(rows)], means, bleu)
+
+
+def file_scores(run_dir: Path, filename: str, cider: bool = True) -> RunScores | None:
+    """The per-item scores of one predictions file of a run (VQA: exact match; reports: as
+    :func:`report_scores`), or None when the run has no such file or it is empty."""
+    if not (Path(run_dir) / filename).is_file():
+        return None
+    rows = read_rows(Path(run_dir), filename)
+    if not rows:
+        return None
+    return report_scores(rows, cider) if "generated" in rows[0] else vqa_scores(rows)
 
 
 def run_scores(run_dir: Path, metrics: Mapping[str, Any]) -> RunScores | None:
@@ -150,11 +163,38 @@ def indices(n: int, resamples: int = RESAMPLES, seed: int = SEED) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
 
 
-def hierarchical_bootstrap(groups: Sequence[np.ndarray], resamples: int = RESAMPLES, seed: int = SEED,
+class Paired:
+    """One metric of two runs on the items both scored (paired by id): its difference (mine - theirs) on any
+    resample of those items. A corpus metric (BLEU) is recomputed on each resample, never averaged per item."""
+
+    def __init__(self, mine: RunScores, theirs: RunScores, metric: str) -> None:
+        shared = sorted(set(_occurrences(mine.ids)) & set(_occurrences(theirs.ids)))
+        self.mine, self.theirs, self.metric = mine, theirs, metric
+        self.at_mine = _positions(mine.ids, shared)
+        self.at_theirs = _positions(theirs.ids, shared)
+
+    def __len__(self) -> int:
+        return len(self.at_mine)
+
+    def value(self, idx: np.ndarray) -> np.ndarray:
+        """The difference on each row of ``idx`` ((B, n) indices of the shared items) -> (B,)."""
+        return self.mine.value(self.metric, self.at_mine[idx]) - self.theirs.value(self.metric, self.at_theirs[idx])
+
+    def point(self) -> float:
+        return float(self.value(np.arange(len(self))[None, :])[0])
+
+
+def _positions(ids: list[str], shared: list[tuple[str, int]]) -> np.ndarray:
+    where = {item: i for i, item in enumerate(_occurrences(ids))}
+    return np.array([where[item] for item in shared], dtype=int)
+
+
+def hierarchical_bootstrap(groups: Sequence[np.ndarray | Paired], resamples: int = RESAMPLES, seed: int = SEED,
                            level: float = LEVEL) -> tuple[float, float]:
-    """A percentile interval of the mean over groups of each group's mean item (e.g. seeds, then test
+    """A percentile interval of the mean over groups of each group's statistic (e.g. seeds, then test
     questions): each resample draws as many groups as there are, with replacement, then each drawn group's
-    items, with replacement. One group: the plain bootstrap of its items."""
+    items, with replacement. A group is per-item values (its statistic: their mean) or a :class:`Paired`
+    (its statistic recomputed on the drawn items). One group: the plain bootstrap of its items."""
     rng = np.random.default_rng(seed)
     k = len(groups)
     picks = rng.integers(0, k, size=(resamples, k))
@@ -164,7 +204,10 @@ def hierarchical_bootstrap(groups: Sequence[np.ndarray], resamples: int = RESAMP
             chosen = picks[:, slot] == g
             if chosen.any():
                 idx = rng.integers(0, len(values), size=(int(chosen.sum()), len(values)))
-                total[chosen] += np.asarray(values, dtype=float)[idx].mean(axis=1)
+                if isinstance(values, Paired):
+                    total[chosen] += values.value(idx)
+                else:
+                    total[chosen] += np.asarray(values, dtype=float)[idx].mean(axis=1)
     return interval(total / k, level)
 
 
