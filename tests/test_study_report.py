@@ -281,3 +281,36 @@ def test_one_meteor_per_process_serves_every_scoring(monkeypatch):
     for _ in range(3):
         assert report_gen.coco_scores(["no mass is present ."], ["no mass ."])["meteor"] == 0.5
     assert len(made) == 1
+
+
+# --- the shipped run and its reading ---------------------------------------------------------
+def test_the_shipped_report_study_reading_quotes_its_findings():
+    """docs/study_report.md and the README claim only what the shipped run's findings say: every difference
+    and interval they quote is one `medft report` wrote, each verdict agrees with the interval findings.csv
+    prints, and the run is the whole grid over three pretraining draws."""
+    import re
+
+    shipped = REPO / "docs" / "results" / "study-report"
+    found = list(csv.DictReader((shipped / "findings.csv").open()))
+    metrics = [f"{where}/{m}" for where in ("test", "source", "shift") for m in ("bleu_4", "rouge_l")]
+    assert list(dict.fromkeys(f["metric"] for f in found)) == metrics and {f["seeds"] for f in found} == {"3"}
+    assert len(found) == 6 * 2 * 16  # metrics x fractions x (8 modes vs frozen + 8 vs full)
+    for f in found:
+        low, high = float(f["ci_low"]), float(f["ci_high"])
+        assert f["verdict"] == ("ahead" if low > 0 else "behind" if high < 0 else "unresolved"), f
+    quote = r"([+\u2212][0-9.]+)\s+\[([+\u2212][0-9.]+),\s+([+\u2212][0-9.]+)\]"  # a line may break inside
+    generated = set(re.findall(quote, (shipped / "results.md").read_text().split("## Runs")[0]))
+    doc = (REPO / "docs" / "study_report.md").read_text()
+    reading = doc[doc.index("## What the findings say"):]
+    quoted = re.findall(quote, reading) + re.findall(quote, (REPO / "README.md").read_text().split("make study-report` is")[1])
+    assert len(quoted) >= 20 and set(quoted) <= generated, set(quoted) - generated
+    rows = list(csv.DictReader((shipped / "results.csv").open()))
+    assert len(rows) == 66 and {r["status"] for r in rows} == {"ok"}
+    pretrained = [r for r in rows if r["init"] == "pretrained"]
+    assert {(r["seed"], r["pretrain_seed"]) for r in pretrained} == {("1", "1"), ("2", "2"), ("3", "3")}
+    assert len({r["pretrained_sha256"] for r in pretrained}) == 3  # one draw per seed
+    frozen = {r["seed"]: float(r["source/bleu_4"]) for r in rows if r["tune"] == "frozen" and r["train_fraction"] == "0.2"}
+    assert "| `make study-report` <= 30 min incl. its draws |" in doc
+    assert " / ".join(f"{frozen[s]:.3f}" for s in "123") in doc  # the budget table quotes the run
+    for name in ("study_bleu_4_vs_params.png", "study_bleu_4_gain_vs_kept.png"):
+        assert (shipped / name).read_bytes()[:4] == b"\x89PNG"
