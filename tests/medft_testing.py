@@ -164,3 +164,26 @@ def medft(tmp_path, cache, monkeypatch, capsys):
     from medft.cli import main
 
     return lambda *args: run_main(main, capsys, *args)
+
+
+# A finding as results.md and the docs write it: "+6.3 [+1.0, +12.3]" (a line may break inside).
+FINDING_QUOTE = r"([+\u2212][0-9.]+)\s+\[([+\u2212][0-9.]+),\s+([+\u2212][0-9.]+)\]"
+
+
+def shipped_findings(shipped: Path) -> tuple[list[dict[str, str]], set[tuple[str, str, str]]]:
+    """A shipped study run's findings.csv rows, each verdict checked against the interval the file prints,
+    and the set of quotes `medft report` wrote in its results.md's findings."""
+    import csv
+    import re
+
+    found = list(csv.DictReader((shipped / "findings.csv").open()))
+    for f in found:
+        low, high = float(f["ci_low"]), float(f["ci_high"])
+        assert f["verdict"] == ("ahead" if low > 0 else "behind" if high < 0 else "unresolved"), f
+    return found, set(re.findall(FINDING_QUOTE, (shipped / "results.md").read_text().split("## Runs")[0]))
+
+
+def quoted_findings(text: str) -> list[tuple[str, str, str]]:
+    import re
+
+    return re.findall(FINDING_QUOTE, text)

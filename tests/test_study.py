@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from medft_testing import quoted_findings, shipped_findings
 
 from medft.data.demo import DOMAINS, ensure_demo
 
@@ -520,20 +521,12 @@ def test_make_study_writes_the_report_when_a_job_failed_then_fails(tmp_path):
 def test_the_shipped_study_reading_quotes_its_findings():
     """docs/study.md claims only what the shipped run's findings say: every difference and interval it
     quotes is one `medft report` wrote, and each findings.csv verdict agrees with its interval."""
-    import re
-
     repo = Path(__file__).resolve().parents[1]
     shipped = repo / "docs" / "results" / "study"
-    found = list(csv.DictReader((shipped / "findings.csv").open()))
+    found, generated = shipped_findings(shipped)
     assert len(found) == 64 and {f["seeds"] for f in found} == {"3"}
-    for f in found:
-        low, high = float(f["ci_low"]), float(f["ci_high"])
-        assert f["verdict"] == ("ahead" if low > 0 else "behind" if high < 0 else "unresolved"), f
-    quote = r"([+\u2212][0-9.]+)\s+\[([+\u2212][0-9.]+),\s+([+\u2212][0-9.]+)\]"  # a line may break inside
-    generated = set(re.findall(quote, (shipped / "results.md").read_text().split("## Runs")[0]))
     doc = (repo / "docs" / "study.md").read_text()
-    reading = doc[doc.index("## What the findings say"):doc.index("## Figures move from CPU to CPU")]
-    quoted = re.findall(quote, reading)
+    quoted = quoted_findings(doc[doc.index("## What the findings say"):doc.index("## Figures move from CPU to CPU")])
     assert len(quoted) >= 25 and set(quoted) <= generated, set(quoted) - generated
     rows = list(csv.DictReader((shipped / "results.csv").open()))
     assert len(rows) == 66 and {r["status"] for r in rows} == {"ok"}

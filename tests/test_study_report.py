@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from medft_testing import quoted_findings, shipped_findings
 from PIL import Image
 
 from medft.data.demo import ANNOTATION_FILE, REPORT_DOMAINS, ensure_demo
@@ -288,21 +289,14 @@ def test_the_shipped_report_study_reading_quotes_its_findings():
     """docs/study_report.md and the README claim only what the shipped run's findings say: every difference
     and interval they quote is one `medft report` wrote, each verdict agrees with the interval findings.csv
     prints, and the run is the whole grid over three pretraining draws."""
-    import re
-
     shipped = REPO / "docs" / "results" / "study-report"
-    found = list(csv.DictReader((shipped / "findings.csv").open()))
+    found, generated = shipped_findings(shipped)
     metrics = [f"{where}/{m}" for where in ("test", "source", "shift") for m in ("bleu_4", "rouge_l")]
     assert list(dict.fromkeys(f["metric"] for f in found)) == metrics and {f["seeds"] for f in found} == {"3"}
     assert len(found) == 6 * 2 * 16  # metrics x fractions x (8 modes vs frozen + 8 vs full)
-    for f in found:
-        low, high = float(f["ci_low"]), float(f["ci_high"])
-        assert f["verdict"] == ("ahead" if low > 0 else "behind" if high < 0 else "unresolved"), f
-    quote = r"([+\u2212][0-9.]+)\s+\[([+\u2212][0-9.]+),\s+([+\u2212][0-9.]+)\]"  # a line may break inside
-    generated = set(re.findall(quote, (shipped / "results.md").read_text().split("## Runs")[0]))
     doc = (REPO / "docs" / "study_report.md").read_text()
-    reading = doc[doc.index("## What the findings say"):]
-    quoted = re.findall(quote, reading) + re.findall(quote, (REPO / "README.md").read_text().split("make study-report` is")[1])
+    readme = (REPO / "README.md").read_text()
+    quoted = quoted_findings(doc[doc.index("## What the findings say"):]) + quoted_findings(readme.split("make study-report` is")[1])
     assert len(quoted) >= 20 and set(quoted) <= generated, set(quoted) - generated
     rows = list(csv.DictReader((shipped / "results.csv").open()))
     assert len(rows) == 66 and {r["status"] for r in rows} == {"ok"}
