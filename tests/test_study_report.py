@@ -260,6 +260,13 @@ def test_shrunken_make_study_report_runs_end_to_end(report_draws, tmp_path):
             assert float(r[key]) == pytest.approx(metrics[key])
         assert r["pretrain_seed"] == (r["seed"] if r["init"] == "pretrained" else "")
         assert (Path(r["run"]) / "predictions_shift.jsonl").is_file()
+    # the report's study sections: its table, findings on BLEU-4 / ROUGE-L, BLEU-4 plots, sample reports
+    md = (sweep / "results.md").read_text()
+    assert "## The study — report writing" in md and "## Sample reports" in md and "## Findings" in md
+    found = list(csv.DictReader((sweep / "findings.csv").open()))
+    assert {(f["metric"], f["tune"], f["versus"]) for f in found} >= {("test/bleu_4", "layernorm", "full"),
+                                                                     ("shift/rouge_l", "layernorm", "full")}
+    assert all((sweep / name).is_file() for name in ("study_bleu_4_vs_params.png", "study_bleu_4_gain_vs_kept.png"))
 
 
 def test_one_meteor_per_process_serves_every_scoring(monkeypatch):
