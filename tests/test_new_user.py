@@ -30,7 +30,7 @@ def one_error_line(err: str) -> str:
     [
         ("trainer.max_epoch=1", "trainer.max_epoch is not a config key: did you mean trainer.max_epochs?"),
         ("+trainer.max_epoch=1", "trainer.max_epoch is not an argument of Lightning's Trainer: did you mean trainer.max_epochs?"),
-        ("+tune.rank=8", "tune.rank is not a key of tune=lora: valid keys: alpha, components, dropout, lr, lr_pretrained, name, r, select, target_modules, use_dora"),
+        ("+tune.rank=8", "tune.rank is not a key of tune=lora: valid keys: alpha, components, dropout, lr, lr_pretrained, lr_report, name, r, select, target_modules, use_dora"),
         ("+tune.alpah=8", "tune.alpah is not a key of tune=lora: did you mean tune.alpha?"),
         ("+optim.weight_decy=0.1", "optim.weight_decy is not a key of optim: did you mean optim.weight_decay?"),
         ("+data.batchsize=4", "data.batchsize is not a key of data: did you mean data.batch_size?"),
