@@ -212,7 +212,7 @@ def test_the_wheel_runs_from_anywhere_and_a_users_model_trains_evaluates_exports
         names = set(zf.namelist())
     assert "medft/configs/local/example.yaml" in names and "medft/configs/local/default.yaml" not in names  # yours stays yours
     assert {"medft/configs/train.yaml", "medft/configs/model/arch/blip_vqa.yaml",
-            "medft/configs/model/arch/Salesforce/blip-vqa-base/config.json"} <= names
+            "medft/configs/model/arch/Salesforce/blip-vqa-base/config.json", "medft/data/demo_report_wording.yaml"} <= names
     medft = install_wheel(wheel, tmp_path / "venv")
     work = tmp_path / "elsewhere"  # outside the checkout, no PYTHONPATH: only the installed wheel
     work.mkdir()

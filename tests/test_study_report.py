@@ -71,6 +71,21 @@ def test_report_domains_are_deterministic_differ_and_load_through_the_iu_xray_lo
     assert not (vqa / ANNOTATION_FILE).exists() and (vqa / "trainset.json").is_file()
 
 
+def test_the_wording_file_gives_every_style_every_sentence_and_a_change_bumps_the_version():
+    """The reports' wording is data (medft/data/demo_report_wording.yaml): every style has every sentence kind in two
+    wordings and a word per brightness class; and an edit of the wording must bump REPORT_VERSION, or cached sets of
+    the old wording would be reused as if they were the new one (update the digest below with the bump)."""
+    from medft.data.demo_report import BRIGHT_WORDS, REPORT_VERSION, STOCK, STYLES
+
+    assert set(STYLES) == set(BRIGHT_WORDS) == set(STOCK) == {spec["style"] for spec in REPORT_DOMAINS.values()}
+    for style, kinds in STYLES.items():
+        assert set(kinds) == set(STYLES["source"]) and all(len(w) == 2 for w in kinds.values()), style
+        assert set(BRIGHT_WORDS[style]) == {"bright", "faint"}, style
+        assert all(len(w) == 2 for sentences in STOCK[style].values() for w in sentences), style
+    wording = json.dumps({"styles": STYLES, "bright_words": BRIGHT_WORDS, "stock": STOCK}, sort_keys=True)
+    assert (REPORT_VERSION, hashlib.sha256(wording.encode()).hexdigest()[:12]) == (2, "277c34588ca5")
+
+
 def test_reports_describe_the_image(tmp_path):
     """The source reports say what the pixels show: a lesion's side is the brighter half (the organ templates are
     left-right symmetric), a study reported normal has two alike halves, a large lesion brightens more than a small one."""
